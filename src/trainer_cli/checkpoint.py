@@ -1,0 +1,80 @@
+"""Checkpoints: written atomically, read only with `weights_only=True`.
+
+A checkpoint holds everything a run needs to continue bit for bit: model, optimizer,
+scheduler and preprocessing state, the epoch and step counters, every random number
+generator's state (as tensors, so the safe loader accepts them), the loop's bookkeeping and
+the resolved config as YAML text.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer_cli.config import UserError
+
+
+def rng_state(shuffle_generator: torch.Generator) -> dict[str, Any]:
+    """Every random number generator the run draws from, as tensors."""
+    version, mt_state, gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "shuffle": shuffle_generator.get_state(),
+        "python": torch.tensor([version, *mt_state], dtype=torch.int64),
+        "python_gauss": torch.tensor([gauss if gauss is not None else float("nan")], dtype=torch.float64),
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_meta": torch.tensor([np_pos, np_has_gauss, np_gauss], dtype=torch.float64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, Any], shuffle_generator: torch.Generator) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    shuffle_generator.set_state(state["shuffle"])
+    python = state["python"].tolist()
+    gauss = float(state["python_gauss"][0])
+    random.setstate((python[0], tuple(python[1:]), None if gauss != gauss else gauss))
+    pos, has_gauss, np_gauss = state["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), np_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    """Write `state` to `path` atomically: a reader sees the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with the safe loader; a damaged file is a one-line error."""
+    if not path.is_file():
+        raise UserError(f"resume: no checkpoint at '{path}'")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"resume: checkpoint '{path}' is corrupted or truncated ({reason[:120]}); "
+            "use another checkpoint or start a new run"
+        ) from None

@@ -1,0 +1,136 @@
+"""Config checks and shortcuts: everything that happens to the composed config before a run.
+
+This module imports no torch, so `train --help` and config errors stay fast.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+
+class UserError(Exception):
+    """A mistake in the user's input: reported as one line, without a traceback."""
+
+
+def register_resolvers() -> None:
+    """Register the `${run_suffix:}` resolver used in run folder names."""
+    if not OmegaConf.has_resolver("run_suffix"):
+        # Cached so the run folder's name is computed once per process; the pid and a
+        # random part keep two runs started in the same second in different folders.
+        OmegaConf.register_new_resolver(
+            "run_suffix", lambda: f"{os.getpid()}{os.urandom(2).hex()}", use_cache=True
+        )
+
+
+def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:
+    """Refuse any `_target_` outside the trusted prefixes, before anything is imported."""
+    if isinstance(cfg, DictConfig):
+        for key in cfg.keys():
+            node_path = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                target = cfg._get_node(key)._value()  # the raw string, unresolved
+                if not isinstance(target, str) or not any(target.startswith(p) for p in trusted):
+                    raise UserError(
+                        f"{node_path}: '{target}' is not a trusted target; accepted prefixes: "
+                        f"{', '.join(trusted)} (extend with extra_trusted_targets=[...])"
+                    )
+            else:
+                check_targets(cfg._get_node(key), trusted, node_path)
+    elif isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            check_targets(cfg._get_node(i), trusted, f"{path}[{i}]")
+
+
+def _number(cfg: DictConfig, key: str) -> float:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{key}: expected a number, got '{value}'")
+    if not math.isfinite(value):
+        raise UserError(f"{key}: expected a finite number, got '{value}'")
+    return float(value)
+
+
+def _positive_int(cfg: DictConfig, key: str) -> int:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key}: expected a whole number >= 1, got '{value}'")
+    return value
+
+
+def _fraction(cfg: DictConfig, key: str, low: float, high: float, high_open: bool = True) -> None:
+    value = _number(cfg, key)
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise UserError(f"{key}: expected a value in [{low}, {high}{bracket}, got '{value}'")
+
+
+def _choice(cfg: DictConfig, key: str, accepted: list[str]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if str(value) not in accepted:
+        raise UserError(f"{key}: '{value}' is not accepted; choose one of {', '.join(accepted)}")
+
+
+def resolve(cfg: DictConfig) -> DictConfig:
+    """Apply the top-level shortcuts, validate, and return the effective config.
+
+    The result has every interpolation resolved, so it is exactly what ran: it is written
+    to the run folder and into every checkpoint.
+    """
+    trusted = list(cfg.get("trusted_targets", [])) + list(cfg.get("extra_trusted_targets", []))
+    check_targets(cfg, trusted)
+    try:
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+    except Exception as error:  # a missing value (???) or a broken interpolation
+        message = str(error).splitlines()[0]
+        key = getattr(error, "full_key", "") or ""
+        if "Missing mandatory value" in message:
+            raise UserError(f"{key}: a value is required (set it with {key}=...)") from None
+        raise UserError(f"{key or 'config'}: {message}") from None
+
+    if resolved.get("lr") is not None:
+        _number(resolved, "lr")
+        resolved.optimizer.lr = resolved.lr
+    if "lr" in resolved.optimizer:
+        lr = _number(resolved, "optimizer.lr")
+        if lr <= 0:
+            raise UserError(f"lr: expected a number > 0, got '{lr}'")
+        resolved.lr = lr  # the effective value, whichever way it was set
+    _positive_int(resolved, "epochs")
+    _positive_int(resolved, "batch_size")
+    _number(resolved, "seed")
+    if not 0.0 < _number(resolved, "data.val_fraction") < 1.0:
+        raise UserError(f"data.val_fraction: expected a value in (0, 1), got '{resolved.data.val_fraction}'")
+    if "dropout" in resolved.get("regularization", {}):
+        _fraction(resolved, "regularization.dropout.p", 0.0, 1.0)
+    if "dropout" in resolved.model:
+        _fraction(resolved, "model.dropout", 0.0, 1.0)
+    if "label_smoothing" in resolved.get("regularization", {}):
+        _fraction(resolved, "regularization.label_smoothing.epsilon", 0.0, 1.0)
+    if "l2" in resolved.get("regularization", {}):
+        if _number(resolved, "regularization.l2.weight_decay") < 0:
+            raise UserError("regularization.l2.weight_decay: expected a number >= 0")
+    _choice(resolved, "data.preprocess", ["none", "channel_mean_std"])
+    _choice(resolved, "trainer.precision", ["32", "bf16", "16"])
+    _choice(resolved, "trainer.early_stopping.mode", ["max", "min"])
+    _positive_int(resolved, "trainer.log_every_n_steps")
+    if resolved.trainer.grad_clip_norm is not None and _number(resolved, "trainer.grad_clip_norm") <= 0:
+        raise UserError("trainer.grad_clip_norm: expected a number > 0 or null")
+    patience = resolved.trainer.early_stopping.patience
+    if patience is not None:
+        _positive_int(resolved, "trainer.early_stopping.patience")
+    device = str(resolved.trainer.device)
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise UserError(f"trainer.device: '{device}' is not accepted; choose auto, cpu, cuda or cuda:N")
+    if resolved.data.name == "imagefolder" and not os.path.isdir(str(resolved.data.path)):
+        raise UserError(
+            f"data.path: '{resolved.data.path}' is not a folder; give a folder of class "
+            "sub-folders, e.g. data.path=/data/pets"
+        )
+    with open_dict(resolved):
+        resolved.pop("hydra", None)
+    return resolved
