@@ -44,8 +44,19 @@ def device(name: str) -> torch.device:
 
 
 def data(cfg: DictConfig, device: torch.device) -> Data:
-    """Load the data source and prepare splits, preprocessing and loaders."""
+    """Load the data source and prepare splits, preprocessing and loaders.
+
+    A class count the config leaves open (`data.num_classes: null`, as for image folders)
+    is filled in from the data, in the data and model nodes, so the saved config is exact.
+    """
     source = instantiate(cfg.data.source, key="data.source")
+    counted = len(source.classes)
+    if cfg.data.num_classes is None:
+        cfg.data.num_classes = counted
+        if cfg.model.get("num_classes", 0) is None:
+            cfg.model.num_classes = counted
+    elif cfg.data.num_classes != counted:
+        raise UserError(f"data.num_classes: the config says {cfg.data.num_classes}, the data has {counted} classes")
     return prepare(
         source,
         val_fraction=cfg.data.val_fraction,

@@ -21,9 +21,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_suffix"):
         # Cached so the run folder's name is computed once per process; the pid and a
         # random part keep two runs started in the same second in different folders.
-        OmegaConf.register_new_resolver(
-            "run_suffix", lambda: f"{os.getpid()}{os.urandom(2).hex()}", use_cache=True
-        )
+        OmegaConf.register_new_resolver("run_suffix", lambda: f"{os.getpid()}{os.urandom(2).hex()}", use_cache=True)
 
 
 def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:

@@ -54,8 +54,6 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     else:
         cfg = resolve(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resumed is None:
-        OmegaConf.save(cfg, run_dir / "resolved_config.yaml")
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -67,6 +65,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
 
     device = build.device(str(cfg.trainer.device))
     data = build.data(cfg, device)
+    if resumed is None:
+        OmegaConf.save(cfg, run_dir / "resolved_config.yaml")  # effective values, after shortcuts
     model = build.model(cfg).to(device)
     optimizer = build.optimizer(cfg, model)
     steps_per_epoch = len(data.train)

@@ -76,4 +76,3 @@ class CNN(nn.Sequential):
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(in_channels, num_classes))
         super().__init__(*layers)
-
