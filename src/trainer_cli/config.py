@@ -27,7 +27,7 @@ def register_resolvers() -> None:
 def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:
     """Refuse any `_target_` outside the trusted prefixes, before anything is imported."""
     if isinstance(cfg, DictConfig):
-        for key in cfg.keys():
+        for key in cfg:
             node_path = f"{path}.{key}" if path else str(key)
             if key == "_target_":
                 target = cfg._get_node(key)._value()  # the raw string, unresolved
@@ -39,7 +39,7 @@ def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:
             else:
                 check_targets(cfg._get_node(key), trusted, node_path)
     elif isinstance(cfg, ListConfig):
-        for i, item in enumerate(cfg):
+        for i, _item in enumerate(cfg):
             check_targets(cfg._get_node(i), trusted, f"{path}[{i}]")
 
 
@@ -109,9 +109,8 @@ def resolve(cfg: DictConfig) -> DictConfig:
         _fraction(resolved, "model.dropout", 0.0, 1.0)
     if "label_smoothing" in resolved.get("regularization", {}):
         _fraction(resolved, "regularization.label_smoothing.epsilon", 0.0, 1.0)
-    if "l2" in resolved.get("regularization", {}):
-        if _number(resolved, "regularization.l2.weight_decay") < 0:
-            raise UserError("regularization.l2.weight_decay: expected a number >= 0")
+    if "l2" in resolved.get("regularization", {}) and _number(resolved, "regularization.l2.weight_decay") < 0:
+        raise UserError("regularization.l2.weight_decay: expected a number >= 0")
     _choice(resolved, "data.preprocess", ["none", "channel_mean_std"])
     _choice(resolved, "trainer.precision", ["32", "bf16", "16"])
     _choice(resolved, "trainer.early_stopping.mode", ["max", "min"])

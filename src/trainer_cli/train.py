@@ -295,7 +295,7 @@ def _accepted_keys(key: str) -> str:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             node = compose(config_name="config")
         node = OmegaConf.select(node, parent) if parent else node
-        keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
     except Exception:
         keys = []
     where = f"'{parent}'" if parent else "the top level"
