@@ -186,5 +186,5 @@ def test_gradient_clipping_bounds_the_update(make_cfg):
         model, [(images, labels)], optimizer, scheduler, torch.nn.CrossEntropyLoss(),
         step=0, device=torch.device("cpu"), grad_clip_norm=1e-3,
     )  # fmt: skip
-    update = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    update = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before, strict=True)))
     assert 0 < update <= 1e-3 * (1 + 1e-5)  # plain SGD with lr 1: the step is the clipped gradient
