@@ -131,3 +131,13 @@ def test_every_experiment_builds(option, make_cfg, image_folder):
     if cfg.data.name == "fashion_mnist" and debian_fashion_mnist_folder() is None:
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     _build_all(resolve(make_cfg(*overrides)))
+
+
+def test_label_smoothing_softens_the_target(make_cfg):
+    logits = torch.tensor([[10.0, 0.0, 0.0]])
+    target = torch.tensor([0])
+    plain = build.loss(resolve(make_cfg()))(logits, target)
+    smoothed = build.loss(resolve(make_cfg("regularization=[label_smoothing]")))(logits, target)
+    # epsilon 0.1 over 3 classes: the target is (1 - 0.1 + 0.1/3, 0.1/3, 0.1/3)
+    expected = -(torch.tensor([1 - 0.1 + 0.1 / 3, 0.1 / 3, 0.1 / 3]) * logits.log_softmax(1)).sum()
+    assert torch.allclose(smoothed, expected) and smoothed > plain
