@@ -77,3 +77,18 @@ def test_run_writes_the_summary_and_logs_activation_statistics(make_cfg, tmp_pat
     # step 0, then the first logging step at or after each multiple of 8 (21 steps per epoch)
     assert steps == [0, 8, 16]
     assert all(e.value > 0 for e in events.Scalars("activations/6/std"))
+
+
+def test_activation_values_use_batch_statistics_and_have_no_side_effects():
+    """Training-mode statistics (batch norm normalizes the probe batch), yet the running
+    statistics and the random number generator are as they were: logging changes no result."""
+    torch.manual_seed(0)
+    model = MLP(1, 4, 3, width=32, depth=2, norm="batch", activation="relu", dropout=0.5)
+    x = 5.0 + 3.0 * torch.randn(64, 1, 4, 4)
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    values = activation_values(model, x)
+    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    # ReLU of batch-normalized units: mean 1/sqrt(2π) ≈ 0.40 (running statistics would give ~5).
+    assert next(iter(values.values())).mean().item() == pytest.approx(0.40, abs=0.05)

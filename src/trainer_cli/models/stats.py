@@ -26,26 +26,30 @@ def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 @torch.no_grad()
 def activation_values(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each activation layer's output for `images` (flattened), in eval mode, so that no
-    running statistic moves and no random number is drawn (the run stays reproducible).
-    A module used twice (a ReLU object shared by a block) is named with its call index."""
+    """Each activation layer's output for `images` (flattened), from a forward pass in the
+    model's current mode (training: batch norm uses this batch's statistics, as training
+    sees it). Side-effect free: running statistics are restored and the random number
+    generators forked, so a run logs the same numbers with or without this.
+    A module called twice in one forward is named with its call index."""
     values: dict[str, torch.Tensor] = {}
     hooks = []
     for name, module in activation_layers(model):
 
         def record(_module, _inputs, output, name=name):
             key = name if name not in values else f"{name}#{sum(k.startswith(name) for k in values)}"
-            values[key] = output.detach().float().flatten()
+            values[key] = output.detach().float().flatten().clone()  # in-place ops later must not change it
 
         hooks.append(module.register_forward_hook(record))
-    was_training = model.training
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    devices = [images.device] if images.device.type == "cuda" else []
     try:
-        model.eval()
-        model(images)
+        with torch.random.fork_rng(devices=devices):
+            model(images)
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
     return values
 
 

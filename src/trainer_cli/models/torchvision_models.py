@@ -80,9 +80,11 @@ def _named_weights(name: str, weights: str, download: bool) -> torchvision.model
     if not download:
         raise ValueError(f"model.weights: {cached} is missing and model.download=false; {where}")
     try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(chosen.url, str(cached), progress=False)
     except (OSError, RuntimeError) as error:  # URLError is an OSError: offline
-        raise ValueError(f"model.weights: cannot download ({type(error).__name__}); {where}") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"model.weights: cannot download ({reason}); {where}") from None
     return chosen
 
 
