@@ -208,3 +208,15 @@ def test_regularization_sets_the_model_keys(make_cfg):
     assert (cfg.model.drop_path, cfg.model.dropconnect, cfg.model.dropout) == (0.2, 0.5, 0.5)
     model = build.model(cfg)
     assert max(m.drop_prob for m in model.modules() if isinstance(m, BasicBlock)) == pytest.approx(0.2)
+
+
+@pytest.mark.slow  # a subprocess: ~4 s of imports alone (the same messages are tested in-process above)
+def test_cli_bad_activation_is_one_line(tmp_path):
+    from tests.conftest import run_train
+
+    result = run_train(["model.activation=swish", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: model.activation: 'swish' is not accepted; choose one of "
+        "sigmoid, tanh, relu, leaky_relu, prelu, elu, selu, gelu, silu, maxout"
+    ]
