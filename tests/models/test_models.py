@@ -220,3 +220,42 @@ def test_cli_bad_activation_is_one_line(tmp_path):
         "error: model.activation: 'swish' is not accepted; choose one of "
         "sigmoid, tanh, relu, leaky_relu, prelu, elu, selu, gelu, silu, maxout"
     ]
+
+
+def _tiny(model: str, **choices) -> nn.Module:
+    if model == "mlp":
+        from trainer_cli.models import MLP
+
+        return MLP(1, 8, 3, width=16, depth=2, **choices)
+    if model == "cnn":
+        return CNN(1, 8, 3, channels=[8, 16], convs_per_stage=1, **choices)
+    # No stochastic depth here: every block must get a gradient.
+    return ResNet(1, 8, 3, stages=[1, 1], channels=[8, 16], **choices)
+
+
+def _trains(model: nn.Module) -> None:
+    """One SGD step changes the loss: gradients reach the parameters through the choice."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    model.eval()
+    before = nn.functional.cross_entropy(model(x), y).item()
+    model.train()
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.eval()
+    assert nn.functional.cross_entropy(model(x), y).item() != before
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet"])
+def test_every_activation_init_and_norm_works_on_every_model(model):
+    from trainer_cli.models.blocks import ACTIVATIONS, NORMS_1D, NORMS_2D
+    from trainer_cli.models.init import INITS
+
+    for name in ACTIVATIONS:
+        if not (model == "resnet" and name == "maxout"):
+            _trains(_tiny(model, activation=name, activation_gpn=name != "maxout"))
+    for init in INITS:
+        _trains(_tiny(model, init=init))
+    for norm in NORMS_1D if model == "mlp" else NORMS_2D:
+        _trains(_tiny(model, norm=norm, norm_groups=4))
