@@ -48,9 +48,7 @@ def test_every_data_option(option, make_cfg, image_folder):
     assert data.num_classes == cfg.data.num_classes or cfg.data.num_classes is None
 
 
-@pytest.mark.parametrize(
-    "group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer"]
-)
+@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer"])
 def test_every_option_of_group(group, make_cfg):
     for option in conf_options(group):
         override = f"{group}=[{option}]" if group in ("regularization", "augmentation") else f"{group}={option}"
