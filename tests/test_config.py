@@ -13,6 +13,8 @@ from trainer_cli.data.sources import debian_fashion_mnist_folder
 
 # Data sets that need files this machine may not have: composed, built only when present.
 NEEDS_FILES = {"mnist", "cifar10", "cifar100"}
+# Options that act only on some models: built with one that has what they need.
+NEEDS_MODEL = {"stochastic_depth": "model=resnet"}
 
 
 def _build_all(cfg):
@@ -46,13 +48,11 @@ def test_every_data_option(option, make_cfg, image_folder):
     assert data.num_classes == cfg.data.num_classes or cfg.data.num_classes is None
 
 
-@pytest.mark.parametrize(
-    "group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer"]
-)
+@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer"])
 def test_every_option_of_group(group, make_cfg):
     for option in conf_options(group):
         override = f"{group}=[{option}]" if group in ("regularization", "augmentation") else f"{group}={option}"
-        cfg = resolve(make_cfg(override, "data=digits"))
+        cfg = resolve(make_cfg(override, "data=digits", *([NEEDS_MODEL[option]] if option in NEEDS_MODEL else [])))
         _build_all(cfg)
 
 

@@ -46,7 +46,9 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     from trainer_cli import build, checkpoint
     from trainer_cli.data import build_augmentation
     from trainer_cli.loop import evaluate, train_one_epoch
-    from trainer_cli.report import Reporter, print_results, write_metrics
+    from trainer_cli.models.stats import activation_stats, activation_values
+    from trainer_cli.models.summary import summary_text
+    from trainer_cli.report import Reporter, print_activation_table, print_results, write_metrics
 
     resumed = None
     if cfg.get("resume"):
@@ -69,6 +71,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     if resumed is None:
         OmegaConf.save(cfg, run_dir / "resolved_config.yaml")  # effective values, after shortcuts
     model = build.model(cfg).to(device)
+    # What was built, layer by layer, before anything trains (also kept in the run folder).
+    model_summary = summary_text(model, (int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size)))
+    (run_dir / "model_summary.txt").write_text(model_summary + "\n")
+    log.info(f"model summary\n{model_summary}")
     optimizer = build.optimizer(cfg, model)
     steps_per_epoch = len(data.train)
     scheduler = build.scheduler(cfg, optimizer, steps_per_epoch)
@@ -127,6 +133,21 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     early_stopped = False
     purge_step = state["step"] + 1 if resumed is not None else None
     with Reporter(run_dir, cfg.epochs, steps_per_epoch, purge_step=purge_step) as reporter:
+        # Activation statistics on a fixed probe batch (the first validation batch), at the
+        # start and then every `log_activations_every_n_steps` steps.
+        probe = next(iter(data.val))[0] if cfg.trainer.get("log_activations") else None
+        activations_due = [state["step"] + int(cfg.trainer.get("log_activations_every_n_steps", 100))]
+        if probe is not None:
+            values = activation_values(model, probe)
+            print_activation_table(activation_stats(values))
+            reporter.log_activations(state["step"], values)
+
+        def log_step(step: int, scalars: dict[str, float]) -> None:
+            reporter.log_step(step, scalars)
+            if probe is not None and step >= activations_due[0]:
+                reporter.log_activations(step, activation_values(model, probe))
+                activations_due[0] = step + int(cfg.trainer.log_activations_every_n_steps)
+
         if resumed is None:
             # The lecture's first sanity check: with C classes and small random weights the
             # initial loss should be close to ln C.
@@ -139,7 +160,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 model, data.train, optimizer, scheduler, loss_fn,
                 step=state["step"], device=device, precision=precision, scaler=scaler, augment=augment,
                 grad_clip_norm=cfg.trainer.grad_clip_norm, log_every_n_steps=cfg.trainer.log_every_n_steps,
-                on_log=reporter.log_step,
+                on_log=log_step,
             )  # fmt: skip
             val_metrics = evaluate(model, data.val, device, precision)
             row = {

@@ -46,7 +46,8 @@ def test_idx_files_are_read_exactly(tmp_path):
 
 def test_truncated_idx_file_is_a_one_line_error(tmp_path):
     write_idx(tmp_path / "x.gz", np.zeros((4, 5, 5)))
-    raw = gzip.open(tmp_path / "x.gz").read()
+    with gzip.open(tmp_path / "x.gz") as f:
+        raw = f.read()
     with gzip.open(tmp_path / "x.gz", "wb") as f:
         f.write(raw[:-7])
     with pytest.raises(UserError, match="truncated IDX file"):
@@ -56,7 +57,7 @@ def test_truncated_idx_file_is_a_one_line_error(tmp_path):
 def test_mnist_reads_idx_files_from_root(tmp_path):
     data = load_mnist(str(fake_mnist_root(tmp_path / "mnist")), download=False)
     assert data.train_x.shape == (20, 1, 28, 28) and data.test_x.shape == (10, 1, 28, 28)
-    assert data.train_x.dtype == torch.float32 and 0 <= data.train_x.min() and data.train_x.max() <= 1
+    assert data.train_x.dtype == torch.float32 and data.train_x.min() >= 0 and data.train_x.max() <= 1
     assert data.train_y.tolist() == [i % 10 for i in range(20)]
 
 
