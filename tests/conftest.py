@@ -19,6 +19,22 @@ FAST = ["epochs=2", "trainer.device=cpu", "trainer.log_every_n_steps=2"]
 TRAIN = str(Path(sys.executable).with_name("train"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process tests run many tiny forward passes: one CPU thread each.
+
+    On a small shared machine, torch's intra-op thread pool spins against the other
+    processes: a 4-channel conv block took 27 ms per forward with 2 threads under load,
+    0.16 ms with one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def conf_options(group: str) -> list[str]:
     """Every option of a config group, read from the conf/ listing."""
     return sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
