@@ -38,15 +38,13 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.labels.device)
-        else:
-            order = None
+        order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):
             if order is None:
-                yield self.images[i * self.batch_size : (i + 1) * self.batch_size], self.labels[
-                    i * self.batch_size : (i + 1) * self.batch_size
-                ]
+                yield (
+                    self.images[i * self.batch_size : (i + 1) * self.batch_size],
+                    self.labels[i * self.batch_size : (i + 1) * self.batch_size],
+                )
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield self.images[index], self.labels[index]
