@@ -92,6 +92,7 @@ def continue_study(storage: str, study_name: str) -> int:
 
 def _prepare(impl: OptunaSweeperImpl, config: DictConfig) -> None:
     """Storage, study name and direction defaults; failed jobs as failed trials; job numbers."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's schema set-up chatter
     if impl.storage is None:
         impl.storage = default_storage(str(config.hydra.sweep.dir))
     if impl.study_name is None:
@@ -100,6 +101,9 @@ def _prepare(impl: OptunaSweeperImpl, config: DictConfig) -> None:
         impl.direction = direction_of(str(config.get("optimized_metric", "val/acc")))
     impl.launcher = _FailedJobsAsFailures(impl.launcher)
     impl.job_idx = continue_study(impl.storage, impl.study_name)
+    if impl.job_idx and hasattr(impl.sampler, "reseed_rng"):
+        # The same seed would propose the same points again as the first run did.
+        impl.sampler.reseed_rng()
 
 
 class OptunaSweeper(PluginOptunaSweeper):
@@ -116,6 +120,8 @@ def _sweep(impl: OptunaSweeperImpl, arguments: list[str]) -> None:
     try:
         impl.sweep(arguments)
     except ValueError as error:
+        if "No trials are completed" in str(error) or "Record does not exist" in str(error):
+            _every_trial_failed(impl)
         if "different distribution" not in str(error):
             raise
         raise UserError(
@@ -123,6 +129,15 @@ def _sweep(impl: OptunaSweeperImpl, arguments: list[str]) -> None:
             f"{impl.storage} was started with; continue it with the same ranges, or start a new sweep "
             "(another hydra.sweep.dir or hydra.sweeper.study_name)"
         ) from None
+
+
+def _every_trial_failed(impl: OptunaSweeperImpl) -> None:
+    """Hydra skips the end-of-sweep callbacks when the sweeper raises: report, then say so."""
+    from trainer_cli.sweep import report
+
+    sweep_dir = Path(str(impl.config.hydra.sweep.dir))
+    report(sweep_dir, str(impl.config.get("optimized_metric", "val/acc")))
+    raise UserError(f"{impl.study_name}: every trial failed; summary.csv in {sweep_dir} says why")
 
 
 def narrowed(distribution: optuna.distributions.BaseDistribution, values: list[Any], widen: float) -> str:
@@ -202,14 +217,18 @@ class CoarseToFineSweeper(PluginOptunaSweeper):
         impl.study_name = f"{name}-coarse"
         coarse_before = continue_study(impl.storage, impl.study_name)
         impl.job_idx = coarse_before + fine_before
+        if impl.job_idx:
+            impl.sampler.reseed_rng()  # a continued sweep: do not repeat the first run's points
         impl.params = OmegaConf.create({**self.params, "epochs": stage["coarse"]["epochs"]})
         log.info(f"coarse stage: {self.coarse['n_trials']} trials of {self.coarse['epochs']} epochs")
+        first_coarse = impl.job_idx
         _sweep(impl, arguments)
+        self._record_stage("coarse", range(first_coarse, impl.job_idx), dict(self.params))
 
         coarse_study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
         done = [t for t in coarse_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not done:
-            raise TrialFailed("coarse stage: every trial failed; see the sweep report")
+            _every_trial_failed(impl)
         minimize = coarse_study.direction == optuna.study.StudyDirection.MINIMIZE
         top = sorted(done, key=lambda t: t.value if minimize else -t.value)[: int(self.fine["top_k"])]
         fine_params = dict(self.params)
@@ -222,5 +241,20 @@ class CoarseToFineSweeper(PluginOptunaSweeper):
         impl.params = OmegaConf.create({**fine_params, "epochs": stage["fine"]["epochs"]})
         impl.n_trials = int(self.fine["n_trials"])
         impl.sampler = optuna.samplers.RandomSampler(seed=None if self.seed is None else self.seed + 1)
+        if coarse_before + fine_before:
+            impl.sampler.reseed_rng()
         impl.launcher = launcher
+        first_fine = impl.job_idx
         _sweep(impl, arguments)
+        self._record_stage("fine", range(first_fine, impl.job_idx), fine_params)
+
+    def _record_stage(self, stage: str, jobs: range, params: dict[str, str]) -> None:
+        """`stages.yaml` in the sweep folder: which jobs belong to which stage, and its ranges.
+
+        The sweep report reads it to show each job's stage.
+        """
+        path = Path(str(self.sweeper.config.hydra.sweep.dir)) / "stages.yaml"
+        stages = OmegaConf.load(path) if path.is_file() else OmegaConf.create({})
+        previous = list(stages.get(stage, {}).get("jobs", []))
+        stages[stage] = {"jobs": previous + list(jobs), "params": params}
+        OmegaConf.save(stages, path)

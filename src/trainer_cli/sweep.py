@@ -44,6 +44,11 @@ def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
             # process was killed (or is still running, for a report on a live sweep).
             row.update(status="killed", best_val=None, test_acc=None, epochs=None, time_s=None, error=None)
         rows.append(row)
+    stages_file = sweep_dir / "stages.yaml"  # written by the coarse-to-fine search
+    if stages_file.is_file():
+        stage_of = {str(job): stage for stage, node in OmegaConf.load(stages_file).items() for job in node.jobs}
+        for row in rows:
+            row["stage"] = stage_of.get(row["job"], "")
     minimize = metric.endswith("loss")
 
     def key(row: dict[str, Any]) -> float:
@@ -59,11 +64,18 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     """Print the sweep's table and write `summary.csv` in the sweep folder."""
     rows = collect(sweep_dir, metric)
     columns = ["job", "overrides", "best_val", "test_acc", "epochs", "time_s", "status"]
+    if rows and "stage" in rows[0]:
+        columns.insert(1, "stage")
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*columns, "error"])  # why a failed job failed
         writer.writeheader()
         writer.writerows(rows)
-    table = Table(title=f"Sweep {sweep_dir} (sorted by best {metric})")
+    # The table shows what differs between jobs; summary.csv keeps every override.
+    shared = set.intersection(*(set(r["overrides"].split()) for r in rows)) if len(rows) > 1 else set()
+    title = f"Sweep {sweep_dir} (sorted by best {metric})"
+    if shared:
+        title += f"\nevery job: {' '.join(o for o in rows[0]['overrides'].split() if o in shared)}"
+    table = Table(title=title)
     for column in columns:
         table.add_column(f"best {metric}" if column == "best_val" else column.replace("_", " "))
 
@@ -73,10 +85,20 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     for row in rows:
-        table.add_row(*(fmt(row[c]) for c in columns))
+        differing = " ".join(_short(o) for o in row["overrides"].split() if o not in shared)
+        table.add_row(*(fmt(differing if c == "overrides" else row[c]) for c in columns))
     (console or Console()).print(table)
     plot(sweep_dir, rows, metric)
     return rows
+
+
+def _short(override: str) -> str:
+    """`lr=0.010323260351976565` as `lr=0.01032`: sampled values, readable in a table."""
+    key, _, value = override.partition("=")
+    try:
+        return f"{key}={float(value):.4g}" if len(value) > 8 else override
+    except ValueError:
+        return override
 
 
 def searched_values(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
@@ -180,7 +202,12 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
-            report(sweep_dir, str(config.get("optimized_metric", "val/acc")))
+            rows = report(sweep_dir, str(config.get("optimized_metric", "val/acc")))
+            if rows and all(row["status"] != "ok" for row in rows):
+                # The sweep went on past each failure; a sweep with no result still fails.
+                from trainer_cli.config import UserError
+
+                raise UserError(f"every job of the sweep failed; summary.csv in {sweep_dir} says why")
 
 
 if __name__ == "__main__":
