@@ -55,7 +55,8 @@ class _FailedJobsAsFailures:
             value = ret._return_value
             if ret.status == JobStatus.COMPLETED and isinstance(value, float) and math.isnan(value):
                 ret.status = JobStatus.FAILED
-                job_dir = OmegaConf.select(ret.hydra_cfg or {}, "hydra.runtime.output_dir", default=ret.working_dir)
+                hydra_cfg = ret.hydra_cfg if isinstance(ret.hydra_cfg, DictConfig) else OmegaConf.create()
+                job_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir", default=ret.working_dir)
                 ret._return_value = TrialFailed(f"job in {job_dir} failed; its metrics.json says why")
         return returns
 
