@@ -201,6 +201,24 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "failed"
     assert summary_rows(sweep)[0]["status"] == "ok"  # the ok job sorts first
     assert "failed" in result.stdout
+    # The failed job is in TensorBoard's HParams tab too, with its hyperparameters.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(sweep / "0" / "tensorboard"))
+    events.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info
+    assert start.hparams["lr"].number_value == -1 and start.hparams["status"].string_value == "failed"
+
+
+def test_sweep_whose_every_job_failed_exits_non_zero(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["-m", "lr=-1,-2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: every job of the sweep failed")
+    assert [r["status"] for r in summary_rows(sweep)] == ["failed", "failed"]
 
 
 def test_single_run_error_is_still_one_line_and_non_zero(tmp_path):

@@ -169,8 +169,12 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
     return path
 
 
-def record_failure(run_dir: Path, error: BaseException) -> float:
-    """A failed sweep job: metrics.json says status failed and why; returns NaN for the sweeper."""
+def record_failure(run_dir: Path, error: BaseException, hparams: dict[str, Any] | None = None) -> float:
+    """A failed sweep job: metrics.json says status failed and why; returns NaN for the sweeper.
+
+    The job's hyperparameters still go to TensorBoard's HParams tab (with no metrics), so
+    the tab lists every job of the sweep, the failed ones too.
+    """
     import logging
 
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -178,6 +182,14 @@ def record_failure(run_dir: Path, error: BaseException) -> float:
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(error).__name__}: {reason}"}
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if hparams:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
+            for part in hparams_summary({**clean, "status": "failed"}, {}):
+                writer.file_writer.add_summary(part)
     return math.nan
 
 
@@ -205,9 +217,11 @@ class SweepSummary(Callback):
             rows = report(sweep_dir, str(config.get("optimized_metric", "val/acc")))
             if rows and all(row["status"] != "ok" for row in rows):
                 # The sweep went on past each failure; a sweep with no result still fails.
-                from trainer_cli.config import UserError
+                # SystemExit, because Hydra turns a callback's exceptions into warnings.
+                import sys
 
-                raise UserError(f"every job of the sweep failed; summary.csv in {sweep_dir} says why")
+                print(f"error: every job of the sweep failed; summary.csv in {sweep_dir} says why", file=sys.stderr)
+                sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def main(cfg: DictConfig) -> float:
             # and NaN tells the sweeper (the Optuna sweeper records a failed trial).
             from trainer_cli.sweep import record_failure
 
-            return record_failure(run_dir, error)
+            return record_failure(run_dir, error, hparams)
         if debug or not isinstance(error, UserError):
             raise
         # Exit here, not in cli(): Hydra would first print its own "Error executing job" line.
