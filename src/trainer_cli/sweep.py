@@ -84,9 +84,15 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    for row in rows:
+    def fmt_row(row: dict[str, Any]) -> list[str]:
         differing = " ".join(_short(o) for o in row["overrides"].split() if o not in shared)
-        table.add_row(*(fmt(differing if c == "overrides" else row[c]) for c in columns))
+        cells = [fmt(differing if c == "overrides" else row[c]) for c in columns]
+        if row["time_s"] is not None:
+            cells[columns.index("time_s")] = f"{row['time_s']:.1f}"
+        return cells
+
+    for row in rows:
+        table.add_row(*fmt_row(row))
     (console or Console()).print(table)
     plot(sweep_dir, rows, metric)
     return rows

@@ -35,6 +35,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     Returns the run's summary metrics (never the model). With `cfg.resume` set to a run
     folder, continues that run from its last checkpoint, in that folder.
     """
+    started = time.perf_counter()
+    if not cfg.get("resume"):
+        cfg = resolve(cfg)  # config mistakes are reported before torch is even imported
+
     import random
 
     import numpy as np
@@ -45,15 +49,12 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     from trainer_cli.loop import evaluate, train_one_epoch
     from trainer_cli.report import Reporter, print_results, write_metrics
 
-    started = time.perf_counter()
     resumed = None
     if cfg.get("resume"):
         run_dir = Path(str(cfg.resume))
         resumed = checkpoint.load(run_dir / "checkpoints" / "last.pt")
         cfg = OmegaConf.create(resumed["config"])
         log.info(f"resuming {run_dir} from epoch {resumed['epoch']} (step {resumed['step']})")
-    else:
-        cfg = resolve(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
@@ -262,11 +263,17 @@ def main(cfg: DictConfig) -> float:
             from trainer_cli.sweep import record_failure
 
             return record_failure(run_dir, error, hparams)
-        if debug or not isinstance(error, UserError):
-            raise
         # Exit here, not in cli(): Hydra would first print its own "Error executing job" line.
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
+
+        if not isinstance(error, (UserError, NonFiniteLoss)) or debug:
+            raise
+        message = f"error: {error}"
+        if isinstance(error, NonFiniteLoss):
+            last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
+            message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
+        print(message, file=sys.stderr)
+        sys.exit(2 if isinstance(error, UserError) else 1)
     metric = str(summary.get("optimized_metric", cfg.optimized_metric))
     return float(summary[f"best/{metric}"])
 
@@ -371,11 +378,6 @@ def cli() -> None:
             raise
         from hydra.errors import HydraException
 
-        from trainer_cli.loop import NonFiniteLoss
-
-        if isinstance(error, NonFiniteLoss):
-            print(f"error: {error} (the last good checkpoint is kept)", file=sys.stderr)
-            sys.exit(1)
         if isinstance(error, HydraException):
             print(f"error: {_hydra_error_line(error)}", file=sys.stderr)
             sys.exit(2)
