@@ -66,6 +66,7 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
         device=device,
         seed=cfg.seed,
         num_workers=cfg.data.get("num_workers", 0),
+        fold=(cfg.data.kfold, cfg.data.fold) if cfg.data.get("kfold") and cfg.data.get("fold") is not None else None,
     )
 
 

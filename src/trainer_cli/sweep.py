@@ -1,6 +1,8 @@
-"""The sweep report: one table of every job of a multirun, also written as summary.csv.
+"""The sweep report: one table of every job of a multirun, also written as summary.csv, and
+`sweep.png` with every job's validation curve and the metric against each searched value.
 
-Runs as a Hydra callback at the end of every multirun, and imports no torch.
+Runs as a Hydra callback at the end of every multirun, and on demand for any sweep folder:
+`python -m trainer_cli.sweep <sweep folder> [optimized_metric]`. Imports no torch at load.
 """
 
 from __future__ import annotations
@@ -35,10 +37,18 @@ def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
                 test_acc=metrics.get("test/acc"),
                 epochs=metrics.get("epochs_run"),
                 time_s=metrics.get("time_s"),
+                error=metrics.get("error"),
             )
         else:
-            row.update(status="failed", best_val=None, test_acc=None, epochs=None, time_s=None)
+            # A job writes metrics.json when it ends, even when it fails: none means the
+            # process was killed (or is still running, for a report on a live sweep).
+            row.update(status="killed", best_val=None, test_acc=None, epochs=None, time_s=None, error=None)
         rows.append(row)
+    stages_file = sweep_dir / "stages.yaml"  # written by the coarse-to-fine search
+    if stages_file.is_file():
+        stage_of = {str(job): stage for stage, node in OmegaConf.load(stages_file).items() for job in node.jobs}
+        for row in rows:
+            row["stage"] = stage_of.get(row["job"], "")
     minimize = metric.endswith("loss")
 
     def key(row: dict[str, Any]) -> float:
@@ -54,11 +64,18 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     """Print the sweep's table and write `summary.csv` in the sweep folder."""
     rows = collect(sweep_dir, metric)
     columns = ["job", "overrides", "best_val", "test_acc", "epochs", "time_s", "status"]
+    if rows and "stage" in rows[0]:
+        columns.insert(1, "stage")
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=[*columns, "error"])  # why a failed job failed
         writer.writeheader()
         writer.writerows(rows)
-    table = Table(title=f"Sweep {sweep_dir} (sorted by best {metric})")
+    # The table shows what differs between jobs; summary.csv keeps every override.
+    shared = set.intersection(*(set(r["overrides"].split()) for r in rows)) if len(rows) > 1 else set()
+    title = f"Sweep {sweep_dir} (sorted by best {metric})"
+    if shared:
+        title += f"\nevery job: {' '.join(o for o in rows[0]['overrides'].split() if o in shared)}"
+    table = Table(title=title)
     for column in columns:
         table.add_column(f"best {metric}" if column == "best_val" else column.replace("_", " "))
 
@@ -68,7 +85,8 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     def fmt_row(row: dict[str, Any]) -> list[str]:
-        cells = [fmt(row[c]) for c in columns]
+        differing = " ".join(_short(o) for o in row["overrides"].split() if o not in shared)
+        cells = [fmt(differing if c == "overrides" else row[c]) for c in columns]
         if row["time_s"] is not None:
             cells[columns.index("time_s")] = f"{row['time_s']:.1f}"
         return cells
@@ -76,7 +94,124 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     for row in rows:
         table.add_row(*fmt_row(row))
     (console or Console()).print(table)
+    plot(sweep_dir, rows, metric)
     return rows
+
+
+def _short(override: str) -> str:
+    """`lr=0.010323260351976565` as `lr=0.01032`: sampled values, readable in a table."""
+    key, _, value = override.partition("=")
+    try:
+        return f"{key}={float(value):.4g}" if len(value) > 8 else override
+    except ValueError:
+        return override
+
+
+def searched_values(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """{override key: [(value, best metric)]} for each numeric override that varies across jobs."""
+    table: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        if row["status"] != "ok" or row["best_val"] is None or not math.isfinite(row["best_val"]):
+            continue
+        for override in row["overrides"].split():
+            key, _, text = override.partition("=")
+            try:
+                value = float(text)
+            except ValueError:
+                continue
+            table.setdefault(key, []).append((value, row["best_val"]))
+    return {k: v for k, v in table.items() if len({value for value, _ in v}) > 1}
+
+
+def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | None:
+    """`sweep.png`: every job's validation curve, then the metric against each searched value.
+
+    The second row is the lecture's coarse-to-fine picture: where along a log axis the good
+    learning rates (and the rest) lie. Values that are all positive go on a log axis.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    curves = []
+    for row in rows:
+        job_dir = sweep_dir / row["job"]
+        csv_files = [job_dir / "metrics.csv"] if (job_dir / "metrics.csv").is_file() else []
+        csv_files = csv_files or sorted(job_dir.glob("fold_*/metrics.csv"))  # k-fold jobs: one curve per fold
+        for i, csv_file in enumerate(csv_files):
+            with open(csv_file, newline="") as f:
+                history = [r for r in csv.DictReader(f) if r.get(metric) not in (None, "")]
+            if history:
+                label = row["job"] if len(csv_files) == 1 else f"{row['job']}/fold_{i}"
+                curves.append((label, [int(r["epoch"]) for r in history], [float(r[metric]) for r in history]))
+    searched = searched_values(rows)
+    if not curves and not searched:
+        return None
+    columns, lines = max(1, len(searched)), 2 if searched else 1
+    figure, axes = plt.subplots(lines, columns, figsize=(5 * columns, 4 * lines), squeeze=False)
+    curve_axis = axes[0][0]
+    for label, epochs, values in curves:
+        curve_axis.plot(epochs, values, marker="." if len(epochs) < 3 else None, label=label, alpha=0.8)
+    curve_axis.set_xlabel("epoch")
+    curve_axis.set_ylabel(metric)
+    curve_axis.set_title(f"{metric} of every job")
+    if len(curves) <= 12:
+        curve_axis.legend(fontsize="small")
+    for extra in axes[0][1:]:
+        extra.axis("off")
+    for axis, (key, points) in zip(axes[-1] if searched else [], searched.items(), strict=False):
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        axis.scatter(xs, ys)
+        if min(xs) > 0:
+            axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_ylabel(f"best {metric}")
+        axis.set_title(f"best {metric} vs {key}")
+    figure.tight_layout()
+    path = sweep_dir / "sweep.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def record_failure(run_dir: Path, error: BaseException, hparams: dict[str, Any] | None = None) -> float:
+    """A failed sweep job: metrics.json says status failed and why; returns NaN for the sweeper.
+
+    The job's hyperparameters still go to TensorBoard's HParams tab (with no metrics), so
+    the tab lists every job of the sweep, the failed ones too.
+    """
+    import logging
+
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    logging.getLogger("trainer_cli").error(f"job failed: {type(error).__name__}: {reason}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(error).__name__}: {reason}"}
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if hparams:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
+            for part in hparams_summary({**clean, "status": "failed"}, {}):
+                writer.file_writer.add_summary(part)
+    return math.nan
+
+
+def assign_gpu(cfg: DictConfig, job_num: int) -> None:
+    """On a machine with several GPUs, sweep job n runs on GPU n mod count.
+
+    Parallel jobs (hydra/launcher=joblib) then each get their own GPU instead of all
+    sharing cuda:0. Only `trainer.device=auto` is changed; an explicit device is kept.
+    """
+    if str(cfg.trainer.device) != "auto":
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    if count > 1:
+        cfg.trainer.device = f"cuda:{job_num % count}"
 
 
 class SweepSummary(Callback):
@@ -85,4 +220,20 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
-            report(sweep_dir, str(config.get("optimized_metric", "val/acc")))
+            rows = report(sweep_dir, str(config.get("optimized_metric", "val/acc")))
+            if rows and all(row["status"] != "ok" for row in rows):
+                # The sweep went on past each failure; a sweep with no result still fails.
+                # SystemExit, because Hydra turns a callback's exceptions into warnings.
+                import sys
+
+                print(f"error: every job of the sweep failed; summary.csv in {sweep_dir} says why", file=sys.stderr)
+                sys.exit(1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) not in (2, 3) or not Path(sys.argv[1]).is_dir():
+        print("usage: python -m trainer_cli.sweep <sweep folder> [optimized_metric, default val/acc]", file=sys.stderr)
+        sys.exit(2)
+    report(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) == 3 else "val/acc")

@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli.config import UserError, register_resolvers, resolve
@@ -259,13 +260,34 @@ def main(cfg: DictConfig) -> float:
     """Hydra's entry: runs one job and returns `optimized_metric` for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     hparams = _hparams_from_hydra(cfg)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg, run_dir, hparams)
+        if cfg.get("ensemble"):
+            from trainer_cli.ensemble import run_ensemble
+
+            return float(run_ensemble(cfg, run_dir)["test/acc"])
+        if multirun:
+            from trainer_cli.sweep import assign_gpu
+
+            assign_gpu(cfg, HydraConfig.get().job.num)
+        if cfg.data.get("kfold") is not None:
+            from trainer_cli.kfold import run_folds
+
+            summary = run_folds(cfg, run_dir, hparams)
+        else:
+            summary = run(cfg, run_dir, hparams)
     except Exception as error:
+        debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+        if multirun and not debug:
+            # One failing job must not end the sweep: its metrics.json records the failure,
+            # and NaN tells the sweeper (the Optuna sweeper records a failed trial).
+            from trainer_cli.sweep import record_failure
+
+            return record_failure(run_dir, error, hparams)
         # Exit here, not in cli(): Hydra would first print its own "Error executing job" line.
         from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
 
-        if not isinstance(error, (UserError, NonFiniteLoss)) or os.environ.get("TRAINER_CLI_DEBUG") == "1":
+        if not isinstance(error, (UserError, NonFiniteLoss)) or debug:
             raise
         message = f"error: {error}"
         if isinstance(error, NonFiniteLoss):

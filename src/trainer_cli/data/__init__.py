@@ -11,7 +11,7 @@ from trainer_cli.data.augment import build_augmentation
 from trainer_cli.data.loaders import DeviceLoader, TensorLoader
 from trainer_cli.data.preprocess import Preprocess
 from trainer_cli.data.sources import FolderData, TensorData
-from trainer_cli.data.splits import split_indices
+from trainer_cli.data.splits import kfold_indices, split_indices
 
 __all__ = ["Data", "prepare", "build_augmentation", "split_indices"]
 
@@ -44,12 +44,22 @@ def prepare(
     device: torch.device,
     seed: int,
     num_workers: int = 0,
+    fold: tuple[int, int] | None = None,
 ) -> Data:
-    """Split off validation, fit preprocessing on the training split, and build the loaders."""
+    """Split off validation, fit preprocessing on the training split, and build the loaders.
+
+    With `fold=(k, i)` the validation set is fold i of k stratified folds (cross-validation).
+    """
+
+    def split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if fold is not None:
+            return kfold_indices(labels, fold[0], fold[1], split_seed)
+        return split_indices(labels, val_fraction, split_seed)
+
     shuffle_generator = torch.Generator().manual_seed(seed)
     prep = Preprocess(preprocess)
     if isinstance(source, TensorData):
-        train_idx, val_idx = split_indices(source.train_y.numpy(), val_fraction, split_seed)
+        train_idx, val_idx = split(source.train_y.numpy())
         train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
         prep.fit(source.train_x[train_idx])
 
@@ -69,7 +79,7 @@ def prepare(
         )
 
     labels = np.array(_targets(source.train))
-    train_idx, val_idx = split_indices(labels, val_fraction, split_seed)
+    train_idx, val_idx = split(labels)
     train_set = torch.utils.data.Subset(source.train, train_idx.tolist())
     val_set = torch.utils.data.Subset(source.train, val_idx.tolist())
     pin = device.type == "cuda"

@@ -19,3 +19,12 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
         indices, test_size=fraction, random_state=seed, stratify=labels if can_stratify else None
     )
     return np.sort(kept), np.sort(out)
+
+
+def kfold_indices(labels: np.ndarray, k: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) index arrays of fold `fold` of `k` stratified, shuffled folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+    train, held = list(folds)[fold]
+    return np.sort(train), np.sort(held)

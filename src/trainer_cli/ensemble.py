@@ -1,0 +1,127 @@
+"""Ensembles (`train ensemble=<sweep folder>` or `'ensemble=[<run folder>,...]'`).
+
+Loads the best-on-validation checkpoint of each finished run, averages the predicted class
+probabilities on the test set, and reports the ensemble's accuracy beside each member's.
+Writes `ensemble.json` and `predictions.npz` (each member's and the ensemble's probabilities,
+and the labels) in the ensemble's own run folder. Trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from trainer_cli import build, checkpoint
+from trainer_cli.config import UserError, check_targets
+
+log = logging.getLogger("trainer_cli")
+
+
+def _natural(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def find_members(paths: list[str]) -> list[Path]:
+    """The finished run folders (checkpoints/best.pt, metrics.json status ok) under `paths`."""
+    members: list[Path] = []
+    for given in paths:
+        root = Path(given)
+        if not root.is_dir():
+            raise UserError(f"ensemble: '{given}' is not a folder; give a sweep folder or run folders")
+        found = []
+        for best in sorted(root.rglob("checkpoints/best.pt"), key=_natural):
+            run_dir = best.parent.parent
+            metrics = run_dir / "metrics.json"
+            status = json.loads(metrics.read_text()).get("status") if metrics.is_file() else "unfinished"
+            if status == "ok":
+                found.append(run_dir)
+            else:
+                log.warning(f"ensemble: leaving out {run_dir} ({status})")
+        if not found:
+            raise UserError(
+                f"ensemble: no finished run (checkpoints/best.pt and metrics.json) under '{given}'; "
+                "give a sweep folder or run folders"
+            )
+        members += found
+    return list(dict.fromkeys(members))
+
+
+@torch.no_grad()
+def predict_proba(run_dir: Path, device: torch.device, trusted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(test-set class probabilities, test labels) of one run's best checkpoint."""
+    state = checkpoint.load(run_dir / "checkpoints" / "best.pt", map_location=device)
+    cfg = OmegaConf.create(state["config"])
+    check_targets(cfg, trusted)  # a checkpoint's config is code too: same trust rule as a run
+    # The run's own data config rebuilds its exact test set and preprocessing (fitted on its
+    # own training split, k-fold folds included); the saved statistics are then restored.
+    data = build.data(cfg, device)
+    data.preprocess.load_state_dict(state["preprocess"])
+    model = build.model(cfg).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    probs, labels = [], []
+    for images, targets in data.test:
+        probs.append(torch.softmax(model(images).float(), dim=1).cpu())
+        labels.append(targets.cpu())
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def run_ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate the ensemble of the runs named by `cfg.ensemble`; returns its summary."""
+    given = cfg.ensemble
+    paths = [str(p) for p in given] if isinstance(given, (list, ListConfig)) else [str(given)]
+    members = find_members(paths)
+    device = build.device(str(cfg.trainer.device))
+    trusted = list(cfg.get("trusted_targets", [])) + list(cfg.get("extra_trusted_targets", []))
+    member_probs, labels = [], None
+    for member in members:
+        probs, member_labels = predict_proba(member, device, trusted)
+        if labels is not None and not np.array_equal(labels, member_labels):
+            raise UserError(f"ensemble: {member} was tested on other data than {members[0]}; use runs of one data set")
+        labels = member_labels
+        member_probs.append(probs)
+    stacked = np.stack(member_probs)
+    ensemble = stacked.mean(axis=0)  # the average of the members' predicted probabilities
+
+    def accuracy(probs: np.ndarray) -> float:
+        return float((probs.argmax(1) == labels).mean())
+
+    def nll(probs: np.ndarray) -> float:
+        return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(run_dir / "predictions.npz", members=stacked, ensemble=ensemble, labels=labels)
+    summary = {
+        "status": "ok",
+        "run_dir": str(run_dir),
+        "members": [
+            {"run_dir": str(m), "test/acc": accuracy(p), "test/loss": nll(p)}
+            for m, p in zip(members, stacked, strict=True)
+        ],
+        "test/acc": accuracy(ensemble),
+        "test/loss": nll(ensemble),
+    }
+    (run_dir / "ensemble.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_ensemble(summary)
+    return summary
+
+
+def print_ensemble(summary: dict[str, Any]) -> None:
+    table = Table(title=f"Ensemble of {len(summary['members'])} runs ({summary['run_dir']})")
+    for column, justify in (("model", "left"), ("test acc", "right"), ("test loss", "right")):
+        table.add_column(column, justify=justify)
+    for member in summary["members"]:
+        table.add_row(member["run_dir"], f"{member['test/acc']:.4f}", f"{member['test/loss']:.4f}")
+    mean_acc = float(np.mean([m["test/acc"] for m in summary["members"]]))
+    table.add_row("members' mean", f"{mean_acc:.4f}", "")
+    table.add_row("ensemble (mean probability)", f"{summary['test/acc']:.4f}", f"{summary['test/loss']:.4f}")
+    Console().print(table)

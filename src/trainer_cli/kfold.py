@@ -1,0 +1,71 @@
+"""k-fold cross-validation (`train data.kfold=5`): k runs, each validated on one held-out fold.
+
+Each fold is an ordinary run in `<run folder>/fold_<i>` (its own checkpoints, metrics and
+TensorBoard curves, so `tensorboard --logdir <run folder>` shows the folds side by side). The
+run folder's metrics.json holds the mean and the standard deviation over the folds, and the
+mean is what `main()` returns to a sweeper.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from trainer_cli.config import UserError
+
+log = logging.getLogger("trainer_cli")
+
+
+def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one model per fold; return the mean (and std) of each fold's summary metrics."""
+    from trainer_cli.train import run
+
+    k = cfg.data.kfold
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise UserError(f"data.kfold: expected a whole number >= 2 (or null for one validation split), got '{k}'")
+    if cfg.get("resume"):
+        raise UserError("resume: a k-fold run cannot be resumed; resume one of its fold_<i> folders instead")
+    started = time.perf_counter()
+    metric = str(cfg.optimized_metric)
+    folds = []
+    for fold in range(k):
+        log.info(f"fold {fold + 1}/{k}")
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.data.fold = fold
+        folds.append(run(fold_cfg, run_dir / f"fold_{fold}", {**(hparams or {}), "kfold": k, "fold": fold}))
+
+    summary: dict[str, Any] = {"status": "ok", "run_dir": str(run_dir), "kfold": k}
+    for key in dict.fromkeys([f"best/{metric}", "best/val/acc", "best/val/loss", "test/acc", "test/loss"]):
+        values = [f[key] for f in folds]
+        summary[key] = statistics.fmean(values)
+        summary[f"{key}_std"] = statistics.stdev(values)  # sample std over the k folds
+        summary[f"{key}_folds"] = values
+    summary["epochs_run"] = max(f["epochs_run"] for f in folds)
+    summary["time_s"] = round(time.perf_counter() - started, 3)
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_folds(summary, metric)
+    return summary
+
+
+def print_folds(summary: dict[str, Any], metric: str) -> None:
+    """The per-fold table and the mean ± std line."""
+    table = Table(title=f"{summary['kfold']}-fold cross-validation ({summary['run_dir']})")
+    for column in ("fold", f"best {metric}", "test acc"):
+        table.add_column(column, justify="right")
+    for fold, (value, test) in enumerate(zip(summary[f"best/{metric}_folds"], summary["test/acc_folds"], strict=True)):
+        table.add_row(str(fold), f"{value:.4f}", f"{test:.4f}")
+    table.add_row(
+        "mean ± std",
+        f"{summary[f'best/{metric}']:.4f} ± {summary[f'best/{metric}_std']:.4f}",
+        f"{summary['test/acc']:.4f} ± {summary['test/acc_std']:.4f}",
+    )
+    Console().print(table)

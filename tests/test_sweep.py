@@ -1,0 +1,335 @@
+"""Hyperparameter search, failed jobs, continued Optuna studies, launchers and the sweep report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import TRAIN, conf_options, run_train
+from trainer_cli.config import register_resolvers
+from trainer_cli.train import CONF_DIR
+
+# One-epoch jobs on the embedded digits, on the CPU.
+JOB = ["epochs=1", "trainer.device=cpu", "trainer.log_every_n_steps=5"]
+
+
+def compose_with_hydra(*overrides: str):
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def study_trials(sweep_dir: Path, study_name: str):
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+
+
+def job_value(sweep_dir: Path, job: int | str, key: str) -> float:
+    """The value of override `key` that a job ran with."""
+    overrides = OmegaConf.load(sweep_dir / str(job) / ".hydra" / "overrides.yaml")
+    return float(next(o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")))
+
+
+# --- composing: every search file, the launchers ----------------------------------------------
+
+
+@pytest.mark.parametrize("option", conf_options("hparams_search"))
+def test_every_search_is_a_multirun_with_its_sweeper(option):
+    cfg = compose_with_hydra(f"hparams_search={option}")
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    expected = {
+        "grid": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "random": "hydra_plugins.trainer_cli_search.OptunaSweeper",
+        "bayes": "hydra_plugins.trainer_cli_search.OptunaSweeper",
+        "coarse_to_fine": "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
+    }[option]
+    assert cfg.hydra.sweeper._target_ == expected
+    # Each search varies at least the learning rate, and turns on the weight decay it searches.
+    assert "lr" in cfg.hydra.sweeper.params
+    assert "l2" in cfg.regularization
+
+
+def test_grid_is_the_lectures_step_four():
+    params = compose_with_hydra("hparams_search=grid").hydra.sweeper.params
+    assert [float(v) for v in str(params.lr).split(",")] == [1e-1, 1e-2, 1e-3, 1e-4]
+    assert [float(v) for v in str(params["regularization.l2.weight_decay"]).split(",")] == [1e-4, 1e-5, 0]
+
+
+def test_random_and_bayes_samplers_are_seeded_log_uniform():
+    random_cfg = compose_with_hydra("hparams_search=random", "seed=7").hydra.sweeper
+    assert random_cfg.sampler._target_ == "optuna.samplers.RandomSampler" and random_cfg.sampler.seed == 7
+    assert str(random_cfg.params.lr).startswith("tag(log")
+    bayes_cfg = compose_with_hydra("hparams_search=bayes").hydra.sweeper
+    assert bayes_cfg.sampler._target_ == "optuna.samplers.TPESampler"
+    assert bayes_cfg.direction == "auto" and bayes_cfg.storage is None and bayes_cfg.max_failure_rate == 1.0
+
+
+def test_joblib_and_submitit_slurm_launchers_compose():
+    joblib = compose_with_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=2").hydra.launcher
+    assert joblib._target_.endswith("JoblibLauncher") and joblib.n_jobs == 2
+    slurm = compose_with_hydra(
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_node=1",
+        "hydra.launcher.tasks_per_node=1",
+        "hydra.launcher.cpus_per_task=8",
+        "hydra.launcher.timeout_min=120",
+        "hydra.launcher.array_parallelism=16",
+    ).hydra.launcher
+    assert slurm._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (slurm.partition, slurm.gpus_per_node, slurm.cpus_per_task, slurm.timeout_min) == ("gpu", 1, 8, 120)
+
+
+def test_parallel_jobs_each_get_their_own_gpu(monkeypatch):
+    import torch
+
+    from trainer_cli.sweep import assign_gpu
+
+    def device_after(job_num: int, device: str = "auto", gpus: int = 4) -> str:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        cfg = OmegaConf.create({"trainer": {"device": device}})
+        assign_gpu(cfg, job_num)
+        return cfg.trainer.device
+
+    assert [device_after(n) for n in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert device_after(3, device="cpu") == "cpu"  # an explicit device is kept
+    assert device_after(3, gpus=1) == "auto"  # one GPU: nothing to spread
+
+
+def test_narrowed_range_spans_the_top_trials_widened_and_clipped():
+    import optuna
+
+    from trainer_cli.search import narrowed
+
+    wide = optuna.distributions.LogUniformDistribution(1e-5, 1.0)
+    assert narrowed(wide, [1e-3, 4e-3], widen=2.0) == "tag(log,interval(0.0005,0.008))"
+    assert narrowed(wide, [0.8, 0.9], widen=2.0) == "tag(log,interval(0.4,1))"  # clipped to the coarse range
+    linear = optuna.distributions.UniformDistribution(0.0, 1.0)
+    assert narrowed(linear, [0.4, 0.5], widen=2.0) == "interval(0.3,0.6)"
+    choices = optuna.distributions.CategoricalDistribution(["sgd", "adam", "rmsprop"])
+    assert narrowed(choices, ["adam", "sgd"], widen=2.0) == "choice(sgd,adam)"
+
+
+# --- the report, on a hand-made sweep folder ---------------------------------------------------
+
+
+def make_job(sweep_dir: Path, job: int, overrides: list[str], metrics: dict | None, curve: list[float] = ()) -> None:
+    job_dir = sweep_dir / str(job)
+    (job_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), job_dir / ".hydra" / "overrides.yaml")
+    if metrics is not None:
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    if curve:
+        rows = "".join(f"{epoch},{value}\n" for epoch, value in enumerate(curve, 1))
+        (job_dir / "metrics.csv").write_text("epoch,val/acc\n" + rows)
+
+
+def test_report_sorts_by_metric_and_says_ok_failed_killed(tmp_path):
+    from trainer_cli.sweep import report, searched_values
+
+    ok = {"status": "ok", "best/val/acc": 0.5, "test/acc": 0.45, "epochs_run": 2, "time_s": 1.0}
+    make_job(tmp_path, 0, ["lr=0.001", "epochs=2"], ok, [0.3, 0.5])
+    make_job(tmp_path, 1, ["lr=0.1", "epochs=2"], {"status": "failed", "error": "NonFiniteLoss: loss is nan"})
+    make_job(tmp_path, 2, ["lr=0.01", "epochs=2"], {**ok, "best/val/acc": 0.9}, [0.7, 0.9])
+    make_job(tmp_path, 3, ["lr=0.0001", "epochs=2"], None)  # no metrics.json: killed
+    rows = report(tmp_path, "val/acc")
+    assert [(r["job"], r["status"]) for r in rows] == [("2", "ok"), ("0", "ok"), ("1", "failed"), ("3", "killed")]
+    written = summary_rows(tmp_path)
+    assert [r["job"] for r in written] == ["2", "0", "1", "3"]
+    assert written[2]["error"] == "NonFiniteLoss: loss is nan"
+    assert float(written[0]["best_val"]) == 0.9
+    # Only what varies between jobs is a searched hyperparameter; failed jobs have no point.
+    assert searched_values(rows) == {"lr": [(0.01, 0.9), (0.001, 0.5)]}
+    from PIL import Image
+
+    with Image.open(tmp_path / "sweep.png") as image:
+        assert image.size[0] > 400 and image.size[1] > 600  # curves above, metric-vs-lr below
+
+
+def test_report_on_demand_for_a_sweep_folder(tmp_path):
+    make_job(tmp_path, 0, ["lr=0.1"], {"status": "ok", "best/val/loss": 0.3}, [0.1])
+    make_job(tmp_path, 1, ["lr=0.2"], {"status": "ok", "best/val/loss": 0.2}, [0.1])
+    result = subprocess.run(
+        [str(Path(TRAIN).with_name("python")), "-m", "trainer_cli.sweep", str(tmp_path), "val/loss"],
+        capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [r["job"] for r in summary_rows(tmp_path)] == ["1", "0"]  # a loss: lowest first
+    assert "best val/loss" in result.stdout
+
+
+# --- real sweeps through the CLI ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_grid_sweep_runs_every_combination(tmp_path):
+    sweep = tmp_path / "grid"
+    run_train(["hparams_search=grid", "lr=0.1,0.01", "regularization.l2.weight_decay=0,1e-4", *JOB,
+               f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
+    rows = summary_rows(sweep)
+    decay = "regularization.l2.weight_decay"
+    ran = {(job_value(sweep, r["job"], "lr"), job_value(sweep, r["job"], decay)) for r in rows}
+    assert ran == {(0.1, 0.0), (0.1, 1e-4), (0.01, 0.0), (0.01, 1e-4)}
+    assert all(r["status"] == "ok" for r in rows)
+    values = [float(r["best_val"]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert (sweep / "sweep.png").is_file()
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["-m", "lr=-1,0.01", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)
+    rows = {job_value(sweep, r["job"], "lr"): r for r in summary_rows(sweep)}
+    assert rows[0.01]["status"] == "ok" and float(rows[0.01]["best_val"]) > 0.5
+    assert rows[-1.0]["status"] == "failed" and "lr" in rows[-1.0]["error"]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "failed"
+    assert summary_rows(sweep)[0]["status"] == "ok"  # the ok job sorts first
+    assert "failed" in result.stdout
+    # The failed job is in TensorBoard's HParams tab too, with its hyperparameters.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(sweep / "0" / "tensorboard"))
+    events.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info
+    assert start.hparams["lr"].number_value == -1 and start.hparams["status"].string_value == "failed"
+
+
+def test_sweep_whose_every_job_failed_exits_non_zero(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["-m", "lr=-1,-2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: every job of the sweep failed")
+    assert [r["status"] for r in summary_rows(sweep)] == ["failed", "failed"]
+
+
+def test_single_run_error_is_still_one_line_and_non_zero(tmp_path):
+    result = run_train(["lr=-1", *JOB, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: lr: expected a number > 0, got '-1.0'"]
+
+
+@pytest.mark.slow
+def test_random_search_records_failed_trials_in_its_study(tmp_path):
+    sweep = tmp_path / "random"
+    run_train(["hparams_search=random", "hydra.sweeper.n_trials=4", "lr=choice(0.01,-1)", *JOB,
+               f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
+    trials = study_trials(sweep, "random")
+    assert len(trials) == 4
+    states = {(t.params["lr"], t.state.name) for t in trials}
+    assert states == {(0.01, "COMPLETE"), (-1, "FAIL")}  # both drawn, each as it should end
+    for trial in trials:
+        assert trial.params["lr"] == job_value(sweep, trial.number, "lr")  # trial n is job folder n
+        if trial.state.name == "COMPLETE":
+            metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
+            assert trial.value == metrics["best/val/acc"]  # what main() returned
+    assert {r["status"] for r in summary_rows(sweep)} == {"ok", "failed"}
+
+
+@pytest.mark.slow
+def test_bayes_search_minimizes_a_loss_metric(tmp_path):
+    sweep = tmp_path / "bayes"
+    result = run_train(["hparams_search=bayes", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
+                        "optimized_metric=val/loss", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
+    assert "Sampler: TPESampler" in result.stdout + result.stderr
+    trials = study_trials(sweep, "bayes")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    losses = [json.loads((sweep / str(t.number) / "metrics.json").read_text())["best/val/loss"] for t in trials]
+    assert [t.value for t in trials] == losses
+    best = OmegaConf.load(sweep / "optimization_results.yaml").best_value
+    assert best == min(losses)  # direction "auto" minimized the loss
+    lrs = [t.params["lr"] for t in trials]
+    assert all(1e-4 <= lr <= 1e-1 for lr in lrs) and len(set(lrs)) == 3
+    png = sweep / "sweep.png"
+    assert png.is_file()
+
+
+@pytest.mark.slow
+def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
+    sweep = tmp_path / "random"
+    args = [TRAIN, "hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (sweep / "0" / "metrics.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (sweep / "0" / "metrics.json").is_file(), "the first job never finished"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep dies mid-way, as on a lost machine
+        process.wait()
+    before = study_trials(sweep, "random")
+    first_job = (sweep / "0" / "metrics.json").read_text()
+    assert 1 <= len(before) < 3
+
+    run_train(["hparams_search=random", "hydra.sweeper.n_trials=2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)
+    after = study_trials(sweep, "random")
+    assert len(after) == len(before) + 2  # the same study in the same SQLite file, grown
+    assert [t.params for t in after[: len(before)]] == [t.params for t in before]
+    assert "RUNNING" not in {t.state.name for t in after}  # the killed trial is marked failed
+    assert (sweep / "0" / "metrics.json").read_text() == first_job  # old job folders untouched
+    for trial in after[len(before) :]:
+        assert trial.state.name == "COMPLETE"
+        assert trial.params["lr"] == job_value(sweep, trial.number, "lr")  # numbered after the old ones
+    # Every finished trial is in the report (a trial killed before its job started has no folder).
+    finished = {t.number for t in after if t.state.name == "COMPLETE"}
+    assert finished <= {int(r["job"]) for r in summary_rows(sweep) if r["status"] == "ok"}
+
+
+@pytest.mark.slow
+def test_coarse_to_fine_narrows_around_the_best_coarse_trials(tmp_path):
+    sweep = tmp_path / "c2f"
+    run_train(["hparams_search=coarse_to_fine", "hydra.sweeper.coarse.n_trials=3", "hydra.sweeper.coarse.epochs=1",
+               "hydra.sweeper.fine.n_trials=2", "hydra.sweeper.fine.epochs=2", "hydra.sweeper.fine.top_k=2",
+               "trainer.device=cpu", f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
+    coarse = study_trials(sweep, "coarse_to_fine-coarse")
+    fine = study_trials(sweep, "coarse_to_fine-fine")
+    assert len(coarse) == 3 and len(fine) == 2
+    top = sorted(coarse, key=lambda t: -t.value)[:2]
+    low, high = min(t.params["lr"] for t in top) / 2, max(t.params["lr"] for t in top) * 2
+    assert all(low <= t.params["lr"] <= high for t in fine)
+    rows = summary_rows(sweep)
+    stage_epochs = {(r["stage"], r["epochs"]) for r in rows}
+    assert stage_epochs == {("coarse", "1"), ("fine", "2")}  # both stages reported, the fine one longer
+    assert {int(r["job"]) for r in rows if r["stage"] == "fine"} == {3, 4}
+
+
+def test_nan_returning_job_is_a_failed_trial():
+    """The launcher wrapper turns main()'s NaN (a failed run) into a failed Hydra job."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from trainer_cli.search import TrialFailed, _FailedJobsAsFailures
+
+    def job(value):
+        ret = JobReturn()
+        ret.status, ret.return_value = JobStatus.COMPLETED, value
+        return ret
+
+    class FakeLauncher:
+        def launch(self, job_overrides, initial_job_idx):
+            return [job(0.9), job(math.nan)]
+
+    ok, failed = _FailedJobsAsFailures(FakeLauncher()).launch([["a=1"], ["a=2"]], initial_job_idx=0)
+    assert ok.return_value == 0.9
+    assert failed.status == JobStatus.FAILED
+    with pytest.raises(TrialFailed):
+        _ = failed.return_value
