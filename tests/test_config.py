@@ -26,9 +26,14 @@ def _build_all(cfg):
     images, labels = next(iter(data.train))
     logits = model(images)
     assert logits.shape == (images.shape[0], cfg.data.num_classes)
-    loss = build.loss(cfg)(logits, labels)
-    loss.backward()
-    optimizer.step()
+
+    def closure():  # L-BFGS re-evaluates the loss; the other optimizers call it once
+        optimizer.zero_grad()
+        loss = build.loss(cfg)(model(images), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
     scheduler.step()
     return data, model
 
@@ -71,7 +76,8 @@ def test_model_takes_shapes_from_data(make_cfg):
 def test_l2_decays_matrices_not_biases(make_cfg):
     cfg = resolve(make_cfg("regularization=[l2]"))
     optimizer = build.optimizer(cfg, build.model(cfg))
-    decays = sorted(group["weight_decay"] for group in optimizer.param_groups)
+    # decoupled (the default): applied beside the step by penalties.decay_weights_
+    decays = sorted(group["decoupled_weight_decay"] for group in optimizer.param_groups)
     assert decays == [0.0, 5e-4]
     assert all(p.ndim == 1 for p in optimizer.param_groups[1]["params"])
 

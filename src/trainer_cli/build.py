@@ -13,10 +13,12 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainer_cli.config import UserError
+from trainer_cli.config import LR_SCALING_KEYS, UserError, full_batch
 from trainer_cli.data import Data, prepare
-from trainer_cli.optim.params import parameter_groups
+from trainer_cli.optim.params import parameter_groups, penalized_parameters
+from trainer_cli.optim.penalties import Penalties
 
 
 def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
@@ -74,25 +76,70 @@ def model(cfg: DictConfig) -> nn.Module:
     return instantiate(cfg.model, key="model")
 
 
-def weight_decay(cfg: DictConfig) -> float:
-    """L2 from `regularization=l2` when selected, else the optimizer's own weight_decay."""
-    l2 = OmegaConf.select(cfg, "regularization.l2.weight_decay")
-    return float(l2) if l2 is not None else float(cfg.optimizer.get("weight_decay", 0.0))
-
-
 def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The `_partial_` optimizer completed with the model's parameter groups."""
-    make = instantiate(cfg.optimizer, key="optimizer")
-    return make(parameter_groups(model, weight_decay(cfg)))
+    """The `_partial_` optimizer completed with the model's parameter groups.
+
+    The optimizer's own `weight_decay` goes to the weight matrices only; `regularization=l2`
+    with `decoupled=true` puts its lambda in the groups for `penalties.decay_weights_`.
+    L-BFGS takes a single group of every trainable parameter.
+    """
+    node = OmegaConf.masked_copy(cfg.optimizer, [k for k in cfg.optimizer if k not in LR_SCALING_KEYS])
+    make = instantiate(node, key="optimizer")
+    if full_batch(cfg):
+        return make([p for p in model.parameters() if p.requires_grad])
+    l2 = OmegaConf.select(cfg, "regularization.l2")
+    decoupled = float(l2.weight_decay) if l2 is not None and l2.get("decoupled", True) else 0.0
+    decay_1d = bool(l2.get("decay_1d", False)) if l2 is not None else False
+    return make(parameter_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)), decoupled, decay_1d))
+
+
+def penalties(cfg: DictConfig, model: nn.Module) -> Penalties | None:
+    """The loss penalties `regularization` selects (L1, elastic net, coupled L2), or None."""
+    reg = cfg.get("regularization") or {}
+    l2 = float(reg.l2.weight_decay) if "l2" in reg and not reg.l2.get("decoupled", True) else 0.0
+    l1 = float(reg.l1.strength) if "l1" in reg else 0.0
+    elastic_net = (float(reg.elastic_net.strength), float(reg.elastic_net.l2_ratio)) if "elastic_net" in reg else None
+    if not (l2 or l1 or elastic_net):
+        return None
+    decay_1d = bool(reg.l2.get("decay_1d", False)) if "l2" in reg else False
+    return Penalties(penalized_parameters(model, decay_1d), l2=l2, l1=l1, elastic_net=elastic_net)
 
 
 def scheduler(
     cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The `_partial_` schedule completed with the run's length, stepped every iteration."""
+    """The `_partial_` schedule completed with the run's length, stepped every optimizer step.
+
+    `steps_per_epoch` counts optimizer steps (after gradient accumulation). The factor is
+    passed to LambdaLR as is: a callable object (Plateau) has its state saved in
+    `state_dict()`; plain functions have none.
+    """
     make = instantiate(cfg.scheduler, key="scheduler")
-    factor = make(total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step))
+    try:
+        factor = make(total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    except ValueError as error:
+        message = str(error).splitlines()[0]
+        raise UserError(message if message.startswith("scheduler.") else f"scheduler: {message}") from None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def ema(cfg: DictConfig, model: nn.Module) -> AveragedModel | None:
+    """Polyak/EMA weights when `trainer.ema_decay` is set: ema <- d*ema + (1-d)*w after each
+    optimizer step, starting from the initial weights; buffers (BN statistics) are averaged too."""
+    decay = cfg.trainer.get("ema_decay")
+    if decay is None:
+        return None
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+    averaged.update_parameters(model)  # the first update copies: ema_0 = w_0
+    return averaged
+
+
+def swa(cfg: DictConfig, model: nn.Module) -> AveragedModel | None:
+    """Stochastic weight averaging (equal weights, one sample per epoch from
+    `trainer.swa_start_epoch`) when set; its BN statistics are recomputed at the end."""
+    if cfg.trainer.get("swa_start_epoch") is None:
+        return None
+    return AveragedModel(model)
 
 
 def loss(cfg: DictConfig) -> nn.Module:

@@ -16,6 +16,15 @@ class UserError(Exception):
     """A mistake in the user's input: reported as one line, without a traceback."""
 
 
+# Keys of an optimizer node read here (the linear scaling rule), not constructor arguments.
+LR_SCALING_KEYS = ("scale_lr_with_batch", "base_batch_size")
+
+
+def full_batch(cfg: DictConfig) -> bool:
+    """L-BFGS runs full-batch: one step per epoch on the loss over the whole training set."""
+    return str(cfg.optimizer.get("_target_", "")) == "torch.optim.LBFGS"
+
+
 def register_resolvers() -> None:
     """Register the `${run_suffix:}` resolver used in run folder names."""
     if not OmegaConf.has_resolver("run_suffix"):
@@ -73,6 +82,50 @@ def _choice(cfg: DictConfig, key: str, accepted: list[str]) -> None:
         raise UserError(f"{key}: '{value}' is not accepted; choose one of {', '.join(accepted)}")
 
 
+def _check_optimization(cfg: DictConfig) -> None:
+    """Penalties, clipping, accumulation, averaging and L-BFGS's full-batch requirements."""
+    reg = cfg.get("regularization") or {}
+    for key in ("l1.strength", "elastic_net.strength", "elastic_net.l2_ratio"):
+        if key.split(".")[0] in reg and _number(cfg, f"regularization.{key}") < 0:
+            raise UserError(f"regularization.{key}: expected a number >= 0")
+    if "l2" in reg and float(cfg.optimizer.get("weight_decay", 0.0) or 0.0) != 0.0:
+        raise UserError(
+            "optimizer.weight_decay: regularization=l2 is selected too; set one of them "
+            "(regularization.l2.weight_decay with decoupled=true|false is the documented way)"
+        )
+    trainer = cfg.trainer
+    for key in ("grad_clip_value",):
+        if trainer.get(key) is not None and _number(cfg, f"trainer.{key}") <= 0:
+            raise UserError(f"trainer.{key}: expected a number > 0 or null")
+    if trainer.get("accumulate_grad_batches") is not None:
+        _positive_int(cfg, "trainer.accumulate_grad_batches")
+    if trainer.get("ema_decay") is not None and not 0.0 < _number(cfg, "trainer.ema_decay") < 1.0:
+        raise UserError(f"trainer.ema_decay: expected a value in (0, 1) or null, got '{trainer.ema_decay}'")
+    if trainer.get("swa_start_epoch") is not None:
+        start = _positive_int(cfg, "trainer.swa_start_epoch")
+        if start > cfg.epochs:
+            raise UserError(f"trainer.swa_start_epoch: expected a value in [1, epochs={cfg.epochs}], got {start}")
+    if str(cfg.scheduler.get("_target_", "")).endswith(".Plateau"):
+        monitors = ["val/loss", "val/acc", "train/loss", "train/acc", "val/ema_loss", "val/ema_acc"]
+        _choice(cfg, "scheduler.monitor", monitors)
+        _choice(cfg, "scheduler.mode", ["min", "max"])
+    if not full_batch(cfg):
+        return
+    # L-BFGS's line search and curvature pairs assume one deterministic objective.
+    noisy = []
+    if "dropout" in reg or float(cfg.model.get("dropout", 0.0) or 0.0) > 0:
+        noisy.append("dropout (model.dropout=0)")
+    noisy += [f"augmentation.{name}" for name in (cfg.get("augmentation") or {})]
+    noisy += [key for key in ("mixup", "cutmix") if cfg.get(key) or cfg.trainer.get(key)]
+    if noisy:
+        raise UserError(
+            f"optimizer=lbfgs: runs full-batch on a deterministic loss; turn off {', '.join(noisy)} "
+            "(augmentation=[none]), or pick another optimizer"
+        )
+    if "l2" in reg and reg.l2.get("decoupled", True):
+        raise UserError("regularization.l2.decoupled: L-BFGS takes L2 only as a loss penalty; set it to false")
+
+
 def resolve(cfg: DictConfig) -> DictConfig:
     """Apply the top-level shortcuts, validate, and return the effective config.
 
@@ -98,6 +151,11 @@ def resolve(cfg: DictConfig) -> DictConfig:
         if lr <= 0:
             raise UserError(f"lr: expected a number > 0, got '{lr}'")
         resolved.lr = lr  # the effective value, whichever way it was set
+    if resolved.optimizer.get("scale_lr_with_batch"):
+        # Linear scaling rule (Goyal et al. 2017): k times the batch, k times the rate.
+        base = _positive_int(resolved, "optimizer.base_batch_size")
+        resolved.optimizer.lr = resolved.optimizer.lr * _positive_int(resolved, "batch_size") / base
+        resolved.lr = resolved.optimizer.lr
     _positive_int(resolved, "epochs")
     _positive_int(resolved, "batch_size")
     _number(resolved, "seed")
@@ -111,6 +169,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
         _fraction(resolved, "regularization.label_smoothing.epsilon", 0.0, 1.0)
     if "l2" in resolved.get("regularization", {}) and _number(resolved, "regularization.l2.weight_decay") < 0:
         raise UserError("regularization.l2.weight_decay: expected a number >= 0")
+    _check_optimization(resolved)
     _choice(resolved, "data.preprocess", ["none", "channel_mean_std"])
     _choice(resolved, "trainer.precision", ["32", "bf16", "16"])
     _choice(resolved, "trainer.early_stopping.mode", ["max", "min"])

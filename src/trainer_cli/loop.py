@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from trainer_cli.optim.penalties import decay_weights_
 
 
 class NonFiniteLoss(Exception):
@@ -47,6 +50,10 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     grad_clip_norm: float | None = None,
+    grad_clip_value: float | None = None,
+    accumulate_grad_batches: int = 1,
+    penalties: Callable[[], dict[str, torch.Tensor]] | None = None,
+    ema: AveragedModel | None = None,
     log_every_n_steps: int = 10,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], int]:
@@ -54,44 +61,46 @@ def train_one_epoch(
 
     Returns the epoch's mean loss and accuracy and the global step after the epoch.
     `on_log(step, scalars)` is called every `log_every_n_steps` optimizer steps with the
-    loss and accuracy since the last call, the learning rate, the gradient norm and the
+    loss and accuracy since the last call, the learning rate (per parameter group), the
+    gradient norm, each penalty term, the update-to-weight ratio of each weight and the
     throughput.
+
+    With `accumulate_grad_batches` = k, one optimizer step follows every k batches, on the
+    mean of their losses (the last window of an epoch may be shorter, and is averaged over
+    its own length); the epoch never ends with gradients pending.
     """
     model.train()
     zero = torch.zeros((), device=device)
     epoch_loss, epoch_correct, epoch_count = zero.clone(), zero.clone(), 0
     window_loss, window_correct, window_count = zero.clone(), zero.clone(), 0
+    window_penalties: dict[str, torch.Tensor] = {}
+    window_batches = 0
     window_start = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    for images, labels in batches:
+    weights = [(name, p) for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    num_batches = len(batches)  # type: ignore[arg-type]
+    accumulated = 1
+    for index, (images, labels) in enumerate(batches):
         if augment is not None:
             images = augment(images)
         with autocast(device, precision):
             logits = model(images)
             loss = loss_fn(logits, labels)
+        terms = penalties() if penalties is not None else {}
+        objective = loss + sum(terms.values()) if terms else loss
         # One check per step: free on the CPU (no async queue); on CUDA a small sync that
         # buys stopping *before* a NaN reaches the weights.
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(step, float(loss.detach()))
-        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(objective):
+            raise NonFiniteLoss(step, float(objective.detach()))
+        if index % accumulate_grad_batches == 0:
+            optimizer.zero_grad(set_to_none=True)
+            accumulated = min(accumulate_grad_batches, num_batches - index)
+        if accumulated > 1:
+            objective = objective / accumulated
         if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+            scaler.scale(objective).backward()
         else:
-            loss.backward()
-        log_now = on_log is not None and (step + 1) % log_every_n_steps == 0
-        grad_norm = None
-        if grad_clip_norm is not None:
-            grad_norm = nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
-        elif log_now:
-            grad_norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        step += 1
+            objective.backward()
 
         batch = labels.shape[0]
         detached = loss.detach().float() * batch
@@ -103,22 +112,124 @@ def train_one_epoch(
             window_loss += detached
             window_correct += correct
             window_count += batch
-            if log_now:
-                seconds = time.perf_counter() - window_start
-                on_log(
-                    step,
-                    {
-                        "train/loss_step": float(window_loss) / window_count,
-                        "train/acc_step": float(window_correct) / window_count,
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                        "samples_per_s": window_count / max(seconds, 1e-9),
-                    },
-                )
-                window_loss.zero_()
-                window_correct.zero_()
-                window_count, window_start = 0, time.perf_counter()
+            window_batches += 1
+            for name, term in terms.items():
+                window_penalties[name] = window_penalties.get(name, zero) + term.detach().float()
+        if (index + 1) % accumulate_grad_batches != 0 and index + 1 != num_batches:
+            continue
+
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        log_now = on_log is not None and (step + 1) % log_every_n_steps == 0
+        grad_norm = None
+        if grad_clip_norm is not None:
+            grad_norm = nn.utils.clip_grad_norm_(parameters, grad_clip_norm)  # the norm before clipping
+        elif log_now:
+            grad_norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+        if grad_clip_value is not None:
+            nn.utils.clip_grad_value_(parameters, grad_clip_value)
+        before = [p.detach().clone() for _, p in weights] if log_now else None
+        decay_weights_(optimizer)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        step += 1
+        if ema is not None:
+            ema.update_parameters(model)
+
+        if log_now:
+            seconds = time.perf_counter() - window_start
+            scalars = {
+                "train/loss_step": float(window_loss) / window_count,
+                "train/acc_step": float(window_correct) / window_count,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "samples_per_s": window_count / max(seconds, 1e-9),
+            }
+            scalars.update(_group_lrs(optimizer))
+            scalars.update({f"train/penalty/{k}": float(v) / window_batches for k, v in window_penalties.items()})
+            scalars.update(update_ratios(weights, before))
+            on_log(step, scalars)
+            window_loss.zero_()
+            window_correct.zero_()
+            window_penalties.clear()
+            window_count, window_batches, window_start = 0, 0, time.perf_counter()
     return {"loss": float(epoch_loss) / epoch_count, "acc": float(epoch_correct) / epoch_count}, step
+
+
+def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    return {f"lr/{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+
+
+@torch.no_grad()
+def update_ratios(weights: list[tuple[str, torch.Tensor]], before: list[torch.Tensor]) -> dict[str, float]:
+    """||W_new - W_old|| / ||W_old|| per weight: the lecture's rule of thumb is about 1e-3."""
+    ratios = torch.stack(
+        [(w - b).norm() / b.norm().clamp_min(1e-12) for (_, w), b in zip(weights, before, strict=True)]
+    )
+    return {f"update_ratio/{name}": value for (name, _), value in zip(weights, ratios.tolist(), strict=True)}
+
+
+def train_full_batch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    *,
+    step: int,
+    device: torch.device,
+    precision: str = "32",
+    penalties: Callable[[], dict[str, torch.Tensor]] | None = None,
+    ema: AveragedModel | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[dict[str, float], int]:
+    """One full-batch optimizer step (L-BFGS): the closure is the mean loss over every
+    training batch plus the penalties; the line search calls it several times per step.
+
+    Returns the loss and accuracy at the start of the step (the closure's first call) and
+    the step after it.
+    """
+    model.train()
+    num_samples = sum(labels.shape[0] for _, labels in batches)
+    evaluations: list[dict[str, torch.Tensor]] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        for images, labels in batches:
+            with autocast(device, precision):
+                logits = model(images)
+                loss = loss_fn(logits, labels) * (labels.shape[0] / num_samples)
+            loss.backward()
+            total += loss.detach().float()
+            correct += (logits.detach().argmax(1) == labels).sum()
+        terms = penalties() if penalties is not None else {}
+        if terms:
+            sum(terms.values()).backward()
+        objective = total + sum(t.detach() for t in terms.values())
+        if not torch.isfinite(objective):
+            raise NonFiniteLoss(step, float(objective))
+        evaluations.append({"loss": total, "correct": correct, **{f"train/penalty/{k}": v for k, v in terms.items()}})
+        return objective
+
+    optimizer.step(closure)
+    scheduler.step()
+    step += 1
+    if ema is not None:
+        ema.update_parameters(model)
+    first = evaluations[0]
+    metrics = {"loss": float(first["loss"]), "acc": float(first["correct"]) / num_samples}
+    if on_log is not None:
+        lr = scheduler.get_last_lr()[0]
+        scalars = {"train/loss_step": metrics["loss"], "train/acc_step": metrics["acc"], "lr": lr}
+        scalars.update({k: float(v) for k, v in first.items() if k.startswith("train/penalty/")})
+        scalars.update({"function_evaluations": float(len(evaluations)), "samples_per_s": 0.0})
+        on_log(step, scalars)
+    return metrics, step
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 console = Console()
 
 # Every scalar tag the run writes, by group, so the curves line up across runs.
-EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")
+EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/ema_loss", "val/ema_acc")
 
 
 class Reporter:

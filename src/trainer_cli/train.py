@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli.config import UserError, register_resolvers, resolve
+from trainer_cli.config import UserError, full_batch, register_resolvers, resolve
 
 log = logging.getLogger("trainer_cli")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -46,7 +46,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
 
     from trainer_cli import build, checkpoint
     from trainer_cli.data import build_augmentation
-    from trainer_cli.loop import evaluate, train_one_epoch
+    from trainer_cli.loop import evaluate, train_full_batch, train_one_epoch
     from trainer_cli.models.stats import activation_stats, activation_values
     from trainer_cli.models.summary import summary_text
     from trainer_cli.report import Reporter, print_activation_table, print_results, write_metrics
@@ -77,8 +77,14 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     (run_dir / "model_summary.txt").write_text(model_summary + "\n")
     log.info(f"model summary\n{model_summary}")
     optimizer = build.optimizer(cfg, model)
-    steps_per_epoch = len(data.train)
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+    # Optimizer steps per epoch: one for full-batch L-BFGS; else one per `accumulate` batches.
+    steps_per_epoch = 1 if full_batch(cfg) else math.ceil(len(data.train) / accumulate)
     scheduler = build.scheduler(cfg, optimizer, steps_per_epoch)
+    penalties = build.penalties(cfg, model)
+    ema = build.ema(cfg, model)
+    swa = build.swa(cfg, model)
+    plateau = getattr(scheduler.lr_lambdas[0], "observe", None)
     loss_fn = build.loss(cfg)
     augment = build_augmentation(cfg.augmentation)
     precision = str(cfg.trainer.precision)
@@ -102,6 +108,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         if scaler is not None and "scaler" in resumed:
             scaler.load_state_dict(resumed["scaler"])
         data.preprocess.load_state_dict(resumed["preprocess"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema"])
+        if swa is not None:
+            swa.load_state_dict(resumed["swa"])
         state.update(resumed["loop"])
         checkpoint.set_rng_state(resumed["rng"], data.shuffle_generator)
 
@@ -129,6 +139,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         }
         if scaler is not None:
             snap["scaler"] = scaler.state_dict()
+        if ema is not None:
+            snap["ema"] = ema.state_dict()
+        if swa is not None:
+            snap["swa"] = swa.state_dict()
         return snap
 
     early_stopped = False
@@ -157,12 +171,20 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             reporter.log_scalars(0, {"val/loss": initial["loss"], "val/acc": initial["acc"]})
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             reporter.start_epoch(epoch, state["step"])
-            train_metrics, state["step"] = train_one_epoch(
-                model, data.train, optimizer, scheduler, loss_fn,
-                step=state["step"], device=device, precision=precision, scaler=scaler, augment=augment,
-                grad_clip_norm=cfg.trainer.grad_clip_norm, log_every_n_steps=cfg.trainer.log_every_n_steps,
-                on_log=log_step,
-            )  # fmt: skip
+            if full_batch(cfg):
+                train_metrics, state["step"] = train_full_batch(
+                    model, data.train, optimizer, scheduler, loss_fn, step=state["step"], device=device,
+                    precision=precision, penalties=penalties, ema=ema, on_log=log_step,
+                )  # fmt: skip
+            else:
+                train_metrics, state["step"] = train_one_epoch(
+                    model, data.train, optimizer, scheduler, loss_fn,
+                    step=state["step"], device=device, precision=precision, scaler=scaler, augment=augment,
+                    grad_clip_norm=cfg.trainer.grad_clip_norm, log_every_n_steps=cfg.trainer.log_every_n_steps,
+                    on_log=log_step,
+                    grad_clip_value=cfg.trainer.get("grad_clip_value"), accumulate_grad_batches=accumulate,
+                    penalties=penalties, ema=ema,
+                )  # fmt: skip
             val_metrics = evaluate(model, data.val, device, precision)
             row = {
                 "epoch": epoch,
@@ -174,6 +196,13 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 "lr": scheduler.get_last_lr()[0],
                 "time_s": round(time.perf_counter() - started, 3),
             }
+            if ema is not None:
+                ema_metrics = evaluate(ema.module, data.val, device, precision)
+                row["val/ema_loss"], row["val/ema_acc"] = ema_metrics["loss"], ema_metrics["acc"]
+            if swa is not None and epoch >= cfg.trainer.swa_start_epoch:
+                swa.update_parameters(model)
+            if plateau is not None:
+                plateau(row[scheduler.lr_lambdas[0].monitor])
             state["epoch"] = epoch
             state["history"].append(row)
             reporter.end_epoch(state["step"], row)
@@ -205,9 +234,22 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 log.info(f"early stopping: {stop_cfg.monitor} did not improve for {stop_cfg.patience} epochs")
                 break
 
+        averaged: dict[str, float] = {}
+        if swa is not None and int(swa.n_averaged) > 0:
+            # The averaged weights need their own BN statistics: one pass over the training set.
+            torch.optim.swa_utils.update_bn(data.train, swa, device)
+            for split, batches in (("val", data.val), ("test", data.test)):
+                swa_metrics = evaluate(swa.module, batches, device, precision)
+                averaged[f"{split}/swa_acc"], averaged[f"{split}/swa_loss"] = swa_metrics["acc"], swa_metrics["loss"]
         best_path = run_dir / "checkpoints" / "best.pt"
         if cfg.trainer.checkpoint.save_best and best_path.is_file():
-            model.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
+            best = checkpoint.load(best_path, map_location=device)
+            model.load_state_dict(best["model"])
+            if ema is not None:
+                ema.load_state_dict(best["ema"])
+        if ema is not None:
+            ema_metrics = evaluate(ema.module, data.test, device, precision)
+            averaged["test/ema_acc"], averaged["test/ema_loss"] = ema_metrics["acc"], ema_metrics["loss"]
         test_metrics = evaluate(model, data.test, device, precision)
         best_row = state["history"][state["best_epoch"] - 1]
         summary = {
@@ -226,7 +268,9 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             "steps": state["step"],
             "time_s": round(time.perf_counter() - started, 3),
         }
+        summary.update(averaged)
         reporter.log_scalars(state["step"], {"test/acc": summary["test/acc"], "test/loss": summary["test/loss"]})
+        reporter.log_scalars(state["step"], averaged)
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         run_hparams.update(hparams or {})
         reporter.log_hparams(
