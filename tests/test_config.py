@@ -77,7 +77,7 @@ def test_l2_decays_matrices_not_biases(make_cfg):
     cfg = resolve(make_cfg("regularization=[l2]"))
     optimizer = build.optimizer(cfg, build.model(cfg))
     # decoupled (the default): applied beside the step by penalties.decay_weights_
-    decays = sorted(group["decoupled_weight_decay"] for group in optimizer.param_groups)
+    decays = sorted(group["decoupled_l2"] for group in optimizer.param_groups)
     assert decays == [0.0, 5e-4]
     assert all(p.ndim == 1 for p in optimizer.param_groups[1]["params"])
 

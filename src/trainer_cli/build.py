@@ -86,11 +86,17 @@ def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     node = OmegaConf.masked_copy(cfg.optimizer, [k for k in cfg.optimizer if k not in LR_SCALING_KEYS])
     make = instantiate(node, key="optimizer")
     if full_batch(cfg):
-        return make([p for p in model.parameters() if p.requires_grad])
-    l2 = OmegaConf.select(cfg, "regularization.l2")
-    decoupled = float(l2.weight_decay) if l2 is not None and l2.get("decoupled", True) else 0.0
-    decay_1d = bool(l2.get("decay_1d", False)) if l2 is not None else False
-    return make(parameter_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)), decoupled, decay_1d))
+        groups: list = [p for p in model.parameters() if p.requires_grad]
+    else:
+        l2 = OmegaConf.select(cfg, "regularization.l2")
+        decoupled = float(l2.weight_decay) if l2 is not None and l2.get("decoupled", True) else 0.0
+        decay_1d = bool(l2.get("decay_1d", False)) if l2 is not None else False
+        groups = parameter_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)), decoupled, decay_1d)
+    try:  # a `_partial_` constructor runs here, after instantiate: its checks surface here
+        return make(groups)
+    except ValueError as error:
+        message = str(error).splitlines()[0]
+        raise UserError(message if message.startswith("optimizer.") else f"optimizer: {message}") from None
 
 
 def penalties(cfg: DictConfig, model: nn.Module) -> Penalties | None:

@@ -6,7 +6,7 @@ from torch import nn
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, decoupled_weight_decay: float = 0.0, decay_1d: bool = False
+    model: nn.Module, weight_decay: float, decoupled_l2: float = 0.0, decay_1d: bool = False
 ) -> list[dict]:
     """Two groups: weight matrices and kernels ("decay") get the decay, 1-D parameters
     ("no_decay") none unless `decay_1d`.
@@ -17,17 +17,17 @@ def parameter_groups(
 
     Args:
         weight_decay: the optimizer's own `weight_decay` (applied as its class defines it).
-        decoupled_weight_decay: lambda of `regularization=l2` with `decoupled=true`, applied
+        decoupled_l2: lambda of `regularization=l2` with `decoupled=true`, applied
             AdamW-style by `penalties.decay_weights_` as W <- W - lr * lambda * W.
     """
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
             (decay if parameter.ndim >= 2 or decay_1d else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
-    groups[0]["decoupled_weight_decay"] = decoupled_weight_decay
+    # "decoupled_l2", not "decoupled_weight_decay": torch's Adam reads that key as a flag.
+    groups = [{"params": decay, "weight_decay": weight_decay, "decoupled_l2": decoupled_l2, "name": "decay"}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "decoupled_weight_decay": 0.0, "name": "no_decay"})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "decoupled_l2": 0.0, "name": "no_decay"})
     return groups
 
 

@@ -47,6 +47,6 @@ class Penalties:
 def decay_weights_(optimizer: torch.optim.Optimizer) -> None:
     """Decoupled weight decay: W <- W * (1 - lr * lambda) for each group with a lambda."""
     for group in optimizer.param_groups:
-        decay = group.get("decoupled_weight_decay", 0.0)
+        decay = group.get("decoupled_l2", 0.0)
         if decay and group["params"]:
             torch._foreach_mul_(group["params"], 1.0 - float(group["lr"]) * decay)
