@@ -91,12 +91,12 @@ def linear(total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, warmup
 
 
 def inverse_sqrt(total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, warmup_epochs: float = 0) -> Schedule:
-    """The Transformer's schedule: f(t) = sqrt(W / t) after a warmup of W steps (t = step + 1),
-    so the rate is continuous at the end of the warmup and falls as 1/sqrt(t)."""
+    """The Transformer's schedule: f(t) = sqrt(W / t) for steps t >= W after a warmup of W
+    steps, so the rate is 1 where the warmup ends and then falls as 1/sqrt(t)."""
     warmup = warmup_length(steps_per_epoch, warmup_steps, warmup_epochs)
 
     def factor(step: int) -> float:
-        return math.sqrt(max(1, warmup) / max(step + 1, warmup, 1))
+        return math.sqrt(max(1, warmup) / max(step, warmup, 1))
 
     return with_warmup(factor, warmup)
 
