@@ -1,0 +1,126 @@
+"""The loop's optimization features, by their effect: gradient accumulation equals the big
+batch, clipping bounds the gradient, EMA weights follow their formula, and the logged
+update-to-weight ratios and per-group learning rates are the real ones."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from trainer_cli import build
+from trainer_cli.config import resolve
+from trainer_cli.loop import train_full_batch, train_one_epoch
+
+CPU = torch.device("cpu")
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))  # no batch norm
+
+
+def data(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
+def split(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(x.split(size), y.split(size), strict=True))
+
+
+def epoch(model, batches, optimizer, **kwargs) -> tuple[dict, int]:
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return train_one_epoch(model, batches, optimizer, scheduler, nn.CrossEntropyLoss(), step=0, device=CPU, **kwargs)
+
+
+@pytest.mark.parametrize("option", ["sgd", "momentum", "adam"])
+def test_accumulating_4_batches_of_32_equals_one_batch_of_128(option, make_cfg):
+    cfg = resolve(make_cfg(f"optimizer={option}"))
+    x, y = data(2 * 128 + 16)  # two full windows and a short last one
+    big, small = mlp(), mlp()
+    big_opt, small_opt = build.optimizer(cfg, big), build.optimizer(cfg, small)
+    _, big_steps = epoch(big, split(x[:256], y[:256], 128) + [(x[256:], y[256:])], big_opt)
+    _, small_steps = epoch(small, split(x, y, 32), small_opt, accumulate_grad_batches=4)
+    assert big_steps == small_steps == 3
+    for a, b in zip(big.parameters(), small.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(big[0].weight, mlp()[0].weight)  # it trained
+
+
+def test_grad_clip_norm_bounds_the_update_of_plain_sgd():
+    # With SGD at lr 1 the update is minus the (clipped) gradient: its global norm is the bound.
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = data(64)
+    epoch(model, [(x * 100, y)], torch.optim.SGD(model.parameters(), lr=1.0), grad_clip_norm=0.5)
+    update = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before, strict=True)])
+    assert update.norm() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_grad_clip_value_clamps_each_element():
+    model, reference = mlp(), mlp()
+    x, y = data(64)
+    epoch(model, [(x * 100, y)], torch.optim.SGD(model.parameters(), lr=1.0), grad_clip_value=0.01)
+    nn.functional.cross_entropy(reference(x * 100), y).backward()
+    for p, r in zip(model.parameters(), reference.parameters(), strict=True):
+        update = r.detach() - p.detach()  # = the clipped gradient
+        torch.testing.assert_close(update, r.grad.clamp(-0.01, 0.01), rtol=1e-5, atol=1e-7)
+    assert max(r.grad.abs().max() for r in reference.parameters()) > 0.01  # clipping was active
+
+
+def test_ema_weights_equal_the_formula_after_k_steps(make_cfg):
+    decay, k = 0.8, 4
+    cfg = resolve(make_cfg("optimizer=sgd", "trainer.ema_decay=0.8"))
+    model = mlp()
+    ema = build.ema(cfg, model)
+    optimizer = build.optimizer(cfg, model)
+    snapshots = [copy.deepcopy(model.state_dict())]
+    x, y = data(32 * k)
+    for batch in split(x, y, 32):
+        epoch(model, [batch], optimizer, ema=ema)
+        snapshots.append(copy.deepcopy(model.state_dict()))
+    # ema_k = d^k w_0 + (1 - d) * sum_{t=1..k} d^(k-t) w_t
+    for name, value in ema.module.state_dict().items():
+        expected = decay**k * snapshots[0][name]
+        expected = expected + sum((1 - decay) * decay ** (k - t) * snapshots[t][name] for t in range(1, k + 1))
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ema.module[0].weight, model[0].weight)
+
+
+def test_logged_update_ratio_and_group_lrs_are_the_real_ones(make_cfg):
+    cfg = resolve(make_cfg("optimizer=sgd", "lr=0.05"))
+    model = mlp()
+    optimizer = build.optimizer(cfg, model)
+    optimizer.param_groups[1]["lr"] = 0.02  # the 1-D group, so the two curves differ
+    before = model[0].weight.detach().clone()
+    logged = []
+    x, y = data(32)
+    epoch(model, [(x, y)], optimizer, log_every_n_steps=1, on_log=lambda step, scalars: logged.append(scalars))
+    scalars = logged[0]
+    expected = float((model[0].weight.detach() - before).norm() / before.norm())
+    assert scalars["update_ratio/0.weight"] == pytest.approx(expected, rel=1e-5)
+    ratios = {k for k in scalars if k.startswith("update_ratio/")}
+    assert ratios == {"update_ratio/0.weight", "update_ratio/2.weight"}  # weight matrices only
+    assert scalars["lr/decay"] == pytest.approx(0.05) and scalars["lr/no_decay"] == pytest.approx(0.02)
+
+
+def test_full_batch_lbfgs_step_lowers_the_loss_with_several_evaluations(make_cfg):
+    cfg = resolve(make_cfg("optimizer=lbfgs"))
+    model = mlp()
+    optimizer = build.optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    x, y = data(256)
+    logged = []
+    batches, loss_fn = split(x, y, 64), nn.CrossEntropyLoss()
+    kwargs = dict(device=CPU, on_log=lambda step, scalars: logged.append(scalars))
+    first, step = train_full_batch(model, batches, optimizer, scheduler, loss_fn, step=0, **kwargs)
+    second, step = train_full_batch(model, batches, optimizer, scheduler, loss_fn, step=1, **kwargs)
+    assert step == 2
+    with torch.no_grad():
+        initial = float(nn.functional.cross_entropy(mlp()(x), y))
+    assert first["loss"] == pytest.approx(initial, rel=1e-5)  # the loss over the whole set, before the step
+    assert second["loss"] < 0.9 * first["loss"]
+    assert logged[0]["function_evaluations"] > 1
