@@ -123,7 +123,7 @@ def test_l1_drives_weights_to_near_zero_where_plain_training_does_not(make_cfg):
         model = build.model(cfg)
         optimizer = build.optimizer(cfg, model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        for _ in range(8):
+        for _ in range(4):
             metrics, _ = train_one_epoch(
                 model, data.train, optimizer, scheduler, nn.CrossEntropyLoss(), step=0, device=CPU,
                 penalties=build.penalties(cfg, model),
@@ -133,6 +133,6 @@ def test_l1_drives_weights_to_near_zero_where_plain_training_does_not(make_cfg):
 
     plain, plain_acc = near_zero_fraction()
     sparse, sparse_acc = near_zero_fraction("regularization=[l1]", "regularization.l1.strength=1e-2")
-    # measured: 0.5% without L1, 37% with it (|W| < 1e-3, one seed)
-    assert plain < 0.02 and sparse > 0.25, (plain, sparse)
+    # measured: 0.8% without L1, 27% with it (|W| < 1e-3, 4 epochs, one seed)
+    assert plain < 0.02 and sparse > 0.2, (plain, sparse)
     assert sparse_acc > 0.85  # still a working classifier
