@@ -115,12 +115,14 @@ def _check_optimization(cfg: DictConfig) -> None:
     noisy = []
     if "dropout" in reg or float(cfg.model.get("dropout", 0.0) or 0.0) > 0:
         noisy.append("dropout (model.dropout=0)")
-    noisy += [f"augmentation.{name}" for name in (cfg.get("augmentation") or {})]
-    noisy += [key for key in ("mixup", "cutmix") if cfg.get(key) or cfg.trainer.get(key)]
+    # Mixup and cutmix are options of the augmentation group, so this covers them too.
+    augmentations = [str(name) for name in (cfg.get("augmentation") or {})]
+    if augmentations:
+        noisy.append(f"augmentation {', '.join(augmentations)} (augmentation=[none])")
     if noisy:
         raise UserError(
-            f"optimizer=lbfgs: runs full-batch on a deterministic loss; turn off {', '.join(noisy)} "
-            "(augmentation=[none]), or pick another optimizer"
+            f"optimizer=lbfgs: runs full-batch on a deterministic loss; turn off {' and '.join(noisy)}, "
+            "or pick another optimizer"
         )
     if "l2" in reg and reg.l2.get("decoupled", True):
         raise UserError("regularization.l2.decoupled: L-BFGS takes L2 only as a loss penalty; set it to false")

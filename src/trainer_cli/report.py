@@ -17,6 +17,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 console = Console()
 
 # Every scalar tag the run writes, by group, so the curves line up across runs.
+AVERAGES = ("ema", "swa")  # averaged weights a run may report beside its own
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/ema_loss", "val/ema_acc")
 
 
@@ -136,6 +137,11 @@ def print_results(summary: dict[str, Any]) -> None:
         ("best val loss", f"{summary['best/val/loss']:.4f}"),
         ("test acc (best-on-val checkpoint)", f"{summary['test/acc']:.4f}"),
         ("test loss", f"{summary['test/loss']:.4f}"),
+        *[
+            (f"test acc ({name} weights)", f"{summary[f'test/{name}_acc']:.4f}")
+            for name in AVERAGES
+            if f"test/{name}_acc" in summary
+        ],
         ("epochs run", f"{summary['epochs_run']}" + (" (early stop)" if summary.get("early_stopped") else "")),
         ("time", f"{summary['time_s']:.1f} s"),
     ]

@@ -197,8 +197,12 @@ def test_linear_scaling_rule_records_the_effective_lr(make_cfg):
     [
         (["regularization=[dropout]"], "optimizer=lbfgs: runs full-batch on a deterministic loss; turn off dropout"),
         (["model.dropout=0.2"], "turn off dropout"),
-        (["augmentation=[flip]"], "turn off augmentation.flip"),
-        (["augmentation=[crop,flip]"], "augmentation.crop, augmentation.flip"),
+        (["augmentation=[flip]"], "turn off augmentation flip (augmentation=[none])"),
+        (["augmentation=[crop,flip]"], "augmentation crop, flip"),
+        (
+            ["regularization=[dropout]", "augmentation=[flip]"],
+            "turn off dropout (model.dropout=0) and augmentation flip",
+        ),
         (["regularization=[l2]"], "regularization.l2.decoupled: L-BFGS takes L2 only as a loss penalty"),
     ],
 )
