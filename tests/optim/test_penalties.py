@@ -40,9 +40,9 @@ def test_penalty_values_follow_their_formulas_on_weight_matrices_only(make_cfg):
     terms = build.penalties(cfg, model)()
     squares = sum(float(w.detach().pow(2).sum()) for w in weights(model))
     absolutes = sum(float(w.detach().abs().sum()) for w in weights(model))
-    assert float(terms["l2"]) == pytest.approx(0.01 * squares, rel=1e-6)
-    assert float(terms["l1"]) == pytest.approx(0.002 * absolutes, rel=1e-6)
-    assert float(terms["elastic_net"]) == pytest.approx(0.003 * (0.25 * squares + absolutes), rel=1e-6)
+    assert float(terms["l2"].detach()) == pytest.approx(0.01 * squares, rel=1e-6)
+    assert float(terms["l1"].detach()) == pytest.approx(0.002 * absolutes, rel=1e-6)
+    assert float(terms["elastic_net"].detach()) == pytest.approx(0.003 * (0.25 * squares + absolutes), rel=1e-6)
     with_biases = build.penalties(resolve(make_cfg("regularization=[l1]", "regularization.l1.strength=1")), model)
     assert float(with_biases()["l1"]) == pytest.approx(absolutes, rel=1e-6)  # biases are not penalized
 
