@@ -53,7 +53,8 @@ def test_resume_restores_optimization_state_bit_for_bit(
         _interrupt_after_first_epoch(patch, loop_function)
         with pytest.raises(KeyboardInterrupt):
             run(make_cfg(*SMALL, *overrides), tmp_path / "killed")
-    assert checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["epoch"] == 1
+    after_epoch_1 = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert after_epoch_1["epoch"] == 1
     resumed = run(make_cfg(f"resume={tmp_path / 'killed'}"), tmp_path / "unused")
 
     a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
@@ -72,3 +73,7 @@ def test_resume_restores_optimization_state_bit_for_bit(
         # The cut after epoch 2 needs epoch 1's best value, which only the checkpoint holds.
         assert b["scheduler"]["lr_lambdas"][0]["scale"] == pytest.approx(0.1)
         assert int(b["swa"]["n_averaged"]) == 2
+        # SWA from epoch 1 over 2 epochs: the plain mean of the weights at the two epoch ends
+        for name, value in b["model"].items():
+            mean = (after_epoch_1["model"][name] + value) / 2
+            torch.testing.assert_close(b["swa"][f"module.{name}"], mean)
