@@ -122,6 +122,8 @@ def main() -> None:
     register_resolvers()
     logging.getLogger("trainer_cli").setLevel(logging.WARNING)
     console.quiet = True
+    # Tiny models: one thread is faster than a pool that spins against other processes.
+    torch.set_num_threads(1)
 
     header = ["optimizer", "default lr", *[f"{p}: steps (lr)" for p in PROBLEMS]]
     header += ["digits: best val acc", "digits: final train loss"]
