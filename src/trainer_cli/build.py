@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainer_cli.config import UserError
-from trainer_cli.data import Data, prepare
+from trainer_cli.data import Augmentation, Data, Preprocess, prepare
+from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import parameter_groups
 
 
@@ -57,16 +58,43 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             cfg.model.num_classes = counted
     elif cfg.data.num_classes != counted:
         raise UserError(f"data.num_classes: the config says {cfg.data.num_classes}, the data has {counted} classes")
+    preprocess = Preprocess(
+        str(cfg.data.preprocess),
+        components=cfg.data.get("pca_components"),
+        whiten=bool(cfg.data.get("pca_whiten", False)),
+        epsilon=float(cfg.data.get("whitening_epsilon", 1e-2)),
+    )
     return prepare(
         source,
         val_fraction=cfg.data.val_fraction,
         split_seed=cfg.data.split_seed,
-        preprocess=cfg.data.preprocess,
+        preprocess=preprocess,
         batch_size=cfg.batch_size,
         device=device,
         seed=cfg.seed,
         num_workers=cfg.data.get("num_workers", 0),
+        augment=augmentation(cfg),
     )
+
+
+def _selected(group: DictConfig | None) -> list[tuple[str, DictConfig]]:
+    """The nodes of a multi-select group that name a `_target_`, in the order listed."""
+    if group is None:
+        return []
+    return [(str(name), node) for name, node in group.items() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def augmentation(cfg: DictConfig) -> Augmentation | None:
+    """The training-batch augmentation `'augmentation=[...]'` selects, or None when off."""
+    steps = [instantiate(node, key=f"augmentation.{name}") for name, node in _selected(cfg.get("augmentation"))]
+    return Augmentation(steps) if steps else None
+
+
+def batch_regularization(cfg: DictConfig) -> BatchRegularization | None:
+    """Cutout, mixup and cutmix from `'regularization=[...]'` (the nodes with a `_target_`),
+    applied to training batches in the loop; None when none is selected."""
+    steps = [instantiate(node, key=f"regularization.{name}") for name, node in _selected(cfg.get("regularization"))]
+    return BatchRegularization(steps) if steps else None
 
 
 def model(cfg: DictConfig) -> nn.Module:

@@ -46,6 +46,7 @@ def train_one_epoch(
     precision: str = "32",
     scaler: torch.amp.GradScaler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     grad_clip_norm: float | None = None,
     log_every_n_steps: int = 10,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
@@ -55,7 +56,9 @@ def train_one_epoch(
     Returns the epoch's mean loss and accuracy and the global step after the epoch.
     `on_log(step, scalars)` is called every `log_every_n_steps` optimizer steps with the
     loss and accuracy since the last call, the learning rate, the gradient norm and the
-    throughput.
+    throughput. `mix(images, labels) -> (images, targets)` is the batch regularization
+    (cutout, mixup, cutmix); the loss then uses its (possibly soft) targets, the accuracy
+    the original labels.
     """
     model.train()
     zero = torch.zeros((), device=device)
@@ -66,9 +69,12 @@ def train_one_epoch(
     for images, labels in batches:
         if augment is not None:
             images = augment(images)
+        targets = labels
+        if mix is not None:
+            images, targets = mix(images, labels)
         with autocast(device, precision):
             logits = model(images)
-            loss = loss_fn(logits, labels)
+            loss = loss_fn(logits, targets)
         # One check per step: free on the CPU (no async queue); on CUDA a small sync that
         # buys stopping *before* a NaN reaches the weights.
         if not torch.isfinite(loss):

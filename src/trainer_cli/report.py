@@ -129,6 +129,7 @@ def print_results(summary: dict[str, Any]) -> None:
         ("best val loss", f"{summary['best/val/loss']:.4f}"),
         ("test acc (best-on-val checkpoint)", f"{summary['test/acc']:.4f}"),
         ("test loss", f"{summary['test/loss']:.4f}"),
+        *([("test acc with TTA", f"{summary['test/acc_tta']:.4f}")] if "test/acc_tta" in summary else []),
         ("epochs run", f"{summary['epochs_run']}" + (" (early stop)" if summary.get("early_stopped") else "")),
         ("time", f"{summary['time_s']:.1f} s"),
     ]

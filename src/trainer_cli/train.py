@@ -40,9 +40,11 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     import torch
 
     from trainer_cli import build, checkpoint
-    from trainer_cli.data import build_augmentation
+    from trainer_cli.data import preview_images
+    from trainer_cli.data.augment import save_preview
     from trainer_cli.loop import evaluate, train_one_epoch
     from trainer_cli.report import Reporter, print_results, write_metrics
+    from trainer_cli.tta import evaluate_tta
 
     started = time.perf_counter()
     resumed = None
@@ -72,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     steps_per_epoch = len(data.train)
     scheduler = build.scheduler(cfg, optimizer, steps_per_epoch)
     loss_fn = build.loss(cfg)
-    augment = build_augmentation(cfg.augmentation)
+    mix = build.batch_regularization(cfg)  # cutout, mixup, cutmix; augmentation is in data.train
     precision = str(cfg.trainer.precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "16" and device.type == "cuda" else None
 
@@ -126,6 +128,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     early_stopped = False
     purge_step = state["step"] + 1 if resumed is not None else None
     with Reporter(run_dir, cfg.epochs, steps_per_epoch, purge_step=purge_step) as reporter:
+        if cfg.augmentation.get("preview") and data.train.augment is not None:
+            grid = save_preview(preview_images(data.train), data.train.augment, run_dir / "augmentation_preview.png")
+            reporter.writer.add_image("augmentation/preview", grid, state["step"])
+            log.info(f"augmentation preview: {run_dir / 'augmentation_preview.png'} (and TensorBoard's Images tab)")
         if resumed is None:
             # The lecture's first sanity check: with C classes and small random weights the
             # initial loss should be close to ln C.
@@ -136,7 +142,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             reporter.start_epoch(epoch, state["step"])
             train_metrics, state["step"] = train_one_epoch(
                 model, data.train, optimizer, scheduler, loss_fn,
-                step=state["step"], device=device, precision=precision, scaler=scaler, augment=augment,
+                step=state["step"], device=device, precision=precision, scaler=scaler, mix=mix,
                 grad_clip_norm=cfg.trainer.grad_clip_norm, log_every_n_steps=cfg.trainer.log_every_n_steps,
                 on_log=reporter.log_step,
             )  # fmt: skip
@@ -203,7 +209,12 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             "steps": state["step"],
             "time_s": round(time.perf_counter() - started, 3),
         }
-        reporter.log_scalars(state["step"], {"test/acc": summary["test/acc"], "test/loss": summary["test/loss"]})
+        if cfg.eval.tta != "none":
+            summary["test/acc_tta"] = evaluate_tta(
+                model, data.test, device, precision, tta=cfg.eval.tta, reduce=cfg.eval.tta_reduce,
+                padding=cfg.eval.tta_padding, scales=list(cfg.eval.tta_scales),
+            )["acc"]  # fmt: skip
+        reporter.log_scalars(state["step"], {k: v for k, v in summary.items() if k.startswith("test/")})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         run_hparams.update(hparams or {})
         reporter.log_hparams(

@@ -54,9 +54,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> TensorData:
     )
 
 
-def load_synthetic(
-    num_train: int, num_test: int, channels: int, size: int, classes: int, seed: int = 0
-) -> TensorData:
+def load_synthetic(num_train: int, num_test: int, channels: int, size: int, classes: int, seed: int = 0) -> TensorData:
     """Random images whose class shifts their mean: learnable, any shape, no files."""
     generator = torch.Generator().manual_seed(seed)
     class_means = torch.rand(classes, channels, size, size, generator=generator)
@@ -79,7 +77,18 @@ IDX_FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -232,8 +241,7 @@ def load_imagefolder(path: str, image_size: int, test_fraction: float = 0.2, see
             return torchvision.datasets.ImageFolder(str(folder), transform=transform, loader=_rgb_loader)
         except (FileNotFoundError, OSError) as error:
             raise UserError(
-                f"data.path: '{folder}' has no readable images in class sub-folders "
-                f"({str(error).splitlines()[0]})"
+                f"data.path: '{folder}' has no readable images in class sub-folders ({str(error).splitlines()[0]})"
             ) from None
 
     if (root / "train").is_dir() and (root / "test").is_dir():
