@@ -76,6 +76,7 @@ def test_tta_none_equals_plain_evaluation():
     images, labels = torch.rand(40, 1, 6, 6), torch.randint(0, 3, (40,))
     loader = TensorLoader(images, labels, batch_size=16, shuffle=False)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
-    assert evaluate_tta(model, loader, torch.device("cpu"), tta="none")["acc"] == evaluate(
-        model, loader, torch.device("cpu")
-    )["acc"]
+    assert (
+        evaluate_tta(model, loader, torch.device("cpu"), tta="none")["acc"]
+        == evaluate(model, loader, torch.device("cpu"))["acc"]
+    )

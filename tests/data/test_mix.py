@@ -6,7 +6,7 @@ import torch
 
 from trainer_cli import build
 from trainer_cli.config import resolve
-from trainer_cli.data.mix import BatchRegularization, Cutout, CutMix, Mixup
+from trainer_cli.data.mix import BatchRegularization, CutMix, Cutout, Mixup
 from trainer_cli.loop import evaluate, train_one_epoch
 
 N = 16  # one class per sample, so each label's weight can be read back from the targets

@@ -7,8 +7,8 @@ import torch
 
 from trainer_cli.config import UserError
 from trainer_cli.data import Preprocess, prepare
-from trainer_cli.data.sources import TensorData
 from trainer_cli.data.preprocess import KINDS
+from trainer_cli.data.sources import TensorData
 
 
 def correlated_images(n: int = 600, channels: int = 2, size: int = 4, seed: int = 0) -> torch.Tensor:
