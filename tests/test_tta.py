@@ -80,3 +80,22 @@ def test_tta_none_equals_plain_evaluation():
         evaluate_tta(model, loader, torch.device("cpu"), tta="none")["acc"]
         == evaluate(model, loader, torch.device("cpu"))["acc"]
     )
+
+
+@pytest.mark.slow
+def test_run_reports_tta_beside_test_acc_and_preview_changes_nothing(make_cfg, tmp_path):
+    """End to end: `eval.tta=flip` adds test/acc_tta; `augmentation.preview=true` writes the
+    PNG and leaves every metric bit-identical."""
+    import json
+
+    from trainer_cli.train import run
+
+    overrides = ["epochs=1", "augmentation=[flip,crop]", "regularization=[mixup]", "eval.tta=flip"]
+    with_preview = run(make_cfg(*overrides, "augmentation.preview=true"), tmp_path / "a")
+    without = run(make_cfg(*overrides), tmp_path / "b")
+    assert (tmp_path / "a" / "augmentation_preview.png").is_file()
+    assert not (tmp_path / "b" / "augmentation_preview.png").exists()
+    assert 0 <= with_preview["test/acc_tta"] <= 1
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["test/acc_tta"] == with_preview["test/acc_tta"]
+    for key in ("test/acc", "test/acc_tta", "final/train/loss", "best/val/acc"):
+        assert with_preview[key] == without[key]

@@ -209,7 +209,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             "steps": state["step"],
             "time_s": round(time.perf_counter() - started, 3),
         }
-        if cfg.eval.tta != "none":
+        if OmegaConf.select(cfg, "eval.tta", default="none") != "none":
             summary["test/acc_tta"] = evaluate_tta(
                 model, data.test, device, precision, tta=cfg.eval.tta, reduce=cfg.eval.tta_reduce,
                 padding=cfg.eval.tta_padding, scales=list(cfg.eval.tta_scales),

@@ -232,3 +232,19 @@ def test_bad_values_are_one_line_errors(overrides, message, make_cfg):
     with pytest.raises(UserError) as error:
         resolve(make_cfg(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_image_folders_augment_on_the_device_and_preview_without_shuffling(make_cfg, image_folder):
+    from trainer_cli.data import preview_images
+
+    cfg = resolve(make_cfg("data=imagefolder", f"data.path={image_folder}", "augmentation=[flip]",
+                           "augmentation.flip.p=1.0", "data.num_workers=0"))  # fmt: skip
+    data = build.data(cfg, torch.device("cpu"))
+    raw = preview_images(data.train, count=4)
+    assert raw.shape == (4, 3, 32, 32) and raw.min() >= 0 and raw.max() <= 1
+    state = data.shuffle_generator.get_state()
+    images, labels = next(iter(data.train.raw_batches()))
+    data.shuffle_generator.set_state(state)
+    augmented, same_labels = next(iter(data.train))
+    assert torch.equal(same_labels, labels)
+    assert torch.allclose(augmented, data.preprocess(images.flip(-1)), atol=1e-6)
