@@ -13,6 +13,8 @@ from trainer_cli.data.sources import debian_fashion_mnist_folder
 
 # Data sets that need files this machine may not have: composed, built only when present.
 NEEDS_FILES = {"mnist", "cifar10", "cifar100"}
+# Options that act only on some models: built with one that has what they need.
+NEEDS_MODEL = {"stochastic_depth": "model=resnet"}
 
 
 def _build_all(cfg):
@@ -46,13 +48,11 @@ def test_every_data_option(option, make_cfg, image_folder):
     assert data.num_classes == cfg.data.num_classes or cfg.data.num_classes is None
 
 
-@pytest.mark.parametrize(
-    "group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer", "experiment"]
-)
+@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer"])
 def test_every_option_of_group(group, make_cfg):
     for option in conf_options(group):
         override = f"{group}=[{option}]" if group in ("regularization", "augmentation") else f"{group}={option}"
-        cfg = resolve(make_cfg(override, "data=digits"))
+        cfg = resolve(make_cfg(override, "data=digits", *([NEEDS_MODEL[option]] if option in NEEDS_MODEL else [])))
         _build_all(cfg)
 
 
@@ -114,3 +114,30 @@ def test_resolved_config_has_no_interpolations(make_cfg):
     cfg = resolve(make_cfg())
     text = OmegaConf.to_yaml(cfg)
     assert "${" not in text and "hydra" not in cfg
+
+
+@pytest.mark.parametrize("option", conf_options("experiment"))
+def test_every_experiment_builds(option, make_cfg, image_folder):
+    """Each recipe composes and builds on its own data set; data that needs a download is
+    replaced by synthetic tensors of the same shape."""
+    cfg = make_cfg(f"experiment={option}")
+    overrides = [f"experiment={option}"]
+    if cfg.data.name in NEEDS_FILES:
+        overrides += ["data=synthetic", f"data.in_channels={cfg.data.in_channels}",
+                      f"data.image_size={cfg.data.image_size}", f"data.num_classes={cfg.data.num_classes}",
+                      "data.source.num_train=64", "data.source.num_test=16"]  # fmt: skip
+    if cfg.data.name == "imagefolder":
+        overrides.append(f"data.path={image_folder}")
+    if cfg.data.name == "fashion_mnist" and debian_fashion_mnist_folder() is None:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    _build_all(resolve(make_cfg(*overrides)))
+
+
+def test_label_smoothing_softens_the_target(make_cfg):
+    logits = torch.tensor([[10.0, 0.0, 0.0]])
+    target = torch.tensor([0])
+    plain = build.loss(resolve(make_cfg()))(logits, target)
+    smoothed = build.loss(resolve(make_cfg("regularization=[label_smoothing]")))(logits, target)
+    # epsilon 0.1 over 3 classes: the target is (1 - 0.1 + 0.1/3, 0.1/3, 0.1/3)
+    expected = -(torch.tensor([1 - 0.1 + 0.1 / 3, 0.1 / 3, 0.1 / 3]) * logits.log_softmax(1)).sum()
+    assert torch.allclose(smoothed, expected) and smoothed > plain

@@ -160,6 +160,12 @@ def resolve(cfg: DictConfig) -> DictConfig:
     _choice(resolved, "trainer.precision", ["32", "bf16", "16"])
     _choice(resolved, "trainer.early_stopping.mode", ["max", "min"])
     _positive_int(resolved, "trainer.log_every_n_steps")
+    if resolved.trainer.get("log_activations"):
+        _positive_int(resolved, "trainer.log_activations_every_n_steps")
+    if "stochastic_depth" in resolved.get("regularization", {}) and "drop_path" not in resolved.model:
+        raise UserError("regularization.stochastic_depth: needs a model with residual blocks; use model=resnet")
+    if "dropconnect" in resolved.get("regularization", {}):
+        _fraction(resolved, "regularization.dropconnect.p", 0.0, 1.0)
     if resolved.trainer.grad_clip_norm is not None and _number(resolved, "trainer.grad_clip_norm") <= 0:
         raise UserError("trainer.grad_clip_norm: expected a number > 0 or null")
     patience = resolved.trainer.early_stopping.patience

@@ -78,7 +78,7 @@ def train_one_epoch(
         # One check per step: free on the CPU (no async queue); on CUDA a small sync that
         # buys stopping *before* a NaN reaches the weights.
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(step, float(loss))
+            raise NonFiniteLoss(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -83,6 +83,13 @@ class Reporter:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
 
+    def log_activations(self, step: int, values: dict[str, Any]) -> None:
+        """Each activation layer's mean and std (scalars) and its histogram."""
+        for name, v in values.items():
+            self.writer.add_scalar(f"activations/{name}/mean", float(v.mean()), step)
+            self.writer.add_scalar(f"activations/{name}/std", float(v.std()), step)
+            self.writer.add_histogram(f"activations/{name}", v, step)
+
     def flush(self) -> None:
         self.writer.flush()
 
@@ -135,4 +142,14 @@ def print_results(summary: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
+    console.print(table)
+
+
+def print_activation_table(stats: dict[str, tuple[float, float]]) -> None:
+    """The per-layer activation mean and std, printed at the start of a run."""
+    table = Table(title="Activations at step 0 (first validation batch)", show_header=True)
+    for column in ("layer", "mean", "std"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for name, (mean, std) in stats.items():
+        table.add_row(name, f"{mean:.4f}", f"{std:.4f}")
     console.print(table)

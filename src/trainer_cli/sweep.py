@@ -67,8 +67,14 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+    def fmt_row(row: dict[str, Any]) -> list[str]:
+        cells = [fmt(row[c]) for c in columns]
+        if row["time_s"] is not None:
+            cells[columns.index("time_s")] = f"{row['time_s']:.1f}"
+        return cells
+
     for row in rows:
-        table.add_row(*(fmt(row[c]) for c in columns))
+        table.add_row(*fmt_row(row))
     (console or Console()).print(table)
     return rows
 

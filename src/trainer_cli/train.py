@@ -34,6 +34,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     Returns the run's summary metrics (never the model). With `cfg.resume` set to a run
     folder, continues that run from its last checkpoint, in that folder.
     """
+    started = time.perf_counter()
+    if not cfg.get("resume"):
+        cfg = resolve(cfg)  # config mistakes are reported before torch is even imported
+
     import random
 
     import numpy as np
@@ -43,18 +47,17 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     from trainer_cli.data import preview_images
     from trainer_cli.data.augment import save_preview
     from trainer_cli.loop import evaluate, train_one_epoch
-    from trainer_cli.report import Reporter, print_results, write_metrics
+    from trainer_cli.models.stats import activation_stats, activation_values
+    from trainer_cli.models.summary import summary_text
+    from trainer_cli.report import Reporter, print_activation_table, print_results, write_metrics
     from trainer_cli.tta import evaluate_tta
 
-    started = time.perf_counter()
     resumed = None
     if cfg.get("resume"):
         run_dir = Path(str(cfg.resume))
         resumed = checkpoint.load(run_dir / "checkpoints" / "last.pt")
         cfg = OmegaConf.create(resumed["config"])
         log.info(f"resuming {run_dir} from epoch {resumed['epoch']} (step {resumed['step']})")
-    else:
-        cfg = resolve(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
@@ -70,6 +73,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     if resumed is None:
         OmegaConf.save(cfg, run_dir / "resolved_config.yaml")  # effective values, after shortcuts
     model = build.model(cfg).to(device)
+    # What was built, layer by layer, before anything trains (also kept in the run folder).
+    model_summary = summary_text(model, (int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size)))
+    (run_dir / "model_summary.txt").write_text(model_summary + "\n")
+    log.info(f"model summary\n{model_summary}")
     optimizer = build.optimizer(cfg, model)
     steps_per_epoch = len(data.train)
     scheduler = build.scheduler(cfg, optimizer, steps_per_epoch)
@@ -132,6 +139,21 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             grid = save_preview(preview_images(data.train), data.train.augment, run_dir / "augmentation_preview.png")
             reporter.writer.add_image("augmentation/preview", grid, state["step"])
             log.info(f"augmentation preview: {run_dir / 'augmentation_preview.png'} (and TensorBoard's Images tab)")
+        # Activation statistics on a fixed probe batch (the first validation batch), at the
+        # start and then every `log_activations_every_n_steps` steps.
+        probe = next(iter(data.val))[0] if cfg.trainer.get("log_activations") else None
+        activations_due = [state["step"] + int(cfg.trainer.get("log_activations_every_n_steps", 100))]
+        if probe is not None:
+            values = activation_values(model, probe)
+            print_activation_table(activation_stats(values))
+            reporter.log_activations(state["step"], values)
+
+        def log_step(step: int, scalars: dict[str, float]) -> None:
+            reporter.log_step(step, scalars)
+            if probe is not None and step >= activations_due[0]:
+                reporter.log_activations(step, activation_values(model, probe))
+                activations_due[0] = step + int(cfg.trainer.log_activations_every_n_steps)
+
         if resumed is None:
             # The lecture's first sanity check: with C classes and small random weights the
             # initial loss should be close to ln C.
@@ -144,7 +166,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 model, data.train, optimizer, scheduler, loss_fn,
                 step=state["step"], device=device, precision=precision, scaler=scaler, mix=mix,
                 grad_clip_norm=cfg.trainer.grad_clip_norm, log_every_n_steps=cfg.trainer.log_every_n_steps,
-                on_log=reporter.log_step,
+                on_log=log_step,
             )  # fmt: skip
             val_metrics = evaluate(model, data.val, device, precision)
             row = {
@@ -250,12 +272,18 @@ def main(cfg: DictConfig) -> float:
     hparams = _hparams_from_hydra(cfg)
     try:
         summary = run(cfg, run_dir, hparams)
-    except UserError as error:
+    except Exception as error:
         # Exit here, not in cli(): Hydra would first print its own "Error executing job" line.
-        if os.environ.get("TRAINER_CLI_DEBUG") == "1":
+        from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
+
+        if not isinstance(error, (UserError, NonFiniteLoss)) or os.environ.get("TRAINER_CLI_DEBUG") == "1":
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        message = f"error: {error}"
+        if isinstance(error, NonFiniteLoss):
+            last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
+            message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
+        print(message, file=sys.stderr)
+        sys.exit(2 if isinstance(error, UserError) else 1)
     metric = str(summary.get("optimized_metric", cfg.optimized_metric))
     return float(summary[f"best/{metric}"])
 
@@ -360,11 +388,6 @@ def cli() -> None:
             raise
         from hydra.errors import HydraException
 
-        from trainer_cli.loop import NonFiniteLoss
-
-        if isinstance(error, NonFiniteLoss):
-            print(f"error: {error} (the last good checkpoint is kept)", file=sys.stderr)
-            sys.exit(1)
         if isinstance(error, HydraException):
             print(f"error: {_hydra_error_line(error)}", file=sys.stderr)
             sys.exit(2)

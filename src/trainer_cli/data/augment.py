@@ -55,12 +55,13 @@ class RandomCrop:
         n, channels, height, width = images.shape
         device = images.device
         padded = F.pad(images, (padding, padding, padding, padding))
-        top = torch.randint(0, 2 * padding + 1, (n, 1), device=device)
-        left = torch.randint(0, 2 * padding + 1, (n, 1), device=device)
-        rows = (top + torch.arange(height, device=device)).view(n, 1, height, 1)
-        cols = (left + torch.arange(width, device=device)).view(n, 1, 1, width)
-        batch = torch.arange(n, device=device).view(n, 1, 1, 1)
-        return padded[batch, torch.arange(channels, device=device).view(1, -1, 1, 1), rows, cols]
+        top = torch.randint(0, 2 * padding + 1, (n, 1, 1, 1), device=device)
+        left = torch.randint(0, 2 * padding + 1, (n, 1, 1, 1), device=device)
+        # Two gathers (rows, then columns) cut each image's own window: no loop over samples.
+        rows = top + torch.arange(height, device=device).view(1, 1, height, 1)
+        rows = rows.expand(n, channels, height, width + 2 * padding)
+        cols = (left + torch.arange(width, device=device).view(1, 1, 1, width)).expand(n, channels, height, width)
+        return padded.gather(2, rows).gather(3, cols)
 
 
 class RandomResizedCrop:

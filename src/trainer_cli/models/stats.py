@@ -1,0 +1,58 @@
+"""Activation statistics (`trainer.log_activations`): each activation layer's output mean,
+std and values, as in the lecture's plots of a deep net's activations per layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer_cli.models.blocks import GaussPoincare, Maxout
+
+ACTIVATION_TYPES = (
+    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, Maxout, GaussPoincare,
+)  # fmt: skip
+
+
+def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's activation modules in forward order (not those inside a GaussPoincare)."""
+    layers, inside = [], set()
+    for name, module in model.named_modules():
+        if isinstance(module, GaussPoincare):
+            inside.add(f"{name}.activation")
+        if isinstance(module, ACTIVATION_TYPES) and name not in inside:
+            layers.append((name, module))
+    return layers
+
+
+@torch.no_grad()
+def activation_values(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each activation layer's output for `images` (flattened), from a forward pass in the
+    model's current mode (training: batch norm uses this batch's statistics, as training
+    sees it). Side-effect free: running statistics are restored and the random number
+    generators forked, so a run logs the same numbers with or without this.
+    A module called twice in one forward is named with its call index."""
+    values: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in activation_layers(model):
+
+        def record(_module, _inputs, output, name=name):
+            key = name if name not in values else f"{name}#{sum(k.startswith(name) for k in values)}"
+            values[key] = output.detach().float().flatten().clone()  # in-place ops later must not change it
+
+        hooks.append(module.register_forward_hook(record))
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    devices = [images.device] if images.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+    return values
+
+
+def activation_stats(values: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+    """Per layer (mean, std) of the activation values."""
+    return {name: (float(v.mean()), float(v.std())) for name, v in values.items()}

@@ -1,0 +1,197 @@
+"""The `train` command as users type it, through a subprocess, outputs in a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import TRAIN, run_train, write_image_folder
+from trainer_cli import checkpoint
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
+
+
+def test_train_with_no_arguments(tmp_path):
+    result = run_train([f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    run_dir = tmp_path / "run"
+    for name in (
+        ".hydra/config.yaml", ".hydra/overrides.yaml", "resolved_config.yaml", "train.log",
+        "checkpoints/best.pt", "checkpoints/last.pt", "metrics.json", "metrics.csv",
+    ):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["best/val/acc"] > 0.9 and summary["test/acc"] > 0.9  # digits is easy
+    assert "best val acc" in result.stdout and "test acc (best-on-val checkpoint)" in result.stdout
+    assert "initial val loss" in (run_dir / "train.log").read_text()
+
+
+def test_default_run_folder_is_under_outputs_and_unique_per_run(tmp_path):
+    # Two runs started in the same second must not share a folder.
+    args = [TRAIN, "epochs=1"]
+    first = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+    runs = sorted(p.parent for p in tmp_path.glob("outputs/*/*/metrics.json"))
+    assert len(runs) == 2 and runs[0] != runs[1]
+
+
+def test_shortcuts_and_optimizer_defaults(tmp_path):
+    run_train(["optimizer=adam", "lr=1e-3", "epochs=1", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path)
+    run_train(
+        ["optimizer=sgd", "lr=0.1", "epochs=2", "batch_size=64", "seed=1", f"hydra.run.dir={tmp_path}/b"],
+        cwd=tmp_path,
+    )
+    run_train(["optimizer=momentum", "epochs=1", f"hydra.run.dir={tmp_path}/c"], cwd=tmp_path)
+    a = yaml.safe_load((tmp_path / "a" / "resolved_config.yaml").read_text())
+    b = yaml.safe_load((tmp_path / "b" / "resolved_config.yaml").read_text())
+    c = yaml.safe_load((tmp_path / "c" / "resolved_config.yaml").read_text())
+    assert a["optimizer"]["_target_"] == "torch.optim.Adam" and a["optimizer"]["lr"] == a["lr"] == 1e-3
+    assert (b["optimizer"]["lr"], b["epochs"], b["batch_size"], b["seed"]) == (0.1, 2, 64, 1)
+    assert c["lr"] == c["optimizer"]["lr"] == 0.05  # momentum.yaml's own default
+    assert len(metrics_rows(tmp_path / "b")) == 2
+
+
+def test_multirun_grid_with_summary(tmp_path):
+    result = run_train(
+        ["-m", "optimizer=sgd,adam", "lr=1e-2,1e-3", "epochs=1", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path
+    )
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2", "3"]
+    with open(tmp_path / "sweep" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    values = [float(r["best_val"]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert {r["overrides"] for r in rows} == {
+        f"optimizer={o} lr={lr} epochs=1" for o in ("sgd", "adam") for lr in ("0.01", "0.001")
+    }
+    assert "Sweep" in result.stdout and "best val/acc" in result.stdout
+
+
+def test_rerun_from_saved_config_is_bit_for_bit(tmp_path):
+    run_train(["epochs=3", "regularization=[dropout]", f"hydra.run.dir={tmp_path}/first"], cwd=tmp_path)
+    run_train(
+        ["--config-path", "first/.hydra", "--config-name", "config", f"hydra.run.dir={tmp_path}/again"], cwd=tmp_path
+    )
+    assert metrics_rows(tmp_path / "first") == metrics_rows(tmp_path / "again")
+    assert len(metrics_rows(tmp_path / "again")) == 3
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    # A data set large enough that each epoch takes a noticeable time, so the kill lands mid-run.
+    args = ["data=synthetic", "data.source.num_train=10000", "model.width=256", "epochs=6", "seed=3"]
+    run_train([*args, f"hydra.run.dir={tmp_path}/full"], cwd=tmp_path)
+
+    victim = subprocess.Popen(
+        [TRAIN, *args, f"hydra.run.dir={tmp_path}/killed"], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        if last.is_file() and checkpoint.load(last)["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    run_train([f"resume={tmp_path}/killed"], cwd=tmp_path)
+    assert metrics_rows(tmp_path / "full") == metrics_rows(tmp_path / "killed")
+    full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(last)["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    summary_full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    summary_resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert summary_full["test/acc"] == summary_resumed["test/acc"]
+    assert summary_full["best/val/acc"] == summary_resumed["best/val/acc"]
+
+
+def test_help_lists_groups_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from trainer_cli.train import cli\n"
+        "sys.argv = ['train', '--help']\n"
+        "try:\n    cli()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "NO-TORCH" in result.stdout
+    for line in ("data: cifar10, cifar100, digits", "optimizer:", "scheduler:", "regularization:", "augmentation:"):
+        assert line in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["optimizer=adamx"], "optimizer: unknown option 'adamx'; available: adagrad, adam"),
+        (["'regularization=[l2,dropuot]'"], "regularization: unknown option 'dropuot'"),
+        (["trainer.epoch=3"], "trainer.epoch: unknown key (misspelt?); accepted keys at 'trainer': device"),
+        (["lr=-0.1"], "lr: expected a number > 0"),
+        (["lr=fast"], "lr: expected a number, got 'fast'"),
+        (["epochs=0"], "epochs: expected a whole number >= 1, got '0'"),
+        (["batch_size=0"], "batch_size: expected a whole number >= 1, got '0'"),
+        (["regularization=[dropout]", "regularization.dropout.p=1.5"], "regularization.dropout.p: expected"),
+        (["data=imagefolder"], "data.path: a value is required"),
+        (["model._target_=os.system"], "not a trusted target"),
+    ],
+)
+def test_bad_input_is_one_line(args, expected, tmp_path):
+    args = [a.strip("'") for a in args]
+    result = run_train([*args, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_empty_image_folder_is_one_line(tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    result = run_train(
+        ["data=imagefolder", f"data.path={tmp_path}/empty", f"hydra.run.dir={tmp_path}/r"], tmp_path, False
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "data.path" in lines[0], result.stderr
+
+
+def test_image_folder_trains(tmp_path):
+    write_image_folder(tmp_path / "pets", classes=3, per_class=12)
+    run_train(["data=imagefolder", f"data.path={tmp_path}/pets", "data.image_size=8", "epochs=1",
+               "data.num_workers=0", f"hydra.run.dir={tmp_path}/r"], tmp_path)  # fmt: skip
+    resolved = yaml.safe_load((tmp_path / "r" / "resolved_config.yaml").read_text())
+    assert resolved["data"]["num_classes"] == resolved["model"]["num_classes"] == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupted_checkpoint_given_to_resume_is_one_line(damage, tmp_path):
+    run_train(["epochs=1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 100)
+    result = run_train([f"resume={tmp_path}/run"], cwd=tmp_path, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "resume: checkpoint" in lines[0] and "corrupted or truncated" in lines[0]
+
+
+def test_nan_loss_is_one_line_naming_the_causes(tmp_path):
+    result = run_train(["optimizer=sgd", "lr=1e30", "epochs=2", f"hydra.run.dir={tmp_path}/run"], tmp_path, False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "learning rate is too high" in lines[0] and "bad initialization" in lines[0]
