@@ -16,7 +16,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from trainer_cli.config import LR_SCALING_KEYS, UserError, full_batch
-from trainer_cli.data import Data, prepare
+from trainer_cli.data import Augmentation, Data, Preprocess, prepare
+from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import parameter_groups, penalized_parameters
 from trainer_cli.optim.penalties import Penalties
 
@@ -59,17 +60,44 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             cfg.model.num_classes = counted
     elif cfg.data.num_classes != counted:
         raise UserError(f"data.num_classes: the config says {cfg.data.num_classes}, the data has {counted} classes")
+    preprocess = Preprocess(
+        str(cfg.data.preprocess),
+        components=cfg.data.get("pca_components"),
+        whiten=bool(cfg.data.get("pca_whiten", False)),
+        epsilon=float(cfg.data.get("whitening_epsilon", 1e-2)),
+    )
     return prepare(
         source,
         val_fraction=cfg.data.val_fraction,
         split_seed=cfg.data.split_seed,
-        preprocess=cfg.data.preprocess,
+        preprocess=preprocess,
         batch_size=cfg.batch_size,
         device=device,
         seed=cfg.seed,
         num_workers=cfg.data.get("num_workers", 0),
         fold=(cfg.data.kfold, cfg.data.fold) if cfg.data.get("kfold") and cfg.data.get("fold") is not None else None,
+        augment=augmentation(cfg),
     )
+
+
+def _selected(group: DictConfig | None) -> list[tuple[str, DictConfig]]:
+    """The nodes of a multi-select group that name a `_target_`, in the order listed."""
+    if group is None:
+        return []
+    return [(str(name), node) for name, node in group.items() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def augmentation(cfg: DictConfig) -> Augmentation | None:
+    """The training-batch augmentation `'augmentation=[...]'` selects, or None when off."""
+    steps = [instantiate(node, key=f"augmentation.{name}") for name, node in _selected(cfg.get("augmentation"))]
+    return Augmentation(steps) if steps else None
+
+
+def batch_regularization(cfg: DictConfig) -> BatchRegularization | None:
+    """Cutout, mixup and cutmix from `'regularization=[...]'` (the nodes with a `_target_`),
+    applied to training batches in the loop; None when none is selected."""
+    steps = [instantiate(node, key=f"regularization.{name}") for name, node in _selected(cfg.get("regularization"))]
+    return BatchRegularization(steps) if steps else None
 
 
 def model(cfg: DictConfig) -> nn.Module:

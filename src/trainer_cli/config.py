@@ -115,10 +115,12 @@ def _check_optimization(cfg: DictConfig) -> None:
     noisy = []
     if "dropout" in reg or float(cfg.model.get("dropout", 0.0) or 0.0) > 0:
         noisy.append("dropout (model.dropout=0)")
-    # Mixup and cutmix are options of the augmentation group, so this covers them too.
     augmentations = [str(name) for name in (cfg.get("augmentation") or {})]
     if augmentations:
         noisy.append(f"augmentation {', '.join(augmentations)} (augmentation=[none])")
+    mixing = [name for name in ("mixup", "cutmix", "cutout") if name in reg]
+    if mixing:
+        noisy.append(f"regularization {', '.join(mixing)}")
     if noisy:
         raise UserError(
             f"optimizer=lbfgs: runs full-batch on a deterministic loss; turn off {' and '.join(noisy)}, "
@@ -126,6 +128,50 @@ def _check_optimization(cfg: DictConfig) -> None:
         )
     if "l2" in reg and reg.l2.get("decoupled", True):
         raise UserError("regularization.l2.decoupled: L-BFGS takes L2 only as a loss penalty; set it to false")
+
+
+def _check_data_augmentation(resolved: DictConfig) -> None:
+    """Preprocessing, augmentation, batch regularization and test-time augmentation values."""
+    if resolved.data.get("pca_components") is not None:
+        _positive_int(resolved, "data.pca_components")
+    if "whitening_epsilon" in resolved.data and _number(resolved, "data.whitening_epsilon") < 0:
+        raise UserError("data.whitening_epsilon: expected a number >= 0")
+    augmentation = resolved.get("augmentation") or {}
+    regularization = resolved.get("regularization") or {}
+    for key in ("flip.p", "perspective.p"):
+        if OmegaConf.select(augmentation, key) is not None:
+            _fraction(resolved, f"augmentation.{key}", 0.0, 1.0, high_open=False)
+    if "crop" in augmentation:
+        padding = augmentation.crop.padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise UserError(f"augmentation.crop.padding: expected a whole number >= 0, got '{padding}'")
+    if "color_jitter" in augmentation:
+        for key in ("brightness", "contrast", "saturation"):
+            _fraction(resolved, f"augmentation.color_jitter.{key}", 0.0, 1.0, high_open=False)
+        _fraction(resolved, "augmentation.color_jitter.hue", 0.0, 0.5, high_open=False)
+    for group, name in (("augmentation", "autoaugment"), ("augmentation", "randaugment"),
+                        ("augmentation", "trivialaugment"), ("augmentation", "augmix")):  # fmt: skip
+        if name in augmentation:
+            _positive_int(resolved, f"{group}.{name}.group_size")
+    for name in ("mixup", "cutmix"):
+        if name in regularization and _number(resolved, f"regularization.{name}.alpha") <= 0:
+            raise UserError(f"regularization.{name}.alpha: expected a number > 0, got '{regularization[name].alpha}'")
+    if "cutout" in regularization:
+        _positive_int(resolved, "regularization.cutout.holes")
+        _positive_int(resolved, "regularization.cutout.size")
+    if "eval" in resolved:
+        _choice(resolved, "eval.tta", ["none", "flip", "crops"])
+        _choice(resolved, "eval.tta_reduce", ["mean", "vote"])
+        padding = resolved.eval.tta_padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise UserError(f"eval.tta_padding: expected a whole number >= 0, got '{padding}'")
+        scales = resolved.eval.tta_scales
+        if (
+            not isinstance(scales, ListConfig)
+            or not scales
+            or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 1 for x in scales)
+        ):
+            raise UserError(f"eval.tta_scales: expected a non-empty list of numbers >= 1, got '{scales}'")
 
 
 def resolve(cfg: DictConfig) -> DictConfig:
@@ -172,7 +218,8 @@ def resolve(cfg: DictConfig) -> DictConfig:
     if "l2" in resolved.get("regularization", {}) and _number(resolved, "regularization.l2.weight_decay") < 0:
         raise UserError("regularization.l2.weight_decay: expected a number >= 0")
     _check_optimization(resolved)
-    _choice(resolved, "data.preprocess", ["none", "channel_mean_std"])
+    _choice(resolved, "data.preprocess", ["none", "mean_image", "channel_mean", "channel_mean_std", "pca", "zca"])
+    _check_data_augmentation(resolved)
     _choice(resolved, "trainer.precision", ["32", "bf16", "16"])
     _choice(resolved, "trainer.early_stopping.mode", ["max", "min"])
     _positive_int(resolved, "trainer.log_every_n_steps")

@@ -49,6 +49,7 @@ def train_one_epoch(
     precision: str = "32",
     scaler: torch.amp.GradScaler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     grad_clip_norm: float | None = None,
     grad_clip_value: float | None = None,
     accumulate_grad_batches: int = 1,
@@ -63,7 +64,9 @@ def train_one_epoch(
     `on_log(step, scalars)` is called every `log_every_n_steps` optimizer steps with the
     loss and accuracy since the last call, the learning rate (per parameter group), the
     gradient norm, each penalty term, the update-to-weight ratio of each weight and the
-    throughput.
+    throughput. `mix(images, labels) -> (images, targets)` is the batch regularization
+    (cutout, mixup, cutmix); the loss then uses its (possibly soft) targets, the accuracy
+    the original labels.
 
     With `accumulate_grad_batches` = k, one optimizer step follows every k batches, on the
     mean of their losses (the last window of an epoch may be shorter, and is averaged over
@@ -83,9 +86,12 @@ def train_one_epoch(
     for index, (images, labels) in enumerate(batches):
         if augment is not None:
             images = augment(images)
+        targets = labels
+        if mix is not None:
+            images, targets = mix(images, labels)
         with autocast(device, precision):
             logits = model(images)
-            loss = loss_fn(logits, labels)
+            loss = loss_fn(logits, targets)
         terms = penalties() if penalties is not None else {}
         objective = loss + sum(terms.values()) if terms else loss
         # One check per step: free on the CPU (no async queue); on CUDA a small sync that

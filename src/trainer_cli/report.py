@@ -142,6 +142,7 @@ def print_results(summary: dict[str, Any]) -> None:
             for name in AVERAGES
             if f"test/{name}_acc" in summary
         ],
+        *([("test acc with TTA", f"{summary['test/acc_tta']:.4f}")] if "test/acc_tta" in summary else []),
         ("epochs run", f"{summary['epochs_run']}" + (" (early stop)" if summary.get("early_stopped") else "")),
         ("time", f"{summary['time_s']:.1f} s"),
     ]

@@ -45,11 +45,13 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     import torch
 
     from trainer_cli import build, checkpoint
-    from trainer_cli.data import build_augmentation
+    from trainer_cli.data import preview_images
+    from trainer_cli.data.augment import save_preview
     from trainer_cli.loop import evaluate, train_full_batch, train_one_epoch
     from trainer_cli.models.stats import activation_stats, activation_values
     from trainer_cli.models.summary import summary_text
     from trainer_cli.report import Reporter, print_activation_table, print_results, write_metrics
+    from trainer_cli.tta import evaluate_tta
 
     resumed = None
     if cfg.get("resume"):
@@ -86,7 +88,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     swa = build.swa(cfg, model)
     plateau = getattr(scheduler.lr_lambdas[0], "observe", None)
     loss_fn = build.loss(cfg)
-    augment = build_augmentation(cfg.augmentation)
+    mix = build.batch_regularization(cfg)  # cutout, mixup, cutmix; augmentation is in data.train
     precision = str(cfg.trainer.precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "16" and device.type == "cuda" else None
 
@@ -148,6 +150,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     early_stopped = False
     purge_step = state["step"] + 1 if resumed is not None else None
     with Reporter(run_dir, cfg.epochs, steps_per_epoch, purge_step=purge_step) as reporter:
+        if cfg.augmentation.get("preview") and data.train.augment is not None:
+            grid = save_preview(preview_images(data.train), data.train.augment, run_dir / "augmentation_preview.png")
+            reporter.writer.add_image("augmentation/preview", grid, state["step"])
+            log.info(f"augmentation preview: {run_dir / 'augmentation_preview.png'} (and TensorBoard's Images tab)")
         # Activation statistics on a fixed probe batch (the first validation batch), at the
         # start and then every `log_activations_every_n_steps` steps.
         probe = next(iter(data.val))[0] if cfg.trainer.get("log_activations") else None
@@ -179,7 +185,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             else:
                 train_metrics, state["step"] = train_one_epoch(
                     model, data.train, optimizer, scheduler, loss_fn,
-                    step=state["step"], device=device, precision=precision, scaler=scaler, augment=augment,
+                    step=state["step"], device=device, precision=precision, scaler=scaler, mix=mix,
                     grad_clip_norm=cfg.trainer.grad_clip_norm, log_every_n_steps=cfg.trainer.log_every_n_steps,
                     on_log=log_step,
                     grad_clip_value=cfg.trainer.get("grad_clip_value"), accumulate_grad_batches=accumulate,
@@ -269,8 +275,12 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             "time_s": round(time.perf_counter() - started, 3),
         }
         summary.update(averaged)
-        reporter.log_scalars(state["step"], {"test/acc": summary["test/acc"], "test/loss": summary["test/loss"]})
-        reporter.log_scalars(state["step"], averaged)
+        if OmegaConf.select(cfg, "eval.tta", default="none") != "none":
+            summary["test/acc_tta"] = evaluate_tta(
+                model, data.test, device, precision, tta=cfg.eval.tta, reduce=cfg.eval.tta_reduce,
+                padding=cfg.eval.tta_padding, scales=list(cfg.eval.tta_scales),
+            )["acc"]  # fmt: skip
+        reporter.log_scalars(state["step"], {**{k: v for k, v in summary.items() if k.startswith("test/")}, **averaged})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         run_hparams.update(hparams or {})
         reporter.log_hparams(

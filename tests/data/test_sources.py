@@ -96,8 +96,11 @@ def test_validation_split_is_disjoint_and_stats_come_from_train_only():
     n_train, n_val = data.train.num_samples, data.val.num_samples
     assert n_train + n_val == len(source.train_y) and abs(n_val - 0.25 * len(source.train_y)) <= 1
     # normalized with the training split's statistics: mean 0 and std 1 there, not on val
-    assert abs(data.train.images.mean().item()) < 1e-5 and abs(data.train.images.std().item() - 1) < 1e-3
-    assert abs(data.val.images.mean().item()) > 1e-5
+    # (the loaders hold raw pixels and preprocess each batch)
+    train, val = data.preprocess(data.train.images), data.preprocess(data.val.images)
+    assert abs(train.mean().item()) < 1e-5 and abs(train.std().item() - 1) < 1e-3
+    assert abs(val.mean().item()) > 1e-5
+    assert torch.equal(torch.cat([x for x, _ in data.val]), val)
 
 
 def test_tensor_loader_covers_every_sample_once_per_epoch():

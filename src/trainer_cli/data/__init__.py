@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer_cli.data.augment import build_augmentation
+from trainer_cli.data.augment import Augmentation
 from trainer_cli.data.loaders import DeviceLoader, TensorLoader
 from trainer_cli.data.preprocess import Preprocess
 from trainer_cli.data.sources import FolderData, TensorData
 from trainer_cli.data.splits import kfold_indices, split_indices
 
-__all__ = ["Data", "prepare", "build_augmentation", "split_indices"]
+__all__ = ["Data", "prepare", "split_indices", "Augmentation", "Preprocess"]
 
 # How many training images an image folder's normalization statistics are read from.
 FOLDER_STATS_SAMPLES = 2048
@@ -39,14 +39,16 @@ def prepare(
     source: TensorData | FolderData,
     val_fraction: float,
     split_seed: int,
-    preprocess: str,
+    preprocess: str | Preprocess,
     batch_size: int,
     device: torch.device,
     seed: int,
     num_workers: int = 0,
     fold: tuple[int, int] | None = None,
+    augment: Augmentation | None = None,
 ) -> Data:
-    """Split off validation, fit preprocessing on the training split, and build the loaders.
+    """Split off validation, fit preprocessing (and augmentation statistics) on the training
+    split, and build the loaders; only the training loader augments.
 
     With `fold=(k, i)` the validation set is fold i of k stratified folds (cross-validation).
     """
@@ -57,22 +59,33 @@ def prepare(
         return split_indices(labels, val_fraction, split_seed)
 
     shuffle_generator = torch.Generator().manual_seed(seed)
-    prep = Preprocess(preprocess)
+    prep = Preprocess(preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(source, TensorData):
         train_idx, val_idx = split(source.train_y.numpy())
         train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
         prep.fit(source.train_x[train_idx])
+        if augment is not None:
+            augment.fit(source.train_x[train_idx])
 
+        # Raw pixels live on the device; each batch is augmented, then preprocessed.
         def put(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return prep(images).to(device), labels.to(device)
+            return images.to(device), labels.to(device)
 
         train_x, train_y = put(source.train_x[train_idx], source.train_y[train_idx])
         val_x, val_y = put(source.train_x[val_idx], source.train_y[val_idx])
         test_x, test_y = put(source.test_x, source.test_y)
         return Data(
-            train=TensorLoader(train_x, train_y, batch_size, shuffle=True, generator=shuffle_generator),
-            val=TensorLoader(val_x, val_y, batch_size, shuffle=False),
-            test=TensorLoader(test_x, test_y, batch_size, shuffle=False),
+            train=TensorLoader(
+                train_x,
+                train_y,
+                batch_size,
+                shuffle=True,
+                generator=shuffle_generator,
+                augment=augment,
+                preprocess=prep,
+            ),
+            val=TensorLoader(val_x, val_y, batch_size, shuffle=False, preprocess=prep),
+            test=TensorLoader(test_x, test_y, batch_size, shuffle=False, preprocess=prep),
             preprocess=prep,
             classes=source.classes,
             shuffle_generator=shuffle_generator,
@@ -91,9 +104,12 @@ def prepare(
         )  # fmt: skip
 
     sample = torch.utils.data.Subset(train_set, list(range(min(FOLDER_STATS_SAMPLES, len(train_set)))))
-    prep.fit(torch.cat([images for images, _ in loader(sample, shuffle=False)]))
+    sample_images = torch.cat([images for images, _ in loader(sample, shuffle=False)])
+    prep.fit(sample_images)
+    if augment is not None:
+        augment.fit(sample_images)
     return Data(
-        train=DeviceLoader(loader(train_set, True), device, prep),
+        train=DeviceLoader(loader(train_set, True), device, prep, augment),
         val=DeviceLoader(loader(val_set, False), device, prep),
         test=DeviceLoader(loader(source.test, False), device, prep),
         preprocess=prep,
@@ -107,3 +123,13 @@ def _targets(dataset) -> list[int]:
         parent = _targets(dataset.dataset)
         return [parent[i] for i in dataset.indices]
     return list(dataset.targets)
+
+
+def preview_images(loader: TensorLoader | DeviceLoader, count: int = 64) -> torch.Tensor:
+    """The first `count` training images as raw pixels, read without drawing from the
+    shuffle generator (a preview must not change the run)."""
+    if isinstance(loader, TensorLoader):
+        return loader.images[:count]
+    dataset = loader.loader.dataset
+    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+    return images.to(loader.device)

@@ -1,8 +1,12 @@
-"""Batching: in-memory tensors indexed on the device, or a DataLoader for image folders."""
+"""Batching: in-memory tensors indexed on the device, or a DataLoader for image folders.
+
+Both keep the images as pixel values in [0, 1] and augment (training only) and preprocess
+each batch on the device as it is drawn.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -23,10 +27,13 @@ class TensorLoader:
         shuffle: bool,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = generator
+        self.augment, self.preprocess = augment, preprocess
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -36,25 +43,39 @@ class TensorLoader:
     def num_samples(self) -> int:
         return len(self.labels)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches before augmentation and preprocessing: pixel values in [0, 1]."""
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):
             if order is None:
-                yield (
-                    self.images[i * self.batch_size : (i + 1) * self.batch_size],
-                    self.labels[i * self.batch_size : (i + 1) * self.batch_size],
-                )
+                window = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                yield self.images[window], self.labels[window]
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield self.images[index], self.labels[index]
 
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Augment raw pixels (jitter and policies need the [0, 1] range), then preprocess.
+        for images, labels in self.raw_batches():
+            if self.augment is not None:
+                images = self.augment(images)
+            if self.preprocess is not None:
+                images = self.preprocess(images)
+            yield images, labels
+
 
 class DeviceLoader:
-    """A DataLoader whose batches are moved to the device (and preprocessed) as they come."""
+    """A DataLoader whose batches are moved to the device, augmented and preprocessed there."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, transform=None) -> None:
-        self.loader, self.device, self.transform = loader, device, transform
+    def __init__(
+        self,
+        loader: torch.utils.data.DataLoader,
+        device: torch.device,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.loader, self.device, self.preprocess, self.augment = loader, device, preprocess, augment
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -63,8 +84,15 @@ class DeviceLoader:
     def num_samples(self) -> int:
         return len(self.loader.dataset)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches on the device, before augmentation and preprocessing."""
         for images, labels in self.loader:
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            yield (self.transform(images) if self.transform else images), labels
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.raw_batches():
+            if self.augment is not None:
+                images = self.augment(images)
+            if self.preprocess is not None:
+                images = self.preprocess(images)
+            yield images, labels
