@@ -115,7 +115,8 @@ def _check_optimization(cfg: DictConfig) -> None:
     noisy = []
     if "dropout" in reg or float(cfg.model.get("dropout", 0.0) or 0.0) > 0:
         noisy.append("dropout (model.dropout=0)")
-    augmentations = [str(name) for name in (cfg.get("augmentation") or {})]
+    # Each selected augmentation is a node; plain keys (`preview`) are switches, not transforms.
+    augmentations = [str(k) for k, v in (cfg.get("augmentation") or {}).items() if isinstance(v, DictConfig)]
     if augmentations:
         noisy.append(f"augmentation {', '.join(augmentations)} (augmentation=[none])")
     mixing = [name for name in ("mixup", "cutmix", "cutout") if name in reg]
