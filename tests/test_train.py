@@ -104,7 +104,7 @@ def test_tensorboard_has_every_curve_and_the_hparams(make_cfg, tmp_path):
     curves = scalars(tmp_path / "run")
     for tag in EPOCH_TAGS + STEP_TAGS + ["test/acc"]:
         assert tag in curves, tag
-    steps_per_epoch = len(history(tmp_path / "run")) and int(history(tmp_path / "run")[0]["step"])
+    steps_per_epoch = int(history(tmp_path / "run")[0]["step"])
     assert [s for s, _ in curves["train/loss"]] == [steps_per_epoch, 2 * steps_per_epoch]
     assert [s for s, _ in curves["lr"]] == list(range(5, 2 * steps_per_epoch + 1, 5))
     assert [s for s, _ in curves["val/acc"]][0] == 0  # the initial, untrained evaluation

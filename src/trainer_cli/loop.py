@@ -48,7 +48,6 @@ def train_one_epoch(
     device: torch.device,
     precision: str = "32",
     scaler: torch.amp.GradScaler | None = None,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     grad_clip_norm: float | None = None,
     grad_clip_value: float | None = None,
@@ -84,8 +83,6 @@ def train_one_epoch(
     num_batches = len(batches)  # type: ignore[arg-type]
     accumulated = 1
     for index, (images, labels) in enumerate(batches):
-        if augment is not None:
-            images = augment(images)
         targets = labels
         if mix is not None:
             images, targets = mix(images, labels)

@@ -56,13 +56,7 @@ class TensorLoader:
                 yield self.images[index], self.labels[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # Augment raw pixels (jitter and policies need the [0, 1] range), then preprocess.
-        for images, labels in self.raw_batches():
-            if self.augment is not None:
-                images = self.augment(images)
-            if self.preprocess is not None:
-                images = self.preprocess(images)
-            yield images, labels
+        return _augment_then_preprocess(self.raw_batches(), self.augment, self.preprocess)
 
 
 class DeviceLoader:
@@ -90,9 +84,18 @@ class DeviceLoader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.raw_batches():
-            if self.augment is not None:
-                images = self.augment(images)
-            if self.preprocess is not None:
-                images = self.preprocess(images)
-            yield images, labels
+        return _augment_then_preprocess(self.raw_batches(), self.augment, self.preprocess)
+
+
+def _augment_then_preprocess(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    # Augment raw pixels (jitter and policies need the [0, 1] range), then preprocess.
+    for images, labels in batches:
+        if augment is not None:
+            images = augment(images)
+        if preprocess is not None:
+            images = preprocess(images)
+        yield images, labels
