@@ -29,9 +29,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from trainer_cli import build
-from trainer_cli.config import register_resolvers, resolve
+from trainer_cli.config import CONF_DIR, register_resolvers, resolve
 from trainer_cli.report import console
-from trainer_cli.train import CONF_DIR, run
+from trainer_cli.train import run
 
 OPTIMIZERS = sorted(p.stem for p in Path(CONF_DIR, "optimizer").glob("*.yaml"))
 LR_GRID = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]

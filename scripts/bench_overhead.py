@@ -24,8 +24,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from trainer_cli import build
-from trainer_cli.config import register_resolvers, resolve
-from trainer_cli.train import CONF_DIR, run
+from trainer_cli.config import CONF_DIR, register_resolvers, resolve
+from trainer_cli.train import run
 
 
 def config(data: str, epochs: int, batch_size: int, device: str):

@@ -11,8 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from trainer_cli.config import register_resolvers
-from trainer_cli.train import CONF_DIR
+from trainer_cli.config import CONF_DIR, register_resolvers
 
 # Small and fast: every test run trains on the CPU for a couple of epochs.
 FAST = ["epochs=2", "trainer.device=cpu", "trainer.log_every_n_steps=2"]
@@ -50,6 +49,15 @@ def make_cfg():
             return compose(config_name="config", overrides=[*(FAST if fast else []), *overrides])
 
     return _compose
+
+
+def build_run(cfg: DictConfig):
+    """The pieces of a run from a composed config, as `train` builds them (where a value
+    that a constructor refuses becomes a one-line UserError)."""
+    from trainer_cli import build
+    from trainer_cli.config import resolve
+
+    return build.pieces(resolve(cfg))
 
 
 def run_train(args: list[str], cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -126,7 +126,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
 def test_help_lists_groups_without_importing_torch():
     code = (
         "import sys\n"
-        "from trainer_cli.train import cli\n"
+        "from trainer_cli.cli import main as cli\n"
         "sys.argv = ['train', '--help']\n"
         "try:\n    cli()\nexcept SystemExit:\n    pass\n"
         "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')\n"
@@ -147,7 +147,7 @@ def test_help_lists_groups_without_importing_torch():
         (["lr=fast"], "lr: expected a number, got 'fast'"),
         (["epochs=0"], "epochs: expected a whole number >= 1, got '0'"),
         (["batch_size=0"], "batch_size: expected a whole number >= 1, got '0'"),
-        (["regularization=[dropout]", "regularization.dropout.p=1.5"], "regularization.dropout.p: expected"),
+        (["regularization=[dropout]", "model.dropout=1.5"], "model.dropout: expected"),
         (["data=imagefolder"], "data.path: a value is required"),
         (["model._target_=os.system"], "not a trusted target"),
     ],

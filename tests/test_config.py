@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import conf_options
+from tests.conftest import build_run, conf_options
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 from trainer_cli.data.sources import debian_fashion_mnist_folder
@@ -82,11 +82,11 @@ def test_l2_decays_matrices_not_biases(make_cfg):
     assert all(p.ndim == 1 for p in optimizer.param_groups[1]["params"])
 
 
-def test_dropout_regularization_sets_model_dropout(make_cfg):
-    cfg = resolve(make_cfg("regularization=[dropout]", "regularization.dropout.p=0.3"))
-    model = build.model(cfg)
+@pytest.mark.parametrize(("overrides", "p"), [(["regularization=[dropout]"], 0.5), (["model.dropout=0.3"], 0.3)])
+def test_dropout_is_a_key_of_the_model_that_regularization_sets(overrides, p, make_cfg):
+    model = build.model(resolve(make_cfg(*overrides)))
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert dropouts and all(m.p == 0.3 for m in dropouts)
+    assert dropouts and all(m.p == p for m in dropouts)
 
 
 @pytest.mark.parametrize(
@@ -96,8 +96,7 @@ def test_dropout_regularization_sets_model_dropout(make_cfg):
         (["lr=abc"], "lr: expected a number"),
         (["epochs=0"], "epochs: expected a whole number >= 1"),
         (["batch_size=0"], "batch_size: expected a whole number >= 1"),
-        (["regularization=[dropout]", "regularization.dropout.p=1.0"], "regularization.dropout.p"),
-        (["model.dropout=-0.1"], "model.dropout"),
+        (["regularization=[dropout]", "model.dropout=1.0"], "model.dropout"),
         (["data=imagefolder"], "data.path: a value is required"),
         (["data=imagefolder", "data.path=/no/such/folder"], "data.path: '/no/such/folder' is not a folder"),
         (["model._target_=os.system"], "model._target_: 'os.system' is not a trusted target"),
@@ -106,7 +105,7 @@ def test_dropout_regularization_sets_model_dropout(make_cfg):
 )
 def test_bad_values_are_one_line_errors(overrides, message, make_cfg):
     with pytest.raises(UserError) as error:
-        resolve(make_cfg(*overrides))
+        build_run(make_cfg(*overrides))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 

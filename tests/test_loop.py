@@ -12,7 +12,7 @@ from torch import nn
 
 from trainer_cli import build
 from trainer_cli.config import resolve
-from trainer_cli.loop import train_full_batch, train_one_epoch
+from trainer_cli.loop import StepOptions, train_full_batch, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -31,9 +31,13 @@ def split(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tenso
     return list(zip(x.split(size), y.split(size), strict=True))
 
 
-def epoch(model, batches, optimizer, **kwargs) -> tuple[dict, int]:
+def epoch(model, batches, optimizer, ema=None, on_log=None, **options) -> tuple[dict, int]:
+    """One epoch with a constant LR; `options` are StepOptions (clipping, accumulation...)."""
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return train_one_epoch(model, batches, optimizer, scheduler, nn.CrossEntropyLoss(), step=0, device=CPU, **kwargs)
+    return train_one_epoch(
+        model, batches, optimizer, scheduler, nn.CrossEntropyLoss(), StepOptions(**options), step=0, ema=ema,
+        on_log=on_log,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("option", ["sgd", "momentum", "adam"])
@@ -115,7 +119,7 @@ def test_full_batch_lbfgs_step_lowers_the_loss_with_several_evaluations(make_cfg
     x, y = data(256)
     logged = []
     batches, loss_fn = split(x, y, 64), nn.CrossEntropyLoss()
-    kwargs = dict(device=CPU, on_log=lambda step, scalars: logged.append(scalars))
+    kwargs = dict(on_log=lambda step, scalars: logged.append(scalars))
     first, step = train_full_batch(model, batches, optimizer, scheduler, loss_fn, step=0, **kwargs)
     second, step = train_full_batch(model, batches, optimizer, scheduler, loss_fn, step=1, **kwargs)
     assert step == 2

@@ -16,8 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import TRAIN, conf_options, run_train
-from trainer_cli.config import register_resolvers
-from trainer_cli.train import CONF_DIR
+from trainer_cli.config import CONF_DIR, register_resolvers
 
 # One-epoch jobs on the embedded digits, on the CPU.
 JOB = ["epochs=1", "trainer.device=cpu", "trainer.log_every_n_steps=5"]

@@ -43,7 +43,7 @@ def test_vote_takes_the_majority_and_breaks_ties_by_mean_probability():
     # Sample 1: a 1-1-1 tie, broken by the highest mean probability (class 1).
     assert combine(probabilities, "vote").tolist() == [0, 1]
     assert combine(probabilities, "mean").tolist() == [2, 1]
-    with pytest.raises(ValueError, match="eval.tta_reduce"):
+    with pytest.raises(ValueError, match="tta_reduce"):
         combine(probabilities, "max")
 
 

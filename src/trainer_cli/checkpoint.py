@@ -1,9 +1,9 @@
 """Checkpoints: written atomically, read only with `weights_only=True`.
 
-A checkpoint holds everything a run needs to continue bit for bit: model, optimizer,
-scheduler and preprocessing state, the epoch and step counters, every random number
-generator's state (as tensors, so the safe loader accepts them), the loop's bookkeeping and
-the resolved config as YAML text.
+A checkpoint holds everything a run needs to continue bit for bit: the `state_dict()` of
+each entry of the run's state list (`build.Pieces.stateful()`: model, optimizer, scheduler,
+scaler, preprocessing, EMA, SWA, every random number generator as tensors, the loop's
+counters and history), the epoch and step, and the resolved config as YAML text.
 """
 
 from __future__ import annotations
@@ -48,6 +48,36 @@ def set_rng_state(state: dict[str, Any], shuffle_generator: torch.Generator) -> 
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), np_gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+class RandomState:
+    """Every random number generator of a run, as one entry of its state list."""
+
+    def __init__(self, shuffle_generator: torch.Generator) -> None:
+        self.shuffle_generator = shuffle_generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state(self.shuffle_generator)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state, self.shuffle_generator)
+
+
+def snapshot(stateful: dict[str, Any], config_yaml: str, epoch: int, step: int) -> dict[str, Any]:
+    """A checkpoint's content: each stateful entry's `state_dict()` (entries that are None,
+    features that are off, are left out), the counters, and the config that ran."""
+    state = {name: obj.state_dict() for name, obj in stateful.items() if obj is not None}
+    return {**state, "epoch": epoch, "step": step, "config": config_yaml}
+
+
+def restore(stateful: dict[str, Any], checkpoint: dict[str, Any]) -> None:
+    """Load a checkpoint's entries back into the run's stateful objects."""
+    for name, obj in stateful.items():
+        if obj is None:
+            continue
+        if name not in checkpoint:
+            raise UserError(f"resume: the checkpoint has no '{name}' state; it was written by another configuration")
+        obj.load_state_dict(checkpoint[name])
 
 
 def save(state: dict[str, Any], path: Path) -> None:

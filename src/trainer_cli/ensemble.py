@@ -1,4 +1,4 @@
-"""Ensembles (`train ensemble=<sweep folder>` or `'ensemble=[<run folder>,...]'`).
+"""Ensembles (`train ensemble=<sweep folder>` or `'ensemble=[<run folder>,...]'`, i.e. `mode=ensemble`).
 
 Loads the best-on-validation checkpoint of each finished run, averages the predicted class
 probabilities on the test set, and reports the ensemble's accuracy beside each member's.
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from rich.console import Console
 from rich.table import Table
 
 from trainer_cli import build, checkpoint
@@ -75,9 +74,13 @@ def predict_proba(run_dir: Path, device: torch.device, trusted: list[str]) -> tu
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def run_ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def run_ensemble(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate the ensemble of the runs named by `cfg.ensemble`; returns its summary."""
+    from trainer_cli.report import Reporter
+
     given = cfg.ensemble
+    if not given:
+        raise UserError("ensemble: give the runs to ensemble, e.g. ensemble=<sweep folder> or 'ensemble=[<run>,<run>]'")
     paths = [str(p) for p in given] if isinstance(given, (list, ListConfig)) else [str(given)]
     members = find_members(paths)
     device = build.device(str(cfg.trainer.device))
@@ -111,11 +114,12 @@ def run_ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "test/loss": nll(ensemble),
     }
     (run_dir / "ensemble.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print_ensemble(summary)
+    with Reporter(run_dir) as reporter:
+        reporter.print(ensemble_table(summary))
     return summary
 
 
-def print_ensemble(summary: dict[str, Any]) -> None:
+def ensemble_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"Ensemble of {len(summary['members'])} runs ({summary['run_dir']})")
     for column, justify in (("model", "left"), ("test acc", "right"), ("test loss", "right")):
         table.add_column(column, justify=justify)
@@ -124,4 +128,4 @@ def print_ensemble(summary: dict[str, Any]) -> None:
     mean_acc = float(np.mean([m["test/acc"] for m in summary["members"]]))
     table.add_row("members' mean", f"{mean_acc:.4f}", "")
     table.add_row("ensemble (mean probability)", f"{summary['test/acc']:.4f}", f"{summary['test/loss']:.4f}")
-    Console().print(table)
+    return table

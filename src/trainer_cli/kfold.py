@@ -1,4 +1,5 @@
-"""k-fold cross-validation (`train data.kfold=5`): k runs, each validated on one held-out fold.
+"""k-fold cross-validation (`train data.kfold=5`, i.e. `mode=kfold`): k runs, each validated on
+one held-out fold.
 
 Each fold is an ordinary run in `<run folder>/fold_<i>` (its own checkpoints, metrics and
 TensorBoard curves, so `tensorboard --logdir <run folder>` shows the folds side by side). The
@@ -9,7 +10,6 @@ mean is what `main()` returns to a sweeper.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import statistics
 import time
@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
-from trainer_cli.config import UserError
+from trainer_cli import metrics
+from trainer_cli.config import UserError, resolve
+from trainer_cli.train import run
 
 log = logging.getLogger("trainer_cli")
 
 
 def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one model per fold; return the mean (and std) of each fold's summary metrics."""
-    from trainer_cli.train import run
+    from trainer_cli import build
+    from trainer_cli.report import Reporter
 
+    cfg = resolve(cfg)
     k = cfg.data.kfold
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise UserError(f"data.kfold: expected a whole number >= 2 (or null for one validation split), got '{k}'")
@@ -44,28 +47,31 @@ def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = N
         folds.append(run(fold_cfg, run_dir / f"fold_{fold}", {**(hparams or {}), "kfold": k, "fold": fold}))
 
     summary: dict[str, Any] = {"status": "ok", "run_dir": str(run_dir), "kfold": k}
-    for key in dict.fromkeys([f"best/{metric}", "best/val/acc", "best/val/loss", "test/acc", "test/loss"]):
+    for key in dict.fromkeys([metrics.best(metric), "best/val/acc", "best/val/loss", "test/acc", "test/loss"]):
         values = [f[key] for f in folds]
         summary[key] = statistics.fmean(values)
         summary[f"{key}_std"] = statistics.stdev(values)  # sample std over the k folds
         summary[f"{key}_folds"] = values
     summary["epochs_run"] = max(f["epochs_run"] for f in folds)
     summary["time_s"] = round(time.perf_counter() - started, 3)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print_folds(summary, metric)
+    with Reporter(run_dir, build.loggers(cfg, run_dir)) as reporter:
+        final = {key: summary[key] for key in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
+        reporter.finish(summary, {**(hparams or {}), "kfold": k}, final)
+        reporter.print(folds_table(summary, metric))
     return summary
 
 
-def print_folds(summary: dict[str, Any], metric: str) -> None:
+def folds_table(summary: dict[str, Any], metric: str) -> Table:
     """The per-fold table and the mean ± std line."""
+    best = metrics.best(metric)
     table = Table(title=f"{summary['kfold']}-fold cross-validation ({summary['run_dir']})")
     for column in ("fold", f"best {metric}", "test acc"):
         table.add_column(column, justify="right")
-    for fold, (value, test) in enumerate(zip(summary[f"best/{metric}_folds"], summary["test/acc_folds"], strict=True)):
+    for fold, (value, test) in enumerate(zip(summary[f"{best}_folds"], summary["test/acc_folds"], strict=True)):
         table.add_row(str(fold), f"{value:.4f}", f"{test:.4f}")
     table.add_row(
         "mean ± std",
-        f"{summary[f'best/{metric}']:.4f} ± {summary[f'best/{metric}_std']:.4f}",
+        f"{summary[best]:.4f} ± {summary[f'{best}_std']:.4f}",
         f"{summary['test/acc']:.4f} ± {summary['test/acc_std']:.4f}",
     )
-    Console().print(table)
+    return table

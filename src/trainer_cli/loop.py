@@ -7,14 +7,20 @@ every `log_every_n_steps` steps (and at the end of the epoch).
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from trainer_cli import checks, metrics
 from trainer_cli.optim.penalties import decay_weights_
+
+PRECISIONS = ("32", "bf16", "16")
 
 
 class NonFiniteLoss(Exception):
@@ -37,24 +43,96 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+@dataclass
+class StepOptions:
+    """How each optimizer step is taken (`trainer.*`), built once per run.
+
+    Args:
+        precision: "32", "bf16" (autocast on CPU or CUDA) or "16" (fp16 autocast with
+            gradient scaling; needs CUDA).
+        accumulate_grad_batches: one optimizer step every k batches, on the mean of their losses.
+        scaler: the fp16 gradient scaler, or None.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "32"
+    grad_clip_norm: float | None = None
+    grad_clip_value: float | None = None
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    scaler: torch.amp.GradScaler | None = None
+
+    def __post_init__(self) -> None:
+        self.precision = checks.choice("precision", self.precision, PRECISIONS)
+        checks.positive("grad_clip_norm", self.grad_clip_norm, optional=True)
+        checks.positive("grad_clip_value", self.grad_clip_value, optional=True)
+        checks.whole_number("accumulate_grad_batches", self.accumulate_grad_batches)
+        checks.whole_number("log_every_n_steps", self.log_every_n_steps)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs
+    (null: never). Which way is better follows from the metric's name (metrics.py)."""
+
+    monitor: str = "val/acc"
+    patience: int | None = None
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks.choice("monitor", self.monitor, metrics.epoch_metrics())
+        checks.whole_number("patience", self.patience, optional=True)
+        checks.number("min_delta", self.min_delta, low=0.0)
+
+
+@dataclass
+class LoopState:
+    """The loop's counters and bookkeeping, in every checkpoint: the epoch and optimizer step
+    done, the best value of the optimized metric (and its epoch), early stopping's memory and
+    the per-epoch history."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int = 0
+    stop_best: float | None = None
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def end_epoch(self, row: dict[str, Any], metric: str, stopping: EarlyStopping) -> tuple[bool, bool]:
+        """Record an epoch's row; returns (is it the best so far by `metric`, stop now?)."""
+        self.epoch = int(row["epoch"])
+        self.history.append(row)
+        improved = metrics.improved(row[metric], self.best, metric)
+        if improved:
+            self.best, self.best_epoch = row[metric], self.epoch
+        monitored = row[stopping.monitor]
+        if metrics.improved(monitored, self.stop_best, stopping.monitor, stopping.min_delta):
+            self.stop_best, self.bad_epochs = monitored, 0
+        else:
+            self.bad_epochs += 1
+        return improved, stopping.patience is not None and self.bad_epochs >= stopping.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(asdict(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in copy.deepcopy(state).items():
+            setattr(self, name, value)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    options: StepOptions | None = None,
     *,
     step: int,
-    device: torch.device,
-    precision: str = "32",
-    scaler: torch.amp.GradScaler | None = None,
-    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    grad_clip_norm: float | None = None,
-    grad_clip_value: float | None = None,
-    accumulate_grad_batches: int = 1,
     penalties: Callable[[], dict[str, torch.Tensor]] | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ema: AveragedModel | None = None,
-    log_every_n_steps: int = 10,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over the training batches.
@@ -63,14 +141,18 @@ def train_one_epoch(
     `on_log(step, scalars)` is called every `log_every_n_steps` optimizer steps with the
     loss and accuracy since the last call, the learning rate (per parameter group), the
     gradient norm, each penalty term, the update-to-weight ratio of each weight and the
-    throughput. `mix(images, labels) -> (images, targets)` is the batch regularization
-    (cutout, mixup, cutmix); the loss then uses its (possibly soft) targets, the accuracy
-    the original labels.
+    throughput. `batch_transform(images, labels) -> (images, targets)` is the batch
+    regularization (cutout, mixup, cutmix); the loss then uses its (possibly soft) targets,
+    the accuracy the original labels.
 
     With `accumulate_grad_batches` = k, one optimizer step follows every k batches, on the
     mean of their losses (the last window of an epoch may be shorter, and is averaged over
     its own length); the epoch never ends with gradients pending.
     """
+    options = options or StepOptions()
+    device, precision, scaler = options.device, options.precision, options.scaler
+    accumulate_grad_batches, log_every_n_steps = options.accumulate_grad_batches, options.log_every_n_steps
+    grad_clip_norm, grad_clip_value = options.grad_clip_norm, options.grad_clip_value
     model.train()
     zero = torch.zeros((), device=device)
     epoch_loss, epoch_correct, epoch_count = zero.clone(), zero.clone(), 0
@@ -84,8 +166,8 @@ def train_one_epoch(
     accumulated = 1
     for index, (images, labels) in enumerate(batches):
         targets = labels
-        if mix is not None:
-            images, targets = mix(images, labels)
+        if batch_transform is not None:
+            images, targets = batch_transform(images, labels)
         with autocast(device, precision):
             logits = model(images)
             loss = loss_fn(logits, targets)
@@ -181,12 +263,12 @@ def train_full_batch(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    options: StepOptions | None = None,
     *,
     step: int,
-    device: torch.device,
-    precision: str = "32",
     penalties: Callable[[], dict[str, torch.Tensor]] | None = None,
+    batch_transform: None = None,
     ema: AveragedModel | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], int]:
@@ -194,8 +276,11 @@ def train_full_batch(
     training batch plus the penalties; the line search calls it several times per step.
 
     Returns the loss and accuracy at the start of the step (the closure's first call) and
-    the step after it.
+    the step after it. Same signature as `train_one_epoch`; a full-batch objective takes no
+    batch transform (the config check refuses one).
     """
+    options = options or StepOptions()
+    device, precision = options.device, options.precision
     model.train()
     num_samples = sum(labels.shape[0] for _, labels in batches)
     evaluations: list[dict[str, torch.Tensor]] = []

@@ -1,4 +1,10 @@
-"""What the user sees: TensorBoard event files, the rich progress bar and result tables."""
+"""What the user sees and what the run folder keeps: the reporter owns every write.
+
+`Reporter` shows the rich console (progress bar, tables) and fans every number out to its
+sinks: the run folder's own record (`RunFiles`: metrics.csv, metrics.json; always there) and
+the loggers `'logger=[...]'` selects (`TensorBoard` by default). A sink is a class with the
+`Sink` methods it needs; a new logger is one such class and one YAML file in conf/logger/.
+"""
 
 from __future__ import annotations
 
@@ -11,101 +17,102 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from trainer_cli import metrics
 
 console = Console()
 
-# Every scalar tag the run writes, by group, so the curves line up across runs.
-AVERAGES = ("ema", "swa")  # averaged weights a run may report beside its own
-EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/ema_loss", "val/ema_acc")
+# The per-epoch curves every sink records, so they line up across runs.
+EPOCH_TAGS = tuple(metrics.epoch_metrics())
 
 
-class Reporter:
-    """Writes scalars to TensorBoard and shows a progress bar with live metrics.
+class Sink:
+    """A destination for a run's numbers. Each method does nothing unless a sink needs it.
+
+    Methods are called by the `Reporter` only: `log_scalars` (any step), `log_epoch` (the
+    end of an epoch: its row and the whole history so far), `log_histogram`, `log_image`,
+    `log_hparams` (the run's hyperparameters and final metrics), `log_summary` (the end of
+    the run), then `close`.
+    """
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
+
+    def log_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None: ...
+
+    def log_histogram(self, tag: str, values: Any, step: int) -> None: ...
+
+    def log_image(self, tag: str, image: Any, step: int) -> None: ...
+
+    def log_hparams(self, hparams: dict[str, Any], final: dict[str, float]) -> None: ...
+
+    def log_summary(self, summary: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RunFiles(Sink):
+    """The run folder's record: `metrics.csv`, one row per epoch (rewritten whole, so a
+    resumed run has no stale rows), and `metrics.json`, the summary at the end."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        self.run_dir = run_dir
+
+    def log_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        write_history(self.run_dir, history)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class TensorBoard(Sink):
+    """TensorBoard event files in `<run folder>/tensorboard`.
 
     `purge_step`: on resume, the first step that will be logged again; TensorBoard drops
     whatever a killed run had written from that step on, so no step is there twice.
     """
 
-    def __init__(self, run_dir: Path, epochs: int, steps_per_epoch: int, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
-        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.task = None
-        self.last_step = 0
-
-    def __enter__(self) -> Reporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-        self.writer.close()
-
-    def start_epoch(self, epoch: int, step: int) -> None:
-        self.task = self.progress.add_task("", total=self.steps_per_epoch, epoch=epoch, epochs=self.epochs, stats="")
-        self.epoch_start_step = step
-
-    def log_step(self, step: int, scalars: dict[str, float]) -> None:
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
-        self.progress.update(
-            self.task,
-            completed=step - self.epoch_start_step,
-            stats=(
-                f"loss {scalars['train/loss_step']:.4f}  acc {scalars['train/acc_step']:.3f}  "
-                f"lr {scalars['lr']:.2e}  {scalars['samples_per_s']:,.0f} samples/s"
-            ),
-        )
-
-    def end_epoch(self, step: int, metrics: dict[str, float]) -> None:
-        for tag in EPOCH_TAGS:
-            if tag in metrics:
-                self.writer.add_scalar(tag, metrics[tag], step)
-        self.writer.add_scalar("epoch", metrics["epoch"], step)
-        self.progress.update(
-            self.task,
-            completed=self.steps_per_epoch,
-            stats=(
-                f"loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
-                f"val_loss {metrics['val/loss']:.4f}  val_acc {metrics['val/acc']:.3f}  lr {metrics['lr']:.2e}"
-            ),
-        )
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
 
-    def log_activations(self, step: int, values: dict[str, Any]) -> None:
-        """Each activation layer's mean and std (scalars) and its histogram."""
-        for name, v in values.items():
-            self.writer.add_scalar(f"activations/{name}/mean", float(v.mean()), step)
-            self.writer.add_scalar(f"activations/{name}/std", float(v.std()), step)
-            self.writer.add_histogram(f"activations/{name}", v, step)
+    def log_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        for tag in EPOCH_TAGS:
+            if tag in row:
+                self.writer.add_scalar(tag, row[tag], step)
+        self.writer.add_scalar("epoch", row["epoch"], step)
+
+    def log_histogram(self, tag: str, values: Any, step: int) -> None:
+        self.writer.add_histogram(tag, values, step)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        self.writer.add_image(tag, image, step)
+
+    def log_hparams(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
+        """Register the run in TensorBoard's HParams tab, in the run's own event file, so
+        the hyperparameters sit beside the run's curves."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: _hparam_value(v) for k, v in hparams.items()}
+        scores = {f"hparam/{k}": v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        for part in hparams_summary(clean, scores):
+            self.writer.file_writer.add_summary(part)
+        for tag, value in scores.items():
+            self.writer.add_scalar(tag, value, 0)
+        self.writer.flush()
 
     def flush(self) -> None:
         self.writer.flush()
 
-    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Register this run in TensorBoard's HParams tab, in the run's own event file,
-        so the hyperparameters sit beside the run's curves."""
-        clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        final = {f"hparam/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        experiment, session_start, session_end = hparams_summary(clean, final)
-        self.writer.file_writer.add_summary(experiment)
-        self.writer.file_writer.add_summary(session_start)
-        self.writer.file_writer.add_summary(session_end)
-        for tag, value in final.items():
-            self.writer.add_scalar(tag, value, 0)
-        self.writer.flush()
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:
@@ -114,17 +121,119 @@ def _hparam_value(value: Any) -> int | float | str | bool:
     return str(value)
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, float]], summary: dict[str, Any] | None = None) -> None:
-    """Per-epoch `metrics.csv` (rewritten whole, so a resumed run has no stale rows) and,
-    at the end, `metrics.json`."""
-    if history:
-        columns = list(history[0].keys())
-        with open(run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
-    if summary is not None:
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+class Reporter:
+    """The run's console and its sinks (see the module doc); a context manager that closes
+    the sinks and stops the progress bar on the way out, also when the run fails."""
+
+    def __init__(self, run_dir: Path, sinks: list[Sink] = (), epochs: int = 0, steps_per_epoch: int = 0) -> None:
+        self.run_dir = run_dir
+        self.sinks: list[Sink] = [RunFiles(run_dir), *sinks]
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.progress: Progress | None = None
+        self.task = None
+        self.epoch_start_step = 0
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        for sink in self.sinks:
+            sink.close()
+
+    # Console ------------------------------------------------------------------------------
+    def print(self, *renderables: Any) -> None:
+        console.print(*renderables)
+
+    def start_epoch(self, epoch: int, step: int) -> None:
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self.progress.start()
+        self.task = self.progress.add_task("", total=self.steps_per_epoch, epoch=epoch, epochs=self.epochs, stats="")
+        self.epoch_start_step = step
+
+    # Numbers ------------------------------------------------------------------------------
+    def log_step(self, step: int, scalars: dict[str, float]) -> None:
+        """The training scalars of the last `log_every_n_steps` steps."""
+        self.log_scalars(step, scalars)
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=step - self.epoch_start_step,
+                stats=(
+                    f"loss {scalars['train/loss_step']:.4f}  acc {scalars['train/acc_step']:.3f}  "
+                    f"lr {scalars['lr']:.2e}  {scalars['samples_per_s']:,.0f} samples/s"
+                ),
+            )
+
+    def end_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        for sink in self.sinks:
+            sink.log_epoch(step, row, history)
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=self.steps_per_epoch,
+                stats=(
+                    f"loss {row['train/loss']:.4f}  acc {row['train/acc']:.3f}  "
+                    f"val_loss {row['val/loss']:.4f}  val_acc {row['val/acc']:.3f}  lr {row['lr']:.2e}"
+                ),
+            )
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.log_scalars(step, scalars)
+
+    def log_activations(self, step: int, values: dict[str, Any]) -> None:
+        """Each activation layer's mean and std (scalars) and its histogram."""
+        for name, v in values.items():
+            self.log_scalars(
+                step, {f"activations/{name}/mean": float(v.mean()), f"activations/{name}/std": float(v.std())}
+            )
+            for sink in self.sinks:
+                sink.log_histogram(f"activations/{name}", v, step)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        for sink in self.sinks:
+            sink.log_image(tag, image, step)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+    def finish(self, summary: dict[str, Any], hparams: dict[str, Any], final: dict[str, float]) -> None:
+        """The end of a run: its hyperparameters beside its final metrics, and the summary."""
+        for sink in self.sinks:
+            sink.log_hparams(hparams, final)
+            sink.log_summary(summary)
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """`metrics.csv`: one row per epoch."""
+    if not history:
+        return
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def record_failure(run_dir: Path, error: BaseException, hparams: dict[str, Any], sinks: list[Sink] = ()) -> None:
+    """A failed sweep job: metrics.json says status failed and why, and the job's
+    hyperparameters still reach the loggers (TensorBoard's HParams tab lists it, with no
+    metrics), so every job of a sweep is there, the failed ones too."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    summary = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(error).__name__}: {reason}"}
+    with Reporter(run_dir, list(sinks)) as reporter:
+        reporter.finish(summary, {**hparams, "status": "failed"} if hparams else {}, {})
 
 
 def print_results(summary: dict[str, Any]) -> None:
@@ -138,9 +247,9 @@ def print_results(summary: dict[str, Any]) -> None:
         ("test acc (best-on-val checkpoint)", f"{summary['test/acc']:.4f}"),
         ("test loss", f"{summary['test/loss']:.4f}"),
         *[
-            (f"test acc ({name} weights)", f"{summary[f'test/{name}_acc']:.4f}")
-            for name in AVERAGES
-            if f"test/{name}_acc" in summary
+            (f"test acc ({name} weights)", f"{summary[metrics.key('test', 'acc', name)]:.4f}")
+            for name in metrics.AVERAGED_WEIGHTS
+            if metrics.key("test", "acc", name) in summary
         ],
         *([("test acc with TTA", f"{summary['test/acc_tta']:.4f}")] if "test/acc_tta" in summary else []),
         ("epochs run", f"{summary['epochs_run']}" + (" (early stop)" if summary.get("early_stopped") else "")),

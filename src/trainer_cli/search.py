@@ -25,6 +25,7 @@ from hydra.plugins.launcher import Launcher
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as PluginOptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from trainer_cli import metrics
 from trainer_cli.config import UserError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def default_storage(sweep_dir: str) -> str:
 
 
 def direction_of(metric: str) -> str:
-    return "minimize" if metric.endswith("loss") else "maximize"
+    return "minimize" if metrics.minimized(metric) else "maximize"
 
 
 def continue_study(storage: str, study_name: str) -> int:

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from trainer_cli import metrics
+
 
 def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
     """One row per job folder under `sweep_dir`, best first by `metric`."""
@@ -30,14 +32,14 @@ def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
         metrics_file = job_dir / "metrics.json"
         row: dict[str, Any] = {"job": job_dir.name, "overrides": overrides}
         if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
+            summary = json.loads(metrics_file.read_text())
             row.update(
-                status=metrics.get("status", "ok"),
-                best_val=metrics.get(f"best/{metric}"),
-                test_acc=metrics.get("test/acc"),
-                epochs=metrics.get("epochs_run"),
-                time_s=metrics.get("time_s"),
-                error=metrics.get("error"),
+                status=summary.get("status", "ok"),
+                best_val=summary.get(metrics.best(metric)),
+                test_acc=summary.get("test/acc"),
+                epochs=summary.get("epochs_run"),
+                time_s=summary.get("time_s"),
+                error=summary.get("error"),
             )
         else:
             # A job writes metrics.json when it ends, even when it fails: none means the
@@ -49,15 +51,7 @@ def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
         stage_of = {str(job): stage for stage, node in OmegaConf.load(stages_file).items() for job in node.jobs}
         for row in rows:
             row["stage"] = stage_of.get(row["job"], "")
-    minimize = metric.endswith("loss")
-
-    def key(row: dict[str, Any]) -> float:
-        value = row["best_val"]
-        if value is None or not math.isfinite(value):
-            return math.inf
-        return value if minimize else -value
-
-    return sorted(rows, key=key)
+    return sorted(rows, key=lambda row: metrics.sort_key(row["best_val"], metric))
 
 
 def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = None) -> list[dict[str, Any]]:
@@ -173,30 +167,6 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
-
-
-def record_failure(run_dir: Path, error: BaseException, hparams: dict[str, Any] | None = None) -> float:
-    """A failed sweep job: metrics.json says status failed and why; returns NaN for the sweeper.
-
-    The job's hyperparameters still go to TensorBoard's HParams tab (with no metrics), so
-    the tab lists every job of the sweep, the failed ones too.
-    """
-    import logging
-
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    logging.getLogger("trainer_cli").error(f"job failed: {type(error).__name__}: {reason}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(error).__name__}: {reason}"}
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if hparams:
-        from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-        clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
-        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
-            for part in hparams_summary({**clean, "status": "failed"}, {}):
-                writer.file_writer.add_summary(part)
-    return math.nan
 
 
 def assign_gpu(cfg: DictConfig, job_num: int) -> None:

@@ -11,12 +11,46 @@ higher mean probability).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer_cli import checks
 from trainer_cli.loop import autocast
+
+
+@dataclass
+class TestTimeAugmentation:
+    """The final test evaluation's views (`eval.*`): `tta` none | flip | crops, combined by
+    `tta_reduce` mean | vote; crops from the image padded by `tta_padding`, at each of
+    `tta_scales` (>= 1)."""
+
+    tta: str = "none"
+    tta_reduce: str = "mean"
+    tta_padding: int = 2
+    tta_scales: list[float] = field(default_factory=lambda: [1.0])
+
+    def __post_init__(self) -> None:
+        checks.choice("tta", self.tta, VIEWS)
+        checks.choice("tta_reduce", self.tta_reduce, REDUCTIONS)
+        checks.whole_number("tta_padding", self.tta_padding, minimum=0)
+        scales = self.tta_scales
+        if (
+            not isinstance(scales, (list, tuple))
+            or not scales
+            or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 1 for x in scales)
+        ):
+            raise ValueError(f"tta_scales: expected a non-empty list of numbers >= 1, got '{scales}'")
+
+    @property
+    def enabled(self) -> bool:
+        return self.tta != "none"
+
+
+VIEWS = ("none", "flip", "crops")
+REDUCTIONS = ("mean", "vote")
 
 
 def five_crops(images: torch.Tensor, height: int, width: int) -> list[torch.Tensor]:
@@ -33,8 +67,7 @@ def tta_views(images: torch.Tensor, tta: str, padding: int = 2, scales: Sequence
         return [images]
     if tta == "flip":
         return [images, images.flip(-1)]
-    if tta != "crops":
-        raise ValueError(f"eval.tta: '{tta}' is not accepted; choose none, flip or crops")
+    checks.choice("tta", tta, VIEWS)
     height, width = images.shape[-2:]
     views = []
     for scale in scales:
@@ -53,8 +86,7 @@ def combine(probabilities: torch.Tensor, reduce: str) -> torch.Tensor:
     mean = probabilities.mean(dim=0)
     if reduce == "mean":
         return mean.argmax(dim=1)
-    if reduce != "vote":
-        raise ValueError(f"eval.tta_reduce: '{reduce}' is not accepted; choose mean or vote")
+    checks.choice("tta_reduce", reduce, REDUCTIONS)
     votes = F.one_hot(probabilities.argmax(dim=2), probabilities.shape[2]).sum(dim=0).float()
     # Half the mean probability is < 1: it breaks ties between equal vote counts only.
     return (votes + 0.5 * mean).argmax(dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import conf_options
+from tests.conftest import build_run, conf_options
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 from trainer_cli.data import prepare
@@ -230,7 +230,7 @@ def test_preview_writes_a_png_and_leaves_the_random_stream_alone(tmp_path):
 )
 def test_bad_values_are_one_line_errors(overrides, message, make_cfg):
     with pytest.raises(UserError) as error:
-        resolve(make_cfg(*overrides))
+        build_run(make_cfg(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 

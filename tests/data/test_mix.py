@@ -71,7 +71,7 @@ def test_mixup_then_cutmix_still_sum_to_one():
 def test_regularization_options_build_and_act_on_training_batches_only(make_cfg):
     """The loop mixes training batches (soft-target loss) and evaluation never sees it."""
     cfg = resolve(make_cfg("regularization=[mixup,cutmix,label_smoothing]", "data=synthetic"))
-    mix = build.batch_regularization(cfg)
+    mix = build.regularization(cfg).batch_transform
     calls = []
 
     def recording(images, labels):
@@ -86,9 +86,9 @@ def test_regularization_options_build_and_act_on_training_batches_only(make_cfg)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    metrics, _ = train_one_epoch(model, batches, optimizer, scheduler, build.loss(cfg), step=0,
-                                 device=torch.device("cpu"), mix=recording)  # fmt: skip
+    loss_fn = build.loss(cfg)
+    metrics, _ = train_one_epoch(model, batches, optimizer, scheduler, loss_fn, step=0, batch_transform=recording)
     assert calls == [32, 32] and torch.isfinite(torch.tensor(metrics["loss"]))
     evaluate(model, batches, torch.device("cpu"))
     assert calls == [32, 32]  # evaluation did not mix
-    assert build.batch_regularization(resolve(make_cfg("regularization=[l2,label_smoothing]"))) is None
+    assert build.regularization(resolve(make_cfg("regularization=[l2,label_smoothing]"))).batch_transform is None

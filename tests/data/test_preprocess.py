@@ -115,7 +115,7 @@ def test_state_dict_round_trips_through_a_weights_only_checkpoint(kind, tmp_path
 
 
 def test_bad_kind_and_too_large_images_are_one_line_errors():
-    with pytest.raises(UserError, match="data.preprocess: 'whiten' is not accepted"):
+    with pytest.raises(ValueError, match="preprocess: 'whiten' is not accepted"):
         Preprocess("whiten")
     with pytest.raises(UserError, match="at most 4096 values per image"):
         Preprocess("zca").fit(torch.rand(4, 3, 40, 40))

@@ -192,9 +192,9 @@ def test_models_take_their_shapes_from_the_data_config(data, model, make_cfg):
         (["model=torchvision", "model.name=resnet7"], "model.name: 'resnet7' is not a torchvision classifier"),
         (["model=torchvision", "model.weights=IMAGENET9K"], "model.weights: 'IMAGENET9K' is not a weights name"),
         (["model=torchvision", "model.weights=/no/such.pth"], "model.weights: no file at '/no/such.pth'"),
-        (["model=torchvision", "regularization=[dropout]"], "regularization: dropout and dropconnect are not"),
-        (["regularization=[stochastic_depth]"], "regularization.stochastic_depth: needs a model with residual"),
-        (["regularization=[dropconnect]", "regularization.dropconnect.p=1.0"], "regularization.dropconnect.p"),
+        (["model=torchvision", "regularization=[dropout]"], "model.dropout, model.dropconnect: not available"),
+        (["regularization=[stochastic_depth]"], "model.drop_path: not an argument of trainer_cli.models.MLP"),
+        (["regularization=[dropconnect]", "model.dropconnect=1.0"], "model.dropconnect"),
     ],
 )
 def test_bad_model_values_are_one_line_errors(overrides, message, make_cfg):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import conf_options
+from tests.conftest import build_run, conf_options
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 
@@ -195,7 +195,7 @@ def test_linear_scaling_rule_records_the_effective_lr(make_cfg):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["regularization=[dropout]"], "optimizer=lbfgs: runs full-batch on a deterministic loss; turn off dropout"),
+        (["regularization=[dropout]"], "torch.optim.LBFGS runs full-batch on a deterministic loss; turn off dropout"),
         (["model.dropout=0.2"], "turn off dropout"),
         (["augmentation=[flip]"], "turn off augmentation flip (augmentation=[none])"),
         (["augmentation=[crop,flip]"], "augmentation crop, flip"),
@@ -203,12 +203,13 @@ def test_linear_scaling_rule_records_the_effective_lr(make_cfg):
             ["regularization=[dropout]", "augmentation=[flip]"],
             "turn off dropout (model.dropout=0) and augmentation flip",
         ),
-        (["regularization=[l2]"], "regularization.l2.decoupled: L-BFGS takes L2 only as a loss penalty"),
+        (["regularization=[l2]"], "regularization.l2.decoupled: a full-batch optimizer takes weight decay only as a"),
+        (["regularization=[mixup]"], "turn off regularization mixup"),
     ],
 )
 def test_lbfgs_refuses_noise_in_one_line(overrides, message, make_cfg):
     with pytest.raises(UserError) as error:
-        resolve(make_cfg("optimizer=lbfgs", *overrides))
+        build_run(make_cfg("optimizer=lbfgs", *overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -227,6 +228,5 @@ def test_lbfgs_refuses_noise_in_one_line(overrides, message, make_cfg):
 )
 def test_bad_optimization_values_are_one_line_errors(overrides, message, make_cfg):
     with pytest.raises(UserError) as error:
-        cfg = resolve(make_cfg(*overrides))
-        build.optimizer(cfg, nn.Linear(2, 2))
+        build_run(make_cfg(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)

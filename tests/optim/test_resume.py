@@ -18,8 +18,8 @@ STATEFUL = [
     "trainer.ema_decay=0.9",
     "trainer.swa_start_epoch=1",
     "trainer.accumulate_grad_batches=2",
-    "scheduler=plateau",  # mode max on a falling val/loss: it cuts the rate after epoch 2
-    "scheduler.mode=max",
+    "scheduler=plateau",  # no improvement is large enough: it cuts the rate after epoch 2
+    "scheduler.threshold=10",
     "scheduler.patience=0",
     "regularization=[l1]",
 ]

@@ -120,13 +120,17 @@ def test_plateau_reduces_after_patience_and_its_state_is_saved(make_cfg):
     assert (restored.scale, restored.best, restored.bad_epochs) == (0.5, 0.5, 2)
 
 
-def test_plateau_min_and_max_modes():
-    plateau = schedules.Plateau(100, 10, mode="max", patience=0, factor=0.1)
-    plateau.observe(0.5)
-    plateau.observe(0.6)  # better in max mode
-    assert plateau.scale == 1.0
-    plateau.observe(0.6)
-    assert plateau.scale == pytest.approx(0.1)
+def test_plateau_direction_follows_the_monitored_metric():
+    accuracy = schedules.Plateau(100, 10, monitor="val/acc", patience=0, factor=0.1)
+    accuracy.observe(0.5)
+    accuracy.observe(0.6)  # an accuracy that rises is an improvement
+    assert accuracy.scale == 1.0
+    accuracy.observe(0.6)
+    assert accuracy.scale == pytest.approx(0.1)
+    loss = schedules.Plateau(100, 10, monitor="val/loss", patience=0, factor=0.1)
+    loss.observe(0.5)
+    loss.observe(0.6)  # a loss that rises is not
+    assert loss.scale == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainer_cli import checks
 from trainer_cli.data.augment import Augmentation
 from trainer_cli.data.loaders import DeviceLoader, TensorLoader
 from trainer_cli.data.preprocess import Preprocess
@@ -52,6 +53,7 @@ def prepare(
 
     With `fold=(k, i)` the validation set is fold i of k stratified folds (cross-validation).
     """
+    checks.open_interval("val_fraction", val_fraction, 0.0, 1.0)
 
     def split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if fold is not None:

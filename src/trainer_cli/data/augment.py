@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainer_cli import checks
+
 
 def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
     return torch.rand(n, device=device) * (high - low) + low
@@ -34,7 +36,7 @@ class RandomFlip:
     """Mirror each image left-right with probability p."""
 
     def __init__(self, p: float = 0.5) -> None:
-        self.p = p
+        self.p = checks.number("p", p, 0.0, 1.0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         flip = torch.rand(images.shape[0], device=images.device) < self.p
@@ -46,6 +48,8 @@ class RandomCrop:
     up to `padding` pixels in each direction, the same for all channels of an image."""
 
     def __init__(self, padding: int = 4) -> None:
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding: expected a whole number >= 0, got '{padding}'")
         self.padding = padding
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -93,7 +97,10 @@ class ColorJitter:
     Saturation and hue leave grey (1-channel) images unchanged."""
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.0):
-        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+        self.brightness = checks.number("brightness", brightness, 0.0, 1.0)
+        self.contrast = checks.number("contrast", contrast, 0.0, 1.0)
+        self.saturation = checks.number("saturation", saturation, 0.0, 1.0)
+        self.hue = checks.number("hue", hue, 0.0, 0.5)
 
     @staticmethod
     def _grey(images: torch.Tensor) -> torch.Tensor:
@@ -207,7 +214,7 @@ class RandomPerspective:
     corners there: a change of viewpoint, as through a tilted lens."""
 
     def __init__(self, distortion: float = 0.3, p: float = 0.5) -> None:
-        self.distortion, self.p = distortion, p
+        self.distortion, self.p = checks.number("distortion", distortion, 0.0, 1.0), checks.number("p", p, 0.0, 1.0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
@@ -278,9 +285,7 @@ class _UInt8Policy:
     transform: torch.nn.Module
 
     def __init__(self, group_size: int = 1) -> None:
-        if group_size < 1:
-            raise ValueError(f"group_size: expected a whole number >= 1, got {group_size}")
-        self.group_size = group_size
+        self.group_size = checks.whole_number("group_size", group_size)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from trainer_cli import checks
+
 
 def _soft(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(targets, num_classes).float() if targets.ndim == 1 else targets
@@ -44,7 +46,7 @@ class Cutout:
     the square is clipped at the borders. Labels are unchanged."""
 
     def __init__(self, holes: int = 1, size: int = 8) -> None:
-        self.holes, self.size = holes, size
+        self.holes, self.size = checks.whole_number("holes", holes), checks.whole_number("size", size)
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, height, width = images.shape
@@ -60,9 +62,7 @@ class Mixup:
     targets, lam ~ Beta(alpha, alpha) per sample."""
 
     def __init__(self, alpha: float = 0.2, num_classes: int = 10) -> None:
-        if alpha <= 0:
-            raise ValueError(f"regularization.mixup.alpha: expected a number > 0, got {alpha}")
-        self.alpha, self.num_classes = alpha, num_classes
+        self.alpha, self.num_classes = checks.positive("alpha", alpha), num_classes
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         targets = _soft(targets, self.num_classes)
@@ -77,9 +77,7 @@ class CutMix:
     actually pasted (after clipping at the borders)."""
 
     def __init__(self, alpha: float = 1.0, num_classes: int = 10) -> None:
-        if alpha <= 0:
-            raise ValueError(f"regularization.cutmix.alpha: expected a number > 0, got {alpha}")
-        self.alpha, self.num_classes = alpha, num_classes
+        self.alpha, self.num_classes = checks.positive("alpha", alpha), num_classes
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         targets = _soft(targets, self.num_classes)

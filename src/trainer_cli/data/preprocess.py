@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from trainer_cli import checks
 from trainer_cli.config import UserError
 
 KINDS = ["none", "mean_image", "channel_mean", "channel_mean_std", "pca", "zca"]
@@ -44,8 +45,9 @@ class Preprocess:
     def __init__(
         self, kind: str = "channel_mean_std", components: int | None = None, whiten: bool = False, epsilon: float = 1e-2
     ) -> None:
-        if kind not in KINDS:
-            raise UserError(f"data.preprocess: '{kind}' is not accepted; choose one of {', '.join(KINDS)}")
+        checks.choice("preprocess", kind, KINDS)
+        checks.whole_number("pca_components", components, optional=True)
+        checks.number("whitening_epsilon", epsilon, low=0.0)
         self.kind, self.components, self.whiten, self.epsilon = kind, components, whiten, epsilon
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None

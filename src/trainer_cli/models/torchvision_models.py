@@ -45,7 +45,7 @@ def torchvision_model(
         )
     if dropout > 0 or dropconnect > 0:
         raise ValueError(
-            "regularization: dropout and dropconnect are not available for model=torchvision "
+            "model.dropout, model.dropconnect: not available for model=torchvision "
             "(its architecture fixes its own dropout); use model=mlp, cnn or resnet"
         )
     if weights is None:

@@ -12,8 +12,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from trainer_cli import checks, metrics
 
 Schedule = Callable[[int], float]
+
+
+class MonitoredSchedule:
+    """A schedule that also follows a per-epoch metric (`monitor`), told by `observe`."""
+
+    monitor: str
+
+    def __call__(self, step: int) -> float:
+        raise NotImplementedError
+
+    def observe(self, value: float) -> None:
+        raise NotImplementedError
+
+
+class Scheduler(torch.optim.lr_scheduler.LambdaLR):
+    """The run's schedule: LambdaLR over one factor, stepped after every optimizer step.
+
+    `end_epoch(row)` hands the epoch's metrics to a schedule that follows one (reduce on
+    plateau); for the others it does nothing. A factor that is a callable object (Plateau)
+    has its state saved by `state_dict()`; plain functions have none.
+    """
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        factor = self.lr_lambdas[0]
+        if isinstance(factor, MonitoredSchedule):
+            factor.observe(row[factor.monitor])
 
 
 def with_warmup(schedule: Schedule, warmup_steps: int) -> Schedule:
@@ -183,13 +214,14 @@ def onecycle(
     return with_warmup(factor, warmup)
 
 
-class Plateau:
-    """Reduce on plateau: multiply the rate by `factor` when the monitored validation metric
-    has not improved by more than `threshold` (relative) for `patience` epochs.
+class Plateau(MonitoredSchedule):
+    """Reduce on plateau: multiply the rate by `factor` when the monitored per-epoch metric
+    has not improved by more than `threshold` (relative) for `patience` epochs. Which way
+    is an improvement follows from the metric's name (losses down, accuracies up).
 
     A callable object, not a closure, so `LambdaLR.state_dict()` saves its state (scale, best,
-    bad epochs) and a resumed run continues it exactly. `train.run` calls `observe(value)`
-    after each validation.
+    bad epochs) and a resumed run continues it exactly. `Scheduler.end_epoch` calls
+    `observe(value)` after each validation.
     """
 
     def __init__(
@@ -197,7 +229,6 @@ class Plateau:
         total_steps: int,
         steps_per_epoch: int,
         monitor: str = "val/loss",
-        mode: str = "min",
         factor: float = 0.1,
         patience: int = 5,
         threshold: float = 1e-4,
@@ -205,11 +236,9 @@ class Plateau:
         warmup_steps: int = 0,
         warmup_epochs: float = 0,
     ) -> None:
-        if mode not in ("min", "max"):
-            raise ValueError(f"scheduler.mode: '{mode}' is not accepted; choose min or max")
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"scheduler.factor: expected a value in (0, 1), got {factor}")
-        self.monitor, self.mode, self.factor, self.patience = monitor, mode, factor, patience
+        checks.choice("monitor", monitor, metrics.epoch_metrics())
+        checks.open_interval("factor", factor, 0.0, 1.0)
+        self.monitor, self.factor, self.patience = monitor, factor, patience
         self.threshold, self.min_lr_fraction = threshold, min_lr_fraction
         self.warmup = warmup_length(steps_per_epoch, warmup_steps, warmup_epochs)
         self.scale, self.best, self.bad_epochs = 1.0, math.nan, 0
@@ -221,7 +250,7 @@ class Plateau:
 
     def observe(self, value: float) -> None:
         """One epoch's validation value of `monitor`."""
-        sign = 1.0 if self.mode == "min" else -1.0
+        sign = 1.0 if metrics.minimized(self.monitor) else -1.0
         if math.isnan(self.best) or sign * (self.best - value) > self.threshold * abs(self.best):
             self.best, self.bad_epochs = value, 0
             return

@@ -1,0 +1,225 @@
+"""The `train` command: argv, Hydra's `main`, and every error as one line.
+
+The layer above the procedures. `main()` (the console script) makes the documented command
+lines work from any folder, lets Hydra compose the config, then `execute` checks it and runs
+the procedure that `mode=` names (train, kfold, ensemble, ...). Nothing below imports this
+module; nothing below sees argv.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from trainer_cli import metrics
+from trainer_cli.config import CONF_DIR, UserError, register_resolvers, resolve
+
+log = logging.getLogger("trainer_cli")
+
+# Command-line shortcuts for the procedure switch: a value for the key chooses the mode.
+MODE_SHORTCUTS = {"data.kfold": "kfold", "ensemble": "ensemble"}
+
+
+def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check the composed config (before torch loads), then run the procedure `mode` names.
+
+    Returns the procedure's summary.
+    """
+    resolve(cfg)  # config mistakes are reported before torch is even imported
+    from trainer_cli import build
+
+    return build.procedure(cfg)(cfg, run_dir, hparams)
+
+
+def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyperparameters for the HParams tab: group choices and command-line values."""
+    hydra_cfg = HydraConfig.get()
+    result: dict[str, Any] = {}
+    for group, choice in hydra_cfg.runtime.choices.items():
+        if not group.startswith("hydra") and choice is not None:
+            result[group] = str(choice)
+    for override in hydra_cfg.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in result or key == "resume":
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, (int, float, str, bool)):
+            result[key] = value
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    """Hydra's task function: runs one job and returns `optimized_metric` for sweepers."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hparams = hparams_from_hydra(cfg)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        if multirun:
+            from trainer_cli.sweep import assign_gpu
+
+            assign_gpu(cfg, HydraConfig.get().job.num)
+        summary = execute(cfg, run_dir, hparams)
+    except Exception as error:
+        debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+        if multirun and not debug:
+            # One failing job must not end the sweep: its metrics.json records the failure,
+            # and NaN tells the sweeper (the Optuna sweeper records a failed trial).
+            record_failure(cfg, run_dir, error, hparams)
+            return float("nan")
+        # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
+        from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
+
+        if not isinstance(error, (UserError, NonFiniteLoss)) or debug:
+            raise
+        message = f"error: {error}"
+        if isinstance(error, NonFiniteLoss):
+            last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
+            message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
+        print(message, file=sys.stderr)
+        sys.exit(2 if isinstance(error, UserError) else 1)
+    return metrics.objective(summary, str(cfg.optimized_metric))
+
+
+def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, hparams: dict[str, Any]) -> None:
+    """A failed sweep job, written by the run's loggers (or the run folder's files alone
+    when the loggers' own config is what failed)."""
+    from trainer_cli import build
+    from trainer_cli.report import record_failure as write_failure
+
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    log.error(f"job failed: {type(error).__name__}: {reason}")
+    try:
+        sinks = build.loggers(cfg, run_dir)
+    except Exception:
+        sinks = []
+    write_failure(run_dir, error, hparams, sinks)
+
+
+def rewrite_argv(argv: list[str]) -> list[str]:
+    """Make the documented command lines work from any folder.
+
+    - `--config-path` relative to the current folder (Hydra reads it relative to this file);
+    - `resume=<run folder>` continues in that folder, without rewriting its `.hydra/`;
+    - `data.kfold=k` and `ensemble=<folders>` choose their procedure (`mode=`) unless the
+      command line names one.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--config-path", "-cp") and i + 1 < len(argv):
+            out += [arg, os.path.abspath(argv[i + 1])]
+            i += 2
+            continue
+        if arg.startswith("--config-path="):
+            out.append("--config-path=" + os.path.abspath(arg.split("=", 1)[1]))
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    if not any(a.split("=", 1)[0].lstrip("+~") == "mode" for a in out):
+        for key, mode in MODE_SHORTCUTS.items():
+            values = [a.split("=", 1)[1] for a in out if a.split("=", 1)[0] == key]
+            if values and values[0] not in ("", "null"):
+                out.append(f"mode={mode}")
+                break
+    resume = [a.split("=", 1)[1] for a in out if a.startswith("resume=")]
+    if resume and resume[0] not in ("", "null"):
+        run_dir = os.path.abspath(resume[0])
+        if not os.path.isdir(run_dir):
+            raise UserError(f"resume: '{resume[0]}' is not a run folder")
+        out += [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+    if any(a in ("--config-path", "-cp") or a.startswith("--config-path=") for a in out):
+        # A saved run config has no hydra section: keep run folders unique all the same.
+        if not any(a.startswith("hydra.run.dir=") for a in out):
+            out.append("hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}")
+        out += [
+            "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
+            "hydra.job.name=train",
+        ]
+    return out
+
+
+def _accepted_keys(key: str) -> str:
+    """The keys the default config has beside `key`, to suggest the right spelling."""
+    from hydra import compose, initialize_config_dir
+
+    parent = key.rpartition(".")[0]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            node = compose(config_name="config")
+        node = OmegaConf.select(node, parent) if parent else node
+        keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    except Exception:
+        keys = []
+    where = f"'{parent}'" if parent else "the top level"
+    return f"accepted keys at {where}: {', '.join(keys)}" if keys else "see `train --cfg job` for the keys"
+
+
+def hydra_error_line(error: Exception) -> str:
+    """Hydra's multi-line composition errors, as one line that names the key or file."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException):
+        missing = error.missing_cfg_file or ""
+        group, _, option = missing.rpartition("/")
+        options = error.options or sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
+        if options:
+            return f"{group}: unknown option '{option}'; available: {', '.join(sorted(options))}"
+        return f"config file '{missing}' not found"
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse override: {str(error).splitlines()[0]}"
+    if isinstance(error, ConfigCompositionException):
+        first = str(error).splitlines()[0]
+        if "Could not override" in first or "Could not append" in first:
+            key = first.split("'")[1] if "'" in first else ""
+            return f"{key}: unknown key (misspelt?); {_accepted_keys(key)}"
+        if "Could not load" in first and error.__cause__ is not None:
+            return hydra_error_line(error.__cause__) if isinstance(error.__cause__, Exception) else first
+        return first
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def main() -> None:
+    """The `train` console command: Hydra's main with one-line errors and no tracebacks."""
+    register_resolvers()
+    # Hydra re-raises instead of printing its own multi-line report; we print one line.
+    # TRAINER_CLI_DEBUG=1 shows the whole traceback.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+    try:
+        sys.argv = [sys.argv[0], *rewrite_argv(sys.argv[1:])]
+        hydra_main()
+    except UserError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted; continue with `train resume=<run folder>`", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        if debug:
+            raise
+        from hydra.errors import HydraException
+
+        if isinstance(error, HydraException):
+            print(f"error: {hydra_error_line(error)}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(error, OSError):
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()
