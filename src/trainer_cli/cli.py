@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli import metrics
-from trainer_cli.config import CONF_DIR, UserError, register_resolvers, resolve
+from trainer_cli.config import CONF_DIR, TRUST_ENV, UserError, register_resolvers, resolve, user_trusted_modules
 
 log = logging.getLogger("trainer_cli")
 
@@ -110,12 +110,23 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     - `--config-path` relative to the current folder (Hydra reads it relative to this file);
     - `resume=<run folder>` continues in that folder, without rewriting its `.hydra/`;
     - `data.kfold=k` and `ensemble=<folders>` choose their procedure (`mode=`) unless the
-      command line names one.
+      command line names one;
+    - `--trust <module>` (repeatable) trusts the user's own module for `_target_`s: the
+      user's act on the command line, passed on in $TRAINER_CLI_TRUST (sweep jobs inherit it).
     """
     out: list[str] = []
+    trusted: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--trust" and i + 1 < len(argv):
+            trusted.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--trust="):
+            trusted.append(arg.split("=", 1)[1])
+            i += 1
+            continue
         if arg in ("--config-path", "-cp") and i + 1 < len(argv):
             out += [arg, os.path.abspath(argv[i + 1])]
             i += 2
@@ -126,6 +137,8 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             continue
         out.append(arg)
         i += 1
+    if trusted:
+        os.environ[TRUST_ENV] = ",".join([*user_trusted_modules(), *trusted])
     if not any(a.split("=", 1)[0].lstrip("+~") == "mode" for a in out):
         for key, mode in MODE_SHORTCUTS.items():
             values = [a.split("=", 1)[1] for a in out if a.split("=", 1)[0] == key]

@@ -39,6 +39,22 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_suffix", lambda: f"{os.getpid()}{os.urandom(2).hex()}", use_cache=True)
 
 
+# The user's own widening of trust: `train --trust mypackage` (repeatable) or this variable,
+# comma-separated module names. Never read from a config file or a checkpoint.
+TRUST_ENV = "TRAINER_CLI_TRUST"
+
+
+def user_trusted_modules() -> list[str]:
+    """The modules the user trusts on top of the defaults (`--trust`, $TRAINER_CLI_TRUST)."""
+    return [name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip()]
+
+
+def trusted_prefixes(cfg: DictConfig) -> list[str]:
+    """The `_target_` prefixes a run may import."""
+    own = [f"{name}." for name in user_trusted_modules()]
+    return list(cfg.get("trusted_targets", [])) + list(cfg.get("extra_trusted_targets", [])) + own
+
+
 def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:
     """Refuse any `_target_` outside the trusted prefixes, before anything is imported."""
     if isinstance(cfg, DictConfig):
@@ -49,7 +65,7 @@ def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:
                 if not isinstance(target, str) or not any(target.startswith(p) for p in trusted):
                     raise UserError(
                         f"{node_path}: '{target}' is not a trusted target; accepted prefixes: "
-                        f"{', '.join(trusted)} (extend with extra_trusted_targets=[...])"
+                        f"{', '.join(trusted)} (trust your own module with `train --trust <module>`)"
                     )
             else:
                 check_targets(cfg._get_node(key), trusted, node_path)
@@ -80,8 +96,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
     The result has every interpolation resolved, so it is exactly what ran: it is written
     to the run folder and into every checkpoint.
     """
-    trusted = list(cfg.get("trusted_targets", [])) + list(cfg.get("extra_trusted_targets", []))
-    check_targets(cfg, trusted)
+    check_targets(cfg, trusted_prefixes(cfg))
     try:
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     except Exception as error:  # a missing value (???) or a broken interpolation

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
 from trainer_cli import build, checkpoint
-from trainer_cli.config import UserError, check_targets
+from trainer_cli.config import UserError, check_targets, trusted_prefixes
 
 log = logging.getLogger("trainer_cli")
 
@@ -84,7 +84,7 @@ def run_ensemble(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None 
     paths = [str(p) for p in given] if isinstance(given, (list, ListConfig)) else [str(given)]
     members = find_members(paths)
     device = build.device(str(cfg.trainer.device))
-    trusted = list(cfg.get("trusted_targets", [])) + list(cfg.get("extra_trusted_targets", []))
+    trusted = trusted_prefixes(cfg)
     member_probs, labels = [], None
     for member in members:
         probs, member_labels = predict_proba(member, device, trusted)
