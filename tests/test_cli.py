@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import TRAIN, run_train, write_image_folder
+from tests.conftest import TRAIN, run_train
 from trainer_cli import checkpoint
 
 
@@ -49,20 +49,11 @@ def test_default_run_folder_is_under_outputs_and_unique_per_run(tmp_path):
     assert len(runs) == 2 and runs[0] != runs[1]
 
 
-def test_shortcuts_and_optimizer_defaults(tmp_path):
+def test_readme_first_command_records_the_effective_values(tmp_path):
     run_train(["optimizer=adam", "lr=1e-3", "epochs=1", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path)
-    run_train(
-        ["optimizer=sgd", "lr=0.1", "epochs=2", "batch_size=64", "seed=1", f"hydra.run.dir={tmp_path}/b"],
-        cwd=tmp_path,
-    )
-    run_train(["optimizer=momentum", "epochs=1", f"hydra.run.dir={tmp_path}/c"], cwd=tmp_path)
-    a = yaml.safe_load((tmp_path / "a" / "resolved_config.yaml").read_text())
-    b = yaml.safe_load((tmp_path / "b" / "resolved_config.yaml").read_text())
-    c = yaml.safe_load((tmp_path / "c" / "resolved_config.yaml").read_text())
-    assert a["optimizer"]["_target_"] == "torch.optim.Adam" and a["optimizer"]["lr"] == a["lr"] == 1e-3
-    assert (b["optimizer"]["lr"], b["epochs"], b["batch_size"], b["seed"]) == (0.1, 2, 64, 1)
-    assert c["lr"] == c["optimizer"]["lr"] == 0.05  # momentum.yaml's own default
-    assert len(metrics_rows(tmp_path / "b")) == 2
+    resolved = yaml.safe_load((tmp_path / "a" / "resolved_config.yaml").read_text())
+    assert resolved["optimizer"]["_target_"] == "torch.optim.Adam" and resolved["optimizer"]["lr"] == resolved["lr"]
+    assert resolved["lr"] == 1e-3 and len(metrics_rows(tmp_path / "a")) == 1
 
 
 def test_multirun_grid_with_summary(tmp_path):
@@ -144,9 +135,6 @@ def test_help_lists_groups_without_importing_torch():
         (["'regularization=[l2,dropuot]'"], "regularization: unknown option 'dropuot'"),
         (["trainer.epoch=3"], "trainer.epoch: unknown key (misspelt?); accepted keys at 'trainer': device"),
         (["lr=-0.1"], "lr: expected a number > 0"),
-        (["lr=fast"], "lr: expected a number, got 'fast'"),
-        (["epochs=0"], "epochs: expected a whole number >= 1, got '0'"),
-        (["batch_size=0"], "batch_size: expected a whole number >= 1, got '0'"),
         (["regularization=[dropout]", "model.dropout=1.5"], "model.dropout: expected"),
         (["data=imagefolder"], "data.path: a value is required"),
         (["model._target_=os.system"], "not a trusted target"),
@@ -159,35 +147,6 @@ def test_bad_input_is_one_line(args, expected, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-
-
-def test_empty_image_folder_is_one_line(tmp_path):
-    (tmp_path / "empty" / "cats").mkdir(parents=True)
-    result = run_train(
-        ["data=imagefolder", f"data.path={tmp_path}/empty", f"hydra.run.dir={tmp_path}/r"], tmp_path, False
-    )
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and "data.path" in lines[0], result.stderr
-
-
-def test_image_folder_trains(tmp_path):
-    write_image_folder(tmp_path / "pets", classes=3, per_class=12)
-    run_train(["data=imagefolder", f"data.path={tmp_path}/pets", "data.image_size=8", "epochs=1",
-               "data.num_workers=0", f"hydra.run.dir={tmp_path}/r"], tmp_path)  # fmt: skip
-    resolved = yaml.safe_load((tmp_path / "r" / "resolved_config.yaml").read_text())
-    assert resolved["data"]["num_classes"] == resolved["model"]["num_classes"] == 3
-
-
-@pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_corrupted_checkpoint_given_to_resume_is_one_line(damage, tmp_path):
-    run_train(["epochs=1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
-    last = tmp_path / "run" / "checkpoints" / "last.pt"
-    data = last.read_bytes()
-    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 100)
-    result = run_train([f"resume={tmp_path}/run"], cwd=tmp_path, check=False)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1, result.stderr
-    assert "resume: checkpoint" in lines[0] and "corrupted or truncated" in lines[0]
 
 
 def test_nan_loss_is_one_line_naming_the_causes(tmp_path):

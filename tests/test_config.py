@@ -2,40 +2,54 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import hydra.utils
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tests.conftest import build_run, conf_options
 from trainer_cli import build
-from trainer_cli.config import UserError, resolve
+from trainer_cli.config import CONF_DIR, UserError, resolve
 from trainer_cli.data.sources import debian_fashion_mnist_folder
 
 # Data sets that need files this machine may not have: composed, built only when present.
 NEEDS_FILES = {"mnist", "cifar10", "cifar100"}
 # Options that act only on some models: built with one that has what they need.
 NEEDS_MODEL = {"stochastic_depth": "model=resnet"}
+# Groups with their own tests: data (below), experiment (below), mode (test_kfold.py,
+# test_ensemble.py, ...), hparams_search (test_sweep.py) and Hydra's own.
+OWN_TESTS = {"data", "experiment", "mode", "hparams_search", "hydra"}
 
 
-def _build_all(cfg):
-    device = torch.device("cpu")
-    data = build.data(cfg, device)
-    model = build.model(cfg)
-    optimizer = build.optimizer(cfg, model)
-    scheduler = build.scheduler(cfg, optimizer, len(data.train))
-    images, labels = next(iter(data.train))
-    logits = model(images)
-    assert logits.shape == (images.shape[0], cfg.data.num_classes)
+def _multi_select_groups() -> set[str]:
+    """Groups the defaults list selects as a list (`'augmentation=[flip,crop]'`)."""
+    defaults = OmegaConf.load(Path(CONF_DIR) / "config.yaml").defaults
+    return {
+        k for entry in defaults if isinstance(entry, DictConfig) for k, v in entry.items() if isinstance(v, ListConfig)
+    }
 
-    def closure():  # L-BFGS re-evaluates the loss; the other optimizers call it once
-        optimizer.zero_grad()
-        loss = build.loss(cfg)(model(images), labels)
-        loss.backward()
-        return loss
 
-    optimizer.step(closure)
-    scheduler.step()
-    return data, model
+def _every_option() -> list[tuple[str, str]]:
+    """(group, option) for every file of every group under conf/: a new YAML file is a new case."""
+    groups = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in OWN_TESTS)
+    return [(group, option) for group in groups for option in conf_options(group)]
+
+
+def take_a_step(pieces) -> tuple[dict[str, float], float]:
+    """One optimizer step of the run's own step function on its first training batch;
+    returns the step's metrics and how far the weights moved."""
+    batch = next(iter(pieces.data.train))
+    before = torch.cat([p.detach().flatten().clone() for p in pieces.model.parameters()])
+    metrics, step = pieces.train_epoch(
+        pieces.model, [batch], pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
+        step=0, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
+    )  # fmt: skip
+    after = torch.cat([p.detach().flatten() for p in pieces.model.parameters()])
+    assert step == 1 and math.isfinite(metrics["loss"])
+    return metrics, float((after - before).norm())
 
 
 @pytest.mark.parametrize("option", conf_options("data"))
@@ -43,22 +57,35 @@ def test_every_data_option(option, make_cfg, image_folder):
     overrides = [f"data={option}"]
     if option == "imagefolder":
         overrides.append(f"data.path={image_folder}")
-    cfg = resolve(make_cfg(*overrides))
+    composed = make_cfg(*overrides)
     if option in NEEDS_FILES:
-        assert cfg.data.source._target_.startswith("trainer_cli.data.sources.")
+        assert callable(hydra.utils.get_object(composed.data.source._target_))
         return
     if option == "fashion_mnist" and debian_fashion_mnist_folder() is None:
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    data, _ = _build_all(cfg)
-    assert data.num_classes == cfg.data.num_classes or cfg.data.num_classes is None
+    pieces = build_run(composed)
+    expected = 3 if option == "imagefolder" else composed.data.num_classes  # the fixture's folders
+    assert pieces.data.num_classes == expected == pieces.cfg.model.num_classes
+    images, labels = next(iter(pieces.data.train))
+    assert images.shape[1:] == (composed.data.in_channels, composed.data.image_size, composed.data.image_size)
+    assert int(labels.max()) < expected
+    _, moved = take_a_step(pieces)
+    assert moved > 0
 
 
-@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "regularization", "augmentation", "trainer"])
-def test_every_option_of_group(group, make_cfg):
-    for option in conf_options(group):
-        override = f"{group}=[{option}]" if group in ("regularization", "augmentation") else f"{group}={option}"
-        cfg = resolve(make_cfg(override, "data=digits", *([NEEDS_MODEL[option]] if option in NEEDS_MODEL else [])))
-        _build_all(cfg)
+@pytest.mark.parametrize(("group", "option"), _every_option(), ids=[f"{g}={o}" for g, o in _every_option()])
+def test_every_option_of_every_group_builds_and_trains_a_step(group, option, make_cfg, tmp_path):
+    override = f"{group}=[{option}]" if group in _multi_select_groups() else f"{group}={option}"
+    extra = [NEEDS_MODEL[option]] if option in NEEDS_MODEL else []
+    cfg = make_cfg(override, "data=digits", *extra)
+    pieces = build_run(cfg)
+    _, moved = take_a_step(pieces)
+    assert moved > 0, f"{override}: the step did not change the weights"
+    sinks = build.loggers(pieces.cfg, tmp_path)  # the logger group: each sink records a scalar
+    for sink in sinks:
+        sink.log_scalars(1, {"train/loss_step": 1.0})
+        sink.close()
+    assert bool(sinks) == any(p.is_file() for p in tmp_path.rglob("*"))
 
 
 def test_lr_shortcut_and_optimizer_default(make_cfg):
@@ -135,7 +162,8 @@ def test_every_experiment_builds(option, make_cfg, image_folder):
         overrides.append(f"data.path={image_folder}")
     if cfg.data.name == "fashion_mnist" and debian_fashion_mnist_folder() is None:
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    _build_all(resolve(make_cfg(*overrides)))
+    _, moved = take_a_step(build_run(make_cfg(*overrides)))
+    assert moved > 0
 
 
 def test_label_smoothing_softens_the_target(make_cfg):
@@ -146,3 +174,10 @@ def test_label_smoothing_softens_the_target(make_cfg):
     # epsilon 0.1 over 3 classes: the target is (1 - 0.1 + 0.1/3, 0.1/3, 0.1/3)
     expected = -(torch.tensor([1 - 0.1 + 0.1 / 3, 0.1 / 3, 0.1 / 3]) * logits.log_softmax(1)).sum()
     assert torch.allclose(smoothed, expected) and smoothed > plain
+
+
+def test_an_empty_image_folder_is_a_one_line_error(make_cfg, tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    with pytest.raises(UserError) as error:
+        build_run(make_cfg("data=imagefolder", f"data.path={tmp_path}/empty"))
+    assert "data.path" in str(error.value) and "\n" not in str(error.value)

@@ -64,19 +64,46 @@ def test_every_search_is_a_multirun_with_its_sweeper(option):
     assert "l2" in cfg.regularization
 
 
-def test_grid_is_the_lectures_step_four():
+def test_grid_expands_to_one_job_per_lr_and_weight_decay_each_reaching_its_objects(make_cfg):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainer_cli import build
+    from trainer_cli.config import resolve
+
     params = compose_with_hydra("hparams_search=grid").hydra.sweeper.params
-    assert [float(v) for v in str(params.lr).split(",")] == [1e-1, 1e-2, 1e-3, 1e-4]
-    assert [float(v) for v in str(params["regularization.l2.weight_decay"]).split(",")] == [1e-4, 1e-5, 0]
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    values = {tuple(sorted(job)) for job in jobs}
+    assert len(jobs) == len(values) == 12  # 4 learning rates x 3 weight decays, each once
+    for job in jobs[::5]:
+        chosen = dict(o.split("=", 1) for o in job)
+        cfg = resolve(make_cfg("hparams_search=grid", *job))
+        (penalty,) = build.regularization(cfg).penalties
+        assert penalty.weight_decay == float(chosen["regularization.l2.weight_decay"])
+        assert cfg.optimizer.lr == float(chosen["lr"])
 
 
-def test_random_and_bayes_samplers_are_seeded_log_uniform():
-    random_cfg = compose_with_hydra("hparams_search=random", "seed=7").hydra.sweeper
-    assert random_cfg.sampler._target_ == "optuna.samplers.RandomSampler" and random_cfg.sampler.seed == 7
-    assert str(random_cfg.params.lr).startswith("tag(log")
-    bayes_cfg = compose_with_hydra("hparams_search=bayes").hydra.sweeper
-    assert bayes_cfg.sampler._target_ == "optuna.samplers.TPESampler"
-    assert bayes_cfg.direction == "auto" and bayes_cfg.storage is None and bayes_cfg.max_failure_rate == 1.0
+@pytest.mark.parametrize("option", ["random", "bayes"])
+def test_optuna_searches_propose_seeded_log_uniform_learning_rates(option):
+    import optuna
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    def proposals(seed: int) -> list[float]:
+        sweeper = compose_with_hydra(f"hparams_search={option}", f"seed={seed}").hydra.sweeper
+        (override,) = OverridesParser.create().parse_overrides([f"lr={sweeper.params.lr}"])
+        distribution = create_optuna_distribution_from_override(override)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=instantiate(sweeper.sampler))
+        return [study.ask({"lr": distribution}).params["lr"] for _ in range(8)]
+
+    first, again, other = proposals(7), proposals(7), proposals(8)
+    assert first == again and first != other  # seeded by `seed`
+    assert all(1e-4 <= lr <= 1e-1 for lr in first)
+    # log-uniform over three decades: the proposals spread over more than one decade
+    assert max(first) / min(first) > 10
 
 
 def test_joblib_and_submitit_slurm_launchers_compose():

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import trainer_cli.loop
 from trainer_cli import checkpoint
+from trainer_cli.config import UserError
 from trainer_cli.loop import NonFiniteLoss
 from trainer_cli.train import run
 
@@ -170,3 +171,15 @@ def test_bf16_autocast_runs_the_forward_in_bfloat16(make_cfg, tmp_path, monkeypa
     monkeypatch.setattr(torch.nn.Linear, "forward", spy)
     run(make_cfg("epochs=1", "trainer.precision=bf16"), tmp_path / "run")
     assert torch.bfloat16 in dtypes
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupted_checkpoint_given_to_resume_is_one_line(damage, make_cfg, tmp_path):
+    run(make_cfg("epochs=1"), tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 100)
+    with pytest.raises(UserError) as error:
+        run(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "unused")
+    assert "resume: checkpoint" in str(error.value) and "corrupted or truncated" in str(error.value)
+    assert "\n" not in str(error.value)

@@ -77,12 +77,13 @@ def by_hand(name: str, opt: dict, steps: int = 2) -> np.ndarray:
     return w
 
 
-FIRST_ORDER = [o for o in conf_options("optimizer") if o != "lbfgs"]
+# The options `by_hand` writes out; L-BFGS has its own test below. Written here, not read from
+# conf/, so that a new optimizer file without a hand-written rule fails the next test.
+FIRST_ORDER = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam_nobias", "adamw"]
 
 
-def test_every_optimizer_option_has_a_rule():
+def test_every_optimizer_option_has_a_hand_written_rule():
     assert set(conf_options("optimizer")) == {*FIRST_ORDER, "lbfgs"}
-    assert {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam_nobias", "adamw"} <= set(FIRST_ORDER)
 
 
 @pytest.mark.parametrize("name", FIRST_ORDER)
