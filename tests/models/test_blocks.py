@@ -254,7 +254,7 @@ def test_instance_norm_normalizes_each_channel_of_each_sample():
         (lambda: activation("maxout", maxout_k=0), "model.maxout_k"),
         (lambda: MLP(1, 4, 3, norm="instance"), "model.norm: 'instance' is not accepted for this model"),
         (lambda: MLP(1, 4, 3, width=12, norm="group", norm_groups=5), "model.norm_groups: 5 groups do not divide"),
-        (lambda: DropConnectLinear(2, 2, p=1.0), "regularization.dropconnect.p"),
+        (lambda: DropConnectLinear(2, 2, p=1.0), "model.dropconnect"),
     ],
 )
 def test_bad_block_arguments_name_the_key(make, message):

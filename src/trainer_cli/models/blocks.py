@@ -157,7 +157,7 @@ class DropConnectLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5) -> None:
         super().__init__(in_features, out_features, bias)
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"regularization.dropconnect.p: expected a value in [0, 1), got '{p}'")
+            raise ValueError(f"model.dropconnect: expected a value in [0, 1), got '{p}'")
         self.p = p
 
     def weight_in_use(self) -> torch.Tensor:
