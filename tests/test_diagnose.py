@@ -227,3 +227,15 @@ def test_cli_exits_1_on_fail_and_writes_the_report(tmp_path):
     assert "train lr=1e-08 mode.overfit_epochs=2 trainer.device=cpu diagnose=lr_range" not in report
     assert "train mode.overfit_epochs=2" not in report  # mode.* options are the procedure's, dropped
     assert "train trainer.device=cpu diagnose=lr_range" in report
+
+
+def test_every_run_prints_the_initial_loss_verdict(make_cfg, tmp_path):
+    from tests.conftest import build_run
+    from trainer_cli import report
+    from trainer_cli.train import check_initial_loss
+
+    for overrides, status in ((["model.init=normal", "model.init_std=1.0"], "WARN"), ([], "PASS")):
+        pieces = build_run(make_cfg(*overrides))
+        with report.Reporter(tmp_path) as reporter, report.console.capture() as captured:
+            check_initial_loss(pieces, reporter)
+        assert f"initial loss {status}" in captured.get()

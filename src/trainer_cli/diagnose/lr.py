@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from trainer_cli.diagnose.context import Context, endless, fixed_sample, fresh, plain, train_steps, with_lr
+from trainer_cli.diagnose.overfit import identical_units
 from trainer_cli.diagnose.verdict import Verdict
 
 # The lecture's good LRs to try (1e-1 ... 1e-4, and 3e-4 for Adam), to which the configured
@@ -59,6 +60,10 @@ def lr(ctx: Context) -> Verdict:
             "bad initialization",
             "the model is too small for the data",
         ]
+        symmetric = identical_units(fresh(plain(ctx.cfg)).model)
+        if symmetric:  # the initial weights show which cause it is
+            causes.insert(0, f"bad initialization (units with identical weights in {', '.join(symmetric)})")
+            del causes[2]
         return Verdict(
             "lr",
             "FAIL",
