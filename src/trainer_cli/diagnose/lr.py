@@ -97,7 +97,7 @@ def lr(ctx: Context) -> Verdict:
 
 
 def _plot(drops: dict[float, float], path) -> str:
-    from trainer_cli.diagnose.figures import line_plot
+    from trainer_cli.figures import line_plot
 
     xs = list(drops)
     ys = [100 * d if math.isfinite(d) else math.nan for d in drops.values()]
@@ -153,7 +153,7 @@ def lr_range(ctx: Context) -> Verdict:
         )
     suggestion = suggest(lrs, smoothed)
     path = ctx.run_dir / "lr_range.png"
-    from trainer_cli.diagnose.figures import line_plot
+    from trainer_cli.figures import line_plot
 
     line_plot(
         path,

@@ -122,7 +122,7 @@ def overfit(ctx: Context) -> Verdict:
 
 
 def _plot(losses: list[float], path) -> str:
-    from trainer_cli.diagnose.figures import line_plot
+    from trainer_cli.figures import line_plot
 
     line_plot(
         path,
