@@ -239,3 +239,18 @@ def test_every_run_prints_the_initial_loss_verdict(make_cfg, tmp_path):
         with report.Reporter(tmp_path) as reporter, report.console.capture() as captured:
             check_initial_loss(pieces, reporter)
         assert f"initial loss {status}" in captured.get()
+
+
+def test_the_next_command_keeps_the_users_overrides_and_replaces_the_changed_ones(tmp_path):
+    from trainer_cli.diagnose.context import Context, user_overrides
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- model.init=constant\n- diagnose=all\n- lr=0.5\n- regularization=[l2,dropout]\n- mode.overfit_epochs=3\n"
+    )
+    base = user_overrides(tmp_path)
+    assert base == ["model.init=constant", "'regularization=[l2,dropout]'"]
+    ctx = Context(None, tmp_path, {}, None, base)
+    assert ctx.command("model.init=default", "diagnose=overfit") == (
+        "train 'regularization=[l2,dropout]' model.init=default diagnose=overfit"
+    )

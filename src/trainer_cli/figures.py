@@ -71,15 +71,19 @@ def line_plot(
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     for name, (xs, ys) in series.items():
         points = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y) and (y > 0 or not log_y)]
-        if points:
-            axis.plot(*zip(*points, strict=True), label=name)
+        if points:  # markers where the points are few: each is a run, not a sample of a curve
+            axis.plot(*zip(*points, strict=True), label=name, marker="o" if len(points) < 20 else None)
     for name, x in (marks or {}).items():
         axis.axvline(x, linestyle="--", color="grey")
         axis.annotate(name, (x, 0.95), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right")
     if log_x:
         axis.set_xscale("log")
     if log_y:
+        from matplotlib.ticker import ScalarFormatter
+
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(ScalarFormatter())
+        axis.yaxis.set_minor_formatter(ScalarFormatter())
     axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axis.grid(alpha=0.3)
     if len(series) > 1:

@@ -36,8 +36,14 @@ class Context:
     base_overrides: list[str] = field(default_factory=list)
 
     def command(self, *overrides: str) -> str:
-        """The command line a user types next: their own overrides plus `overrides`."""
-        return " ".join(["train", *self.base_overrides, *overrides])
+        """The command line a user types next: their own overrides, less those `overrides`
+        sets again (Hydra refuses a key given twice), plus `overrides`."""
+        changed = {_key(o) for o in overrides}
+        return " ".join(["train", *(o for o in self.base_overrides if _key(o) not in changed), *overrides])
+
+
+def _key(override: str) -> str:
+    return override.strip("'").split("=", 1)[0].lstrip("+~")
 
 
 def user_overrides(run_dir: Path) -> list[str]:
