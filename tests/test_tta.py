@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from trainer_cli.data import Preprocess
 from trainer_cli.data.loaders import TensorLoader
 from trainer_cli.loop import evaluate
-from trainer_cli.tta import combine, evaluate_tta, tta_views
+from trainer_cli.tta import combine, evaluate_tta, tta_views, untrained_views
 
 
 def test_flip_views_are_the_image_and_its_mirror():
@@ -20,7 +20,7 @@ def test_flip_views_are_the_image_and_its_mirror():
 
 def test_crop_views_are_corners_and_centre_with_mirrors():
     images = torch.rand(2, 1, 6, 6)
-    views = tta_views(images, "crops", padding=2, scales=[1.0, 1.5])
+    views = tta_views(images, "crops_flip", padding=2, scales=[1.0, 1.5])
     assert len(views) == 20 and all(v.shape == images.shape for v in views)
     padded = F.pad(images, (2, 2, 2, 2))
     expected = [padded[..., :6, :6], padded[..., :6, 4:], padded[..., 4:, :6], padded[..., 4:, 4:], images]
@@ -47,7 +47,7 @@ def test_vote_takes_the_majority_and_breaks_ties_by_mean_probability():
         combine(probabilities, "max")
 
 
-@pytest.mark.parametrize("tta", ["flip", "crops"])
+@pytest.mark.parametrize("tta", ["flip", "crops", "crops_flip"])
 @pytest.mark.parametrize("reduce", ["mean", "vote"])
 def test_tta_accuracy_equals_the_manual_combination_of_the_views(tta, reduce):
     torch.manual_seed(0)
@@ -99,3 +99,21 @@ def test_run_reports_tta_beside_test_acc_and_preview_changes_nothing(make_cfg, t
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["test/acc_tta"] == with_preview["test/acc_tta"]
     for key in ("test/acc", "test/acc_tta", "final/train/loss", "best/val/acc"):
         assert with_preview[key] == without[key]
+
+
+def test_crops_without_mirrors_are_the_mirrored_set_less_its_mirrors():
+    images = torch.rand(2, 1, 6, 6)
+    plain = tta_views(images, "crops", padding=2, scales=[1.0, 1.5])
+    mirrored = tta_views(images, "crops_flip", padding=2, scales=[1.0, 1.5])
+    assert len(plain) == 10 and all(torch.equal(a, b) for a, b in zip(plain, mirrored[::2], strict=True))
+
+
+def test_a_view_family_training_never_showed_is_warned_about(make_cfg, caplog):
+    from trainer_cli import build
+    from trainer_cli.config import resolve
+
+    assert untrained_views("crops_flip", ["crop"]) == ["mirror"]
+    assert untrained_views("crops", ["resized_crop"]) == [] and untrained_views("flip", ["flip"]) == []
+    with caplog.at_level("WARNING", logger="trainer_cli"):
+        build.test_time_augmentation(resolve(make_cfg("eval.tta=crops_flip")))
+    assert "eval.tta=crops_flip: the model was not trained on crop or mirror views" in caplog.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -32,7 +33,9 @@ from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import parameter_groups, penalized_parameters
 from trainer_cli.optim.penalties import L2, Penalties, Penalty
 from trainer_cli.optim.schedules import Scheduler
-from trainer_cli.tta import TestTimeAugmentation
+from trainer_cli.tta import TestTimeAugmentation, untrained_views
+
+log = logging.getLogger("trainer_cli")
 
 
 def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
@@ -276,7 +279,12 @@ def early_stopping(cfg: DictConfig) -> loop.EarlyStopping:
 
 def test_time_augmentation(cfg: DictConfig) -> TestTimeAugmentation:
     with config_key("eval"):
-        return TestTimeAugmentation(**OmegaConf.to_container(cfg.eval))
+        tta = TestTimeAugmentation(**OmegaConf.to_container(cfg.eval))
+    untrained = untrained_views(tta.tta, [name for name, _ in _selected(cfg.get("augmentation"))])
+    if untrained:
+        log.warning(f"eval.tta={tta.tta}: the model was not trained on {' or '.join(untrained)} views "
+                    "(no matching augmentation); test/acc_tta may fall below test/acc")  # fmt: skip
+    return tta
 
 
 def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:

@@ -86,6 +86,8 @@ def hydra_main(cfg: DictConfig) -> float:
             message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
         print(message, file=sys.stderr)
         sys.exit(2 if isinstance(error, UserError) else 1)
+    if summary.get("verdict") == "FAIL" and not multirun:  # a diagnosis that failed: scripts see it
+        sys.exit(1)
     return metrics.objective(summary, str(cfg.optimized_metric))
 
 

@@ -132,6 +132,7 @@ class Reporter:
         self.progress: Progress | None = None
         self.task = None
         self.epoch_start_step = 0
+        self.history: list[dict[str, Any]] = []  # the epochs so far, for curves.png at the end
 
     def __enter__(self) -> Reporter:
         return self
@@ -175,6 +176,7 @@ class Reporter:
             )
 
     def end_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.history = history
         for sink in self.sinks:
             sink.log_epoch(step, row, history)
         if self.progress is not None:
@@ -209,10 +211,15 @@ class Reporter:
             sink.flush()
 
     def finish(self, summary: dict[str, Any], hparams: dict[str, Any], final: dict[str, float]) -> None:
-        """The end of a run: its hyperparameters beside its final metrics, and the summary."""
+        """The end of a run: its hyperparameters beside its final metrics, the summary, and
+        `curves.png` (loss, accuracy and LR against the epoch) when epochs were run."""
         for sink in self.sinks:
             sink.log_hparams(hparams, final)
             sink.log_summary(summary)
+        if self.history:
+            from trainer_cli.figures import save_curves
+
+            save_curves(self.history, self.run_dir / "curves.png")
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

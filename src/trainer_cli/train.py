@@ -180,11 +180,18 @@ def step_logger(pieces: Pieces, reporter: Reporter) -> Callable[[int, dict[str, 
 
 def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
     """The lecture's first sanity check: with C classes and small random weights the
-    initial loss should be close to ln C. Logged as the validation curves' step 0."""
+    initial loss should be close to ln C. Logged as the validation curves' step 0, with its
+    verdict in the verdict's colour (`train diagnose=initial_loss` explains it)."""
+    from trainer_cli.diagnose.initial_loss import judge
+    from trainer_cli.diagnose.verdict import COLOURS
     from trainer_cli.loop import evaluate
 
     initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision)
-    log.info(f"initial val loss {initial['loss']:.4f} (ln C = {math.log(pieces.data.num_classes):.4f})")
+    verdict = judge(initial["loss"], pieces.data.num_classes)
+    log.info(
+        f"initial val loss {initial['loss']:.4f} (ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}"
+    )
+    reporter.print(f"[{COLOURS[verdict.status]}]initial loss {verdict.status}[/]: {verdict.summary}")
     reporter.log_scalars(0, {metrics.key("val", "loss"): initial["loss"], metrics.key("val", "acc"): initial["acc"]})
     return initial
 

@@ -1,7 +1,7 @@
 """Test-time augmentation: predict from several views of each test image and combine them.
 
 `eval.tta=flip` uses the image and its mirror; `eval.tta=crops` the lecture's fixed set of
-crops: the 4 corners and the centre, each with its mirror, cut from the image padded by
+crops: the 4 corners and the centre (`crops_flip`: each with its mirror too), cut from the image padded by
 `tta_padding` pixels (or first enlarged by each scale > 1 of `tta_scales`). The views are
 made from raw pixels, then preprocessed like any batch. `tta_reduce=mean` averages the
 views' class probabilities; `vote` takes the class most views predict (ties go to the
@@ -49,7 +49,18 @@ class TestTimeAugmentation:
         return self.tta != "none"
 
 
-VIEWS = ("none", "flip", "crops")
+VIEWS = ("none", "flip", "crops", "crops_flip")
+# The training augmentation options (conf/augmentation/) that teach a model each view family.
+TRAINED_BY = {"mirror": ("flip",), "crop": ("crop", "resized_crop")}
+FAMILIES = {"none": (), "flip": ("mirror",), "crops": ("crop",), "crops_flip": ("crop", "mirror")}
+
+
+def untrained_views(tta: str, augmentation: Sequence[str]) -> list[str]:
+    """The view families of `tta` that no training augmentation in `augmentation` (the
+    option names) showed the model: a model never trained on mirrored digits misreads them."""
+    return [family for family in FAMILIES[tta] if not set(TRAINED_BY[family]) & set(augmentation)]
+
+
 REDUCTIONS = ("mean", "vote")
 
 
@@ -77,7 +88,7 @@ def tta_views(images: torch.Tensor, tta: str, padding: int = 2, scales: Sequence
             size = (round(height * scale), round(width * scale))
             source = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
         for crop in five_crops(source, height, width):
-            views += [crop, crop.flip(-1)]
+            views += [crop, crop.flip(-1)] if tta == "crops_flip" else [crop]
     return views
 
 

@@ -108,6 +108,15 @@ def test_gpn_of_exact_gelu_differs_from_the_table_row():
     assert a == pytest.approx(1.4811, abs=6e-5)
 
 
+def test_the_tables_gelu_row_alone_takes_the_smaller_root():
+    """Why the code keeps the larger root: every other row of the table does."""
+    for name, phi, _, b_table in GPN_TABLE:
+        larger, smaller = gpn_constants(phi)[1]
+        assert (smaller if name.startswith("gelu") else larger) == pytest.approx(b_table, abs=6e-5)
+    assert gpn_constants(SigmoidGELU())[1][0] == pytest.approx(0.0675, abs=6e-5)
+    assert gpn_constants(nn.GELU())[1][0] == pytest.approx(0.0739, abs=6e-5)
+
+
 @pytest.mark.parametrize("name", ["tanh", "relu", "elu", "selu", "gelu", "silu", "sigmoid", "prelu"])
 def test_gpn_gives_unit_second_moments_for_gaussian_input(name):
     """The definition, checked by sampling: E[ψ(h)²] = E[ψ'(h)²] = 1 for h ~ N(0,1)."""

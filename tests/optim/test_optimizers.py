@@ -204,7 +204,10 @@ def test_linear_scaling_rule_records_the_effective_lr(make_cfg):
             ["regularization=[dropout]", "augmentation=[flip]"],
             "turn off dropout (model.dropout=0) and augmentation flip",
         ),
-        (["regularization=[l2]"], "regularization.l2.decoupled: a full-batch optimizer takes weight decay only as a"),
+        (
+            ["regularization=[l2]", "regularization.l2.decoupled=true"],
+            "regularization.l2.decoupled: a full-batch optimizer takes weight decay only as a",
+        ),
         (["regularization=[mixup]"], "turn off regularization mixup"),
     ],
 )

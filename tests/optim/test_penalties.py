@@ -49,7 +49,8 @@ def test_penalty_values_follow_their_formulas_on_weight_matrices_only(make_cfg):
 
 def test_no_penalty_when_none_is_selected(make_cfg):
     assert build.penalties(resolve(make_cfg()), mlp()) is None
-    assert build.penalties(resolve(make_cfg("regularization=[l2]")), mlp()) is None  # decoupled: not a loss term
+    decoupled = make_cfg("regularization=[l2]", "regularization.l2.decoupled=true")
+    assert build.penalties(resolve(decoupled), mlp()) is None  # decoupled: not a loss term
 
 
 def _one_logged_step(cfg, model, optimizer, x, y) -> dict[str, float]:
@@ -88,7 +89,12 @@ def test_coupled_l2_adds_2_lambda_w_to_the_gradient(make_cfg):
 
 @pytest.mark.parametrize("option", ["sgd", "momentum", "adam"])
 def test_decoupled_l2_scales_weight_matrices_by_1_minus_lr_lambda(option, make_cfg):
-    cfg = resolve(make_cfg(f"optimizer={option}", "regularization=[l2]", "regularization.l2.weight_decay=0.1"))
+    cfg = resolve(
+        make_cfg(
+            f"optimizer={option}", "regularization=[l2]", "regularization.l2.weight_decay=0.1",
+            "regularization.l2.decoupled=true",
+        )
+    )  # fmt: skip
     model, reference = mlp(), mlp()
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
     _one_logged_step(cfg, model, build.optimizer(cfg, model), x, y)
@@ -106,7 +112,14 @@ def test_decoupled_l2_scales_weight_matrices_by_1_minus_lr_lambda(option, make_c
 
 def test_decay_1d_extends_decay_to_biases(make_cfg):
     model = mlp()
-    cfg = resolve(make_cfg("optimizer=sgd", "regularization=[l2]", "regularization.l2.decay_1d=true"))
+    cfg = resolve(
+        make_cfg(
+            "optimizer=sgd",
+            "regularization=[l2]",
+            "regularization.l2.decay_1d=true",
+            "regularization.l2.decoupled=true",
+        )
+    )
     optimizer = build.optimizer(cfg, model)
     biases = [p.detach().clone() for p in model.parameters() if p.ndim == 1]
     decay_weights_(optimizer)
@@ -136,3 +149,13 @@ def test_l1_drives_weights_to_near_zero_where_plain_training_does_not(make_cfg):
     # measured: 0.8% without L1, 27% with it (|W| < 1e-3, 4 epochs, one seed)
     assert plain < 0.02 and sparse > 0.2, (plain, sparse)
     assert sparse_acc > 0.85  # still a working classifier
+
+
+def test_l2_is_the_lectures_loss_penalty_by_default(make_cfg):
+    """`regularization=[l2]` alone is lambda * sum(W^2) in the loss (coupled), not AdamW's decay."""
+    cfg = resolve(make_cfg("regularization=[l2]", "regularization.l2.weight_decay=0.01"))
+    model = mlp()
+    terms = build.penalties(cfg, model)
+    squares = sum(float((w.detach() ** 2).sum()) for w in weights(model))
+    assert float(terms()["l2"].detach()) == pytest.approx(0.01 * squares, rel=1e-6)
+    assert all(group["decoupled_l2"] == 0.0 for group in build.optimizer(cfg, model).param_groups)

@@ -56,8 +56,10 @@ def gpn_constants(phi: nn.Module, points: int = 200_000, limit: float = 12.0) ->
 class GaussPoincare(nn.Module):
     """a·φ(h)+b: `activation` rescaled so that, for h ~ N(0,1), the output and its derivative
     both have second moment 1 (Gaussian-Poincaré normalization). b is the larger root of
-    the quadratic (the one that keeps ReLU's zero: b=0). For a learned activation (PReLU)
-    a and b are computed once, at its initial parameters."""
+    the quadratic (the one that keeps ReLU's zero: b=0), as the lecture's table has it for
+    tanh, ReLU, leaky ReLU, ELU and SELU. Its GELU row (a 1.4915, b -0.9097) is x·σ(1.702x)
+    with the smaller root; torch's exact GELU with the larger root gives a 1.4811, b 0.0739.
+    For a learned activation (PReLU) a and b are computed once, at its initial parameters."""
 
     def __init__(self, activation: nn.Module) -> None:
         super().__init__()

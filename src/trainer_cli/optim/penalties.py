@@ -53,7 +53,7 @@ class L2(Penalty):
 
     name = "l2"
 
-    def __init__(self, weight_decay: float = 5e-4, decoupled: bool = True, decay_1d: bool = False) -> None:
+    def __init__(self, weight_decay: float = 5e-4, decoupled: bool = False, decay_1d: bool = False) -> None:
         self.weight_decay = checks.number("weight_decay", weight_decay, low=0.0)
         self.decay_1d, self.decoupled = bool(decay_1d), bool(decoupled)
         self.decoupled_weight_decay = self.weight_decay if decoupled else 0.0

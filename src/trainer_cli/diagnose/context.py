@@ -1,0 +1,125 @@
+"""What every diagnosis step is given, and the small pieces they share: the run's config
+with regularization switched off, a fresh build of the run, a fixed sample of batches, and
+the command line a user types next."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from trainer_cli.build import Pieces
+    from trainer_cli.report import Reporter
+
+# Keys of other nodes that regularization switches set (conf/regularization/*.yaml).
+MODEL_NOISE_KEYS = ("dropout", "dropconnect", "drop_path")
+# Overrides that say which procedure runs or which LR; the next command sets its own.
+DROPPED_OVERRIDES = ("diagnose=", "+diagnose=", "mode=", "mode.", "lr=", "hydra.")
+
+
+@dataclass
+class Context:
+    """The resolved config, the run folder, the procedure's options (`conf/mode/diagnose.yaml`)
+    and the reporter that prints each verdict."""
+
+    cfg: DictConfig
+    run_dir: Path
+    options: dict[str, Any]
+    reporter: Reporter | None = None
+    base_overrides: list[str] = field(default_factory=list)
+
+    def command(self, *overrides: str) -> str:
+        """The command line a user types next: their own overrides, less those `overrides`
+        sets again (Hydra refuses a key given twice), plus `overrides`."""
+        changed = {_key(o) for o in overrides}
+        return " ".join(["train", *(o for o in self.base_overrides if _key(o) not in changed), *overrides])
+
+
+def _key(override: str) -> str:
+    return override.strip("'").split("=", 1)[0].lstrip("+~")
+
+
+def user_overrides(run_dir: Path) -> list[str]:
+    """The overrides this command was given, from the run record Hydra writes
+    (`.hydra/overrides.yaml`), less the ones that choose the procedure or the LR."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    kept = []
+    for item in OmegaConf.load(path):
+        text = str(item)
+        if not text.startswith(DROPPED_OVERRIDES):
+            kept.append(f"'{text}'" if any(c in text for c in "[]() ") else text)
+    return kept
+
+
+def plain(cfg: DictConfig, weight_decay: float = 0.0) -> DictConfig:
+    """The run's config with every regularizer and augmentation off and a constant LR: the
+    lecture's conditions for the sanity checks (the optimizer's own coupled weight decay set
+    to `weight_decay`, EMA and SWA off)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.regularization = {}
+        cfg.augmentation = {"preview": False}
+        for key in MODEL_NOISE_KEYS:
+            if key in cfg.model:
+                cfg.model[key] = 0.0
+        if "label_smoothing" in cfg.loss:
+            cfg.loss.label_smoothing = 0.0
+        if "weight_decay" in cfg.optimizer:  # L-BFGS takes none
+            cfg.optimizer.weight_decay = weight_decay
+        cfg.scheduler = OmegaConf.create({"_target_": "trainer_cli.optim.schedules.constant", "_partial_": True})
+        cfg.trainer.ema_decay = None
+        cfg.trainer.swa_start_epoch = None
+        cfg.trainer.log_activations = False
+    return cfg
+
+
+def with_lr(cfg: DictConfig, lr: float) -> DictConfig:
+    """A copy of a resolved config with another learning rate."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.lr = lr
+        cfg.optimizer.lr = lr
+    return cfg
+
+
+def fresh(cfg: DictConfig) -> Pieces:
+    """A new build of the run, seeded as `train` seeds it: each diagnosis run starts from the
+    same initial weights."""
+    from trainer_cli import build
+    from trainer_cli.train import seed_everything
+
+    seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
+    return build.pieces(cfg)
+
+
+def fixed_sample(batches: Any, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `count` batches of one pass, kept: the same small sample every pass."""
+    sample = []
+    for batch in batches:
+        if len(sample) == count:
+            break
+        sample.append(batch)
+    return sample
+
+
+def endless(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches pass after pass, for runs counted in iterations rather than epochs."""
+    while True:
+        yield from batches
+
+
+def train_steps(pieces: Pieces, batches: list, step: int = 0) -> tuple[dict[str, float], int]:
+    """One pass of the run's own training step over `batches` (no penalties: the sanity
+    checks run without them)."""
+    return pieces.train_epoch(
+        pieces.model, batches, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=step
+    )

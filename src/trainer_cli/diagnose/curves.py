@@ -1,0 +1,222 @@
+"""The lecture's step 6: read a run's loss and accuracy curves. Each rule is a small
+function of the per-epoch history (`metrics.csv` rows) that returns a finding or None."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer_cli.diagnose.context import Context
+from trainer_cli.diagnose.verdict import Verdict, worst
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Finding:
+    """What one rule saw: its status, a sentence, the lecture's causes, the next overrides."""
+
+    rule: str
+    status: str
+    summary: str
+    causes: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+
+def column(history: list[Row], name: str) -> list[float]:
+    return [float(row[name]) for row in history]
+
+
+def diverging(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """A non-finite loss, or a training loss that ends far above its best."""
+    losses = column(history, "train/loss")
+    if any(not math.isfinite(x) for x in losses) or losses[-1] > 2 * min(losses):
+        return Finding(
+            "diverging",
+            "FAIL",
+            f"the training loss diverges (best {min(losses):.4g}, last {losses[-1]:.4g})",
+            ["learning rate too high", "bad initialization"],
+            ["lr=<lr/10>"],
+        )
+    return None
+
+
+def not_decreasing(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """The training loss ends within 5% of where it started."""
+    losses = column(history, "train/loss")
+    if len(losses) >= 2 and math.isfinite(losses[-1]) and losses[-1] > 0.95 * losses[0]:
+        return Finding(
+            "not_decreasing",
+            "FAIL",
+            f"the training loss is not going down ({losses[0]:.4g} → {losses[-1]:.4g})",
+            ["learning rate too low", "bad initialization", "bug in code or errors in training labels"],
+            ["diagnose=lr_range"],
+        )
+    return None
+
+
+def labels_unrelated(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """The training loss goes down while validation accuracy stays near chance (below twice
+    chance): what the model learns of the training labels says nothing about unseen images."""
+    chance = 1.0 / int(options["num_classes"])
+    losses = column(history, "train/loss")
+    train_acc, val_acc = max(column(history, "train/acc")), max(column(history, "val/acc"))
+    if val_acc < 2 * chance and losses[-1] < 0.95 * losses[0]:
+        return Finding(
+            "labels_unrelated",
+            "FAIL",
+            f"validation accuracy stays near chance ({val_acc:.3f}, chance "
+            f"{chance:.3f}) while training accuracy reaches {train_acc:.3f}",
+            [
+                "errors in training labels (labels unrelated to the images)",
+                "bug in code (inputs and labels out of step)",
+            ],
+            ["diagnose=overfit"],
+        )
+    return None
+
+
+def high_bias(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """The model cannot fit its own training set."""
+    threshold = float(options.get("fit_threshold", 0.95))
+    train_acc = max(column(history, "train/acc"))
+    if train_acc < threshold:
+        return Finding(
+            "high_bias",
+            "WARN",
+            f"training accuracy peaks at {train_acc:.3f} (< {threshold})",
+            ["large bias: a bigger model (model.width, model.depth), more features, train longer"],
+            ["model.width=<2x>", "epochs=<2x>"],
+        )
+    return None
+
+
+def high_variance(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """It fits training but not validation: the train-val gap at the best validation epoch."""
+    gap_tolerance = float(options.get("gap_tolerance", 0.05))
+    best = max(range(len(history)), key=lambda i: float(history[i]["val/acc"]))
+    gap = float(history[best]["train/acc"]) - float(history[best]["val/acc"])
+    if gap > gap_tolerance:
+        return Finding(
+            "high_variance",
+            "WARN",
+            f"train accuracy is {gap:.3f} above validation (> {gap_tolerance})",
+            ["large variance: more data, regularization (weight decay, dropout, augmentation)"],
+            ["'regularization=[l2]'"],
+        )
+    return None
+
+
+def noisy(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """The training loss goes up between epochs often and by much: rises in more than a third
+    of the epochs, the mean rise above 10% of the loss."""
+    losses = column(history, "train/loss")
+    rises = [(b - a) / a for a, b in zip(losses, losses[1:], strict=False) if b > a and a > 0]
+    if len(losses) >= 4 and len(rises) > (len(losses) - 1) / 3 and statistics.fmean(rises) > 0.1:
+        return Finding(
+            "noisy",
+            "WARN",
+            f"the training loss rises in {len(rises)} of {len(losses) - 1} epochs",
+            ["batch size too small or learning rate too high"],
+            ["batch_size=<2x>", "lr=<lr/3>"],
+        )
+    return None
+
+
+def still_improving(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """Validation loss still falling over the last fifth of the epochs (by more than 2%)."""
+    losses = column(history, "val/loss")
+    tail = max(2, len(losses) // 5)
+    if len(losses) > tail and losses[-1] < 0.98 * min(losses[: -tail + 1] or losses[:1]):
+        return Finding(
+            "still_improving",
+            "WARN",
+            f"validation loss still falls at the end ({losses[-tail]:.4g} → "
+            f"{losses[-1]:.4g} over the last {tail} epochs)",
+            ["train longer"],
+            ["epochs=<2x>"],
+        )
+    return None
+
+
+RULES = (diverging, not_decreasing, labels_unrelated, high_bias, high_variance, noisy, still_improving)
+
+
+def findings(history: list[Row], options: dict[str, Any]) -> list[Finding]:
+    """Every rule's finding; a diverged or flat run is not also judged on bias or variance."""
+    found = [f for rule in RULES if (f := rule(history, options)) is not None]
+    if any(f.rule in ("diverging", "not_decreasing") for f in found):
+        found = [f for f in found if f.rule in ("diverging", "not_decreasing", "labels_unrelated")]
+    return found
+
+
+def read_history(run_dir: Path) -> list[Row]:
+    """A finished run's per-epoch rows, from its metrics.csv."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        from trainer_cli.config import UserError
+
+        raise UserError(f"mode.finished_run: {run_dir} has no metrics.csv; give a folder a training run wrote")
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def judge(history: list[Row], options: dict[str, Any], command) -> Verdict:
+    """The curves' verdict: the worst finding's status, every finding's causes."""
+    found = findings(history, options)
+    last = history[-1]
+    numbers = {
+        "epochs": len(history),
+        "train loss / acc (last)": f"{float(last['train/loss']):.4g} / {float(last['train/acc']):.3f}",
+        "val loss / acc (last)": f"{float(last['val/loss']):.4g} / {float(last['val/acc']):.3f}",
+        "best val acc": max(column(history, "val/acc")),
+    }
+    if not found:
+        return Verdict(
+            "curves", "PASS", "loss goes down, training and validation agree, the run has converged", numbers, [], ""
+        )
+    numbers["findings"] = ", ".join(f.rule for f in found)
+    overrides = [o for f in found for o in f.overrides]
+    return Verdict(
+        "curves",
+        worst([f.status for f in found]),
+        "; ".join(f.summary for f in found),
+        numbers,
+        [c for f in found for c in f.causes],
+        command(*overrides),
+    )
+
+
+def curves(ctx: Context) -> Verdict:
+    """Diagnose `mode.finished_run`'s curves, or train the configured run first (in `run/`)."""
+    from trainer_cli.loop import NonFiniteLoss
+    from trainer_cli.train import run
+
+    options = {**ctx.options, "num_classes": int(ctx.cfg.data.num_classes)}
+    folder = ctx.options.get("finished_run")
+    if folder:
+        run_dir = Path(str(folder))
+    else:
+        run_dir = ctx.run_dir / "run"
+        try:
+            run(ctx.cfg, run_dir)
+        except NonFiniteLoss as error:
+            verdict = Verdict(
+                "curves",
+                "FAIL",
+                f"the training run diverged: {str(error).split(';')[0]}",
+                {"run": str(run_dir)},
+                ["learning rate too high", "bad initialization", "bug in code"],
+                ctx.command(f"lr={float(ctx.cfg.optimizer.lr) / 10:g}"),
+            )
+            return verdict
+    verdict = judge(read_history(run_dir), options, ctx.command)
+    verdict.numbers = {"run": str(run_dir), **verdict.numbers}
+    if (run_dir / "curves.png").is_file():
+        verdict.figures.append(os.path.relpath(run_dir / "curves.png", ctx.run_dir))
+    return verdict

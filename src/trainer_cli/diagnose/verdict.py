@@ -1,0 +1,83 @@
+"""A diagnosis step's answer: PASS / WARN / FAIL, the numbers behind it, the likely causes
+in the lecture's words, and the command to try next; shown as a rich panel and written to
+`diagnosis.md`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("PASS", "WARN", "FAIL")  # in order of severity
+COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+
+
+@dataclass
+class Verdict:
+    """One step's result. `causes` are ranked, the likeliest first."""
+
+    step: str
+    status: str
+    summary: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    causes: list[str] = field(default_factory=list)
+    next_command: str = ""
+    figures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(STATUSES)}, got '{self.status}'")
+
+
+def worst(statuses: list[str]) -> str:
+    """The most severe status (PASS when there is none)."""
+    return max(statuses, key=STATUSES.index, default="PASS")
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_number(v) for v in value) + "]"
+    return str(value)
+
+
+def panel(verdict: Verdict) -> Any:
+    """The verdict as a rich panel, its border in the verdict's colour."""
+    from rich.panel import Panel
+
+    colour = COLOURS[verdict.status]
+    lines = [f"[bold {colour}]{verdict.status}[/]  {verdict.summary}"]
+    lines += [f"  {name}: {_number(value)}" for name, value in verdict.numbers.items()]
+    if verdict.causes:
+        lines.append("likely causes:")
+        lines += [f"  {i}. {cause}" for i, cause in enumerate(verdict.causes, 1)]
+    if verdict.figures:
+        lines.append("figures: " + ", ".join(verdict.figures))
+    if verdict.next_command:
+        lines.append(f"next: [bold]{verdict.next_command}[/]")
+    return Panel("\n".join(lines), title=f"diagnose: {verdict.step}", border_style=colour, expand=False)
+
+
+def markdown(verdicts: list[Verdict]) -> str:
+    """`diagnosis.md`: every step's verdict, numbers, causes and next command."""
+    out = ["# Diagnosis", "", f"Overall: **{worst([v.status for v in verdicts])}**", ""]
+    out += ["| step | verdict | summary |", "|---|---|---|"]
+    out += [f"| {v.step} | {v.status} | {v.summary} |" for v in verdicts]
+    for v in verdicts:
+        out += ["", f"## {v.step}: {v.status}", "", v.summary, ""]
+        out += [f"- {name}: {_number(value)}" for name, value in v.numbers.items()]
+        if v.causes:
+            out += ["", "Likely causes, the likeliest first:", ""]
+            out += [f"{i}. {cause}" for i, cause in enumerate(v.causes, 1)]
+        out += [""] + [f"![{name}]({name})" for name in v.figures]
+        if v.next_command:
+            out += ["", "Next:", "", "```", v.next_command, "```"]
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(verdicts: list[Verdict], run_dir: Path) -> Path:
+    path = run_dir / "diagnosis.md"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(verdicts))
+    return path

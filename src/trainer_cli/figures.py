@@ -1,0 +1,95 @@
+"""PNG figures a person looks at instead of reading numbers: every run's `curves.png`, and
+the diagnosis's plots (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The centred mean over `window` values (fewer at the ends): no lag behind a falling
+    curve, unlike a trailing mean."""
+    out, half = [], window // 2
+    for i in range(len(values)):
+        part = [v for v in values[max(0, i - half) : i + half + 1] if math.isfinite(v)]
+        out.append(sum(part) / len(part) if part else math.nan)
+    return out
+
+
+def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """`curves.png`: train and val loss (left) and accuracy (right) against the epoch, raw
+    points plus a centred moving average (the lecture's way to read a noisy curve; over a
+    fifth of the epochs, odd, from 1 to 9), and the learning rate on a second axis."""
+    plt = _pyplot()
+    epochs = [int(row["epoch"]) for row in history]
+    window = min(9, max(1, len(epochs) // 5) | 1)
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for axis, quantity in ((loss_axis, "loss"), (acc_axis, "acc")):
+        for split, colour in (("train", "tab:blue"), ("val", "tab:orange")):
+            name = f"{split}/{quantity}"
+            values = [float(row.get(name, math.nan)) for row in history]
+            axis.scatter(epochs, values, s=12, alpha=0.4, color=colour)
+            axis.plot(epochs, moving_average(values, window), color=colour, label=f"{name} (mean of {window})")
+        axis.set(xlabel="epoch", ylabel=quantity, title="Loss" if quantity == "loss" else "Accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="center right" if quantity == "loss" else "lower right", fontsize=8)
+    if all("lr" in row for row in history):
+        lr_axis = loss_axis.twinx()
+        lr_axis.plot(epochs, [float(row["lr"]) for row in history], color="grey", linestyle="--", linewidth=1)
+        lr_axis.set_ylabel("learning rate (dashed)", color="grey")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def line_plot(
+    path: Path,
+    series: dict[str, tuple[list[float], list[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_x: bool = False,
+    log_y: bool = False,
+    marks: dict[str, float] | None = None,
+) -> Path:
+    """One axis of named (x, y) series, non-finite points dropped; `marks` are vertical lines."""
+    plt = _pyplot()
+
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, (xs, ys) in series.items():
+        points = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y) and (y > 0 or not log_y)]
+        if points:  # markers where the points are few: each is a run, not a sample of a curve
+            axis.plot(*zip(*points, strict=True), label=name, marker="o" if len(points) < 20 else None)
+    for name, x in (marks or {}).items():
+        axis.axvline(x, linestyle="--", color="grey")
+        axis.annotate(name, (x, 0.95), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right")
+    if log_x:
+        axis.set_xscale("log")
+    if log_y:
+        from matplotlib.ticker import ScalarFormatter
+
+        axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(ScalarFormatter())
+        axis.yaxis.set_minor_formatter(ScalarFormatter())
+    axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    if len(series) > 1:
+        axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
