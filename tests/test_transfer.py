@@ -170,6 +170,7 @@ def test_init_from_of_another_architecture_is_a_one_line_error(make_cfg, tmp_pat
         build_run(make_cfg(*CNN, "init_from=NoSuch_Weights.X"))
 
 
+@pytest.mark.slow
 def test_init_from_a_torchvision_weights_name_reads_torchs_cache(make_cfg, tmp_path, monkeypatch):
     import torchvision
 
@@ -206,6 +207,7 @@ def test_bad_class_subset_is_a_one_line_error(make_cfg):
         build_run(make_cfg("data.classes=[1,12]"))
 
 
+@pytest.mark.slow
 def test_snapshot_ensemble_is_the_mean_of_the_snapshots(make_cfg, tmp_path):
     import numpy as np
 
@@ -225,6 +227,7 @@ def test_snapshot_ensemble_is_the_mean_of_the_snapshots(make_cfg, tmp_path):
     assert not np.allclose(members[0], members[2])  # the snapshots differ
 
 
+@pytest.mark.slow
 def test_lora_run_saves_a_plain_model(make_cfg, tmp_path):
     from trainer_cli import build, checkpoint, train
 
@@ -234,3 +237,36 @@ def test_lora_run_saves_a_plain_model(make_cfg, tmp_path):
     saved_cfg = OmegaConf.create(state["config"])
     build.model(saved_cfg).load_state_dict(state["model"])  # strict: no adapter left
     assert not any("lora" in k for k in state["model"])
+
+
+@pytest.mark.parametrize("option", ["full", "linear_probe", "last_k", "probe_stage", "lora"])
+@pytest.mark.parametrize(
+    "model", [["model=mlp"], pytest.param(["model=resnet", "model.depth=8"], marks=pytest.mark.slow)]
+)
+def test_every_finetune_option_builds_on_every_model(make_cfg, option, model):
+    pieces = build_run(make_cfg(*model, f"finetune={option}", "logger=[]"))
+    trainable = sum(p.numel() for p in pieces.model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in pieces.model.parameters() if not p.requires_grad)
+    assert trainable > 0 and (frozen == 0) == (option == "full")
+
+
+def test_probe_stage_trains_a_linear_head_on_frozen_early_features(make_cfg):
+    pieces = build_run(make_cfg(*CNN, "finetune=probe_stage", "finetune.stage=0"))
+    model = pieces.model
+    assert model.head.in_features == 4  # the first block's channels, globally average-pooled
+    before = snapshot(model)
+    train_one_epoch(pieces)
+    assert changed_tensors(model, before) == {"head.weight", "head.bias"}
+    with pytest.raises(UserError, match=r"^finetune.stage: 4 is not a block before the head; choose 0 \(block0\)"):
+        build_run(make_cfg(*CNN, "finetune=probe_stage", "finetune.stage=4"))
+
+
+def test_a_resumed_run_does_not_read_init_from(make_cfg, tmp_path):
+    """A resumed run's checkpoint has the weights: its init_from source may be gone."""
+    from trainer_cli import build
+    from trainer_cli.config import resolve
+
+    cfg = resolve(make_cfg(*CNN, f"init_from={tmp_path / 'gone'}"))
+    with pytest.raises(UserError, match="^init_from: no file or folder at"):
+        build.pieces(cfg)
+    assert build.pieces(cfg, init_weights=False).cfg.init_from == str(tmp_path / "gone")
