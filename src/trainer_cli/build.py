@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainer_cli import checks, loop
+from trainer_cli import checks, loop, transfer
 from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
@@ -33,6 +33,7 @@ from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import parameter_groups, penalized_parameters
 from trainer_cli.optim.penalties import L2, Penalties, Penalty
 from trainer_cli.optim.schedules import Scheduler
+from trainer_cli.transfer import Finetune
 from trainer_cli.tta import TestTimeAugmentation, untrained_views
 
 log = logging.getLogger("trainer_cli")
@@ -112,7 +113,7 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
     A class count the config leaves open (`data.num_classes: null`, as for image folders)
     is filled in from the data, in the data and model nodes, so the saved config is exact.
     """
-    source = instantiate(cfg.data.source, key="data.source")
+    source = subsets(cfg, instantiate(cfg.data.source, key="data.source"))
     counted = len(source.classes)
     if cfg.data.num_classes is None:
         cfg.data.num_classes = counted
@@ -140,6 +141,28 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             fold=fold,
             augment=augmentation(cfg),
         )
+
+
+def subsets(cfg: DictConfig, source: Any) -> Any:
+    """`data.classes`, `data.samples_per_class` and the resize to `data.image_size` of an
+    in-memory source; with `data.classes` the class count follows (in the model node too)."""
+    from trainer_cli.data.sources import TensorData
+    from trainer_cli.data.subsets import class_subset, few_shot, resized
+
+    classes, shots = cfg.data.get("classes"), cfg.data.get("samples_per_class")
+    if not isinstance(source, TensorData):
+        if classes is not None or shots is not None:
+            raise UserError("data.classes / data.samples_per_class: only for in-memory data sets, not image folders")
+        return source
+    with config_key("data"):
+        if classes is not None:
+            source = class_subset(source, list(classes))
+            if cfg.model.get("num_classes") == cfg.data.num_classes:
+                cfg.model.num_classes = len(classes)
+            cfg.data.num_classes = len(classes)
+        if shots is not None:
+            source = few_shot(source, shots, int(cfg.data.split_seed))
+        return resized(source, int(cfg.data.image_size))
 
 
 def _selected(group: DictConfig | None) -> list[tuple[str, DictConfig]]:
@@ -179,7 +202,9 @@ def model(cfg: DictConfig) -> nn.Module:
     return instantiate(cfg.model, key="model")
 
 
-def optimizer(cfg: DictConfig, model: nn.Module, penalties: list[Penalty] | None = None) -> torch.optim.Optimizer:
+def optimizer(
+    cfg: DictConfig, model: nn.Module, penalties: list[Penalty] | None = None, tuning: Finetune | None = None
+) -> torch.optim.Optimizer:
     """The `_partial_` optimizer completed with the model's parameter groups.
 
     The optimizer's own `weight_decay` goes to the weight matrices only; a decoupled L2
@@ -203,10 +228,19 @@ def optimizer(cfg: DictConfig, model: nn.Module, penalties: list[Penalty] | None
         decoupled = sum(p.decoupled_weight_decay for p in penalties)
         decay_1d = any(p.decay_1d for p in penalties)
         groups = parameter_groups(model, own_decay, decoupled, decay_1d)
+        if tuning is not None:  # per-block groups with layer_lr_decay
+            groups = tuning.param_groups(model, groups, float(cfg.optimizer.lr))
     try:  # a `_partial_` constructor runs here, after instantiate: its checks surface here
         return make(groups)
     except (ValueError, TypeError) as error:
         raise UserError(_keyed(error, "optimizer", node)) from None
+
+
+def finetune(cfg: DictConfig) -> Finetune:
+    """What of the model trains (`finetune=`; everything when the config has no such node)."""
+    if cfg.get("finetune") is None:
+        return Finetune()
+    return instantiate(cfg.finetune, key="finetune")
 
 
 def penalties(cfg: DictConfig, model: nn.Module, selected: list[Penalty] | None = None) -> Penalties | None:
@@ -321,6 +355,7 @@ class Pieces:
     loop: loop.LoopState
     train_epoch: Callable[..., tuple[dict[str, float], int]]
     steps_per_epoch: int
+    finetune: Finetune
 
     def stateful(self) -> dict[str, Any]:
         """The run's state, listed once: what a checkpoint saves and a resume restores.
@@ -341,15 +376,18 @@ class Pieces:
         }
 
 
-def pieces(cfg: DictConfig) -> Pieces:
+def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
     """Build a run from its resolved config: data, model, objective, optimizer, schedule,
     averaging and the step options, in this order (the model's initialization draws from
-    the global random generator after the data is split)."""
+    the global random generator after the data is split). `init_weights`: load `init_from`
+    (a resumed run's checkpoint has the weights)."""
     where = device(str(cfg.trainer.device))
     run_data = data(cfg, where)
-    run_model = model(cfg).to(where)
+    tuning = finetune(cfg)
+    run_model = transfer.adapt(cfg, model(cfg), tuning, init_weights).to(where)
     chosen = regularization(cfg)
-    run_optimizer = optimizer(cfg, run_model, chosen.penalties)
+    run_optimizer = optimizer(cfg, run_model, chosen.penalties, tuning)
+    tuning.start_epoch(run_model, 1)  # what trains first (the optimizer has all that ever trains)
     options = step_options(cfg, where)
     # Optimizer steps per epoch: one for a full-batch optimizer; else one per `accumulate` batches.
     steps_per_epoch = 1 if full_batch(cfg) else math.ceil(len(run_data.train) / options.accumulate_grad_batches)
@@ -375,6 +413,7 @@ def pieces(cfg: DictConfig) -> Pieces:
         # training set (L-BFGS) or one step per (accumulated) batch.
         train_epoch=loop.train_full_batch if full_batch(cfg) else loop.train_one_epoch,
         steps_per_epoch=steps_per_epoch,
+        finetune=tuning,
     )
 
 

@@ -96,15 +96,15 @@ def save(state: dict[str, Any], path: Path) -> None:
         raise
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with the safe loader; a damaged file is a one-line error."""
+def load(path: Path, map_location: str | torch.device = "cpu", key: str = "resume") -> dict[str, Any]:
+    """Read a checkpoint with the safe loader; a damaged file is a one-line error naming `key`."""
     if not path.is_file():
-        raise UserError(f"resume: no checkpoint at '{path}'")
+        raise UserError(f"{key}: no checkpoint at '{path}'")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
-            f"resume: checkpoint '{path}' is corrupted or truncated ({reason[:120]}); "
+            f"{key}: checkpoint '{path}' is corrupted or truncated ({reason[:120]}); "
             "use another checkpoint or start a new run"
         ) from None

@@ -54,10 +54,23 @@ def find_members(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(members))
 
 
+def snapshot_members(run_dirs: list[Path]) -> list[Path]:
+    """The snapshot checkpoints (`checkpoints/snapshot_<i>.pt`, one per SGDR cycle) of each run."""
+    members = []
+    for run_dir in run_dirs:
+        found = sorted((run_dir / "checkpoints").glob("snapshot_*.pt"), key=_natural)
+        if not found:
+            raise UserError(f"ensemble: {run_dir} has no checkpoints/snapshot_*.pt; train it with scheduler=sgdr")
+        members += found
+    return members
+
+
 @torch.no_grad()
-def predict_proba(run_dir: Path, device: torch.device, trusted: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(test-set class probabilities, test labels) of one run's best checkpoint."""
-    state = checkpoint.load(run_dir / "checkpoints" / "best.pt", map_location=device)
+def predict_proba(member: Path, device: torch.device, trusted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(test-set class probabilities, test labels) of a run's best checkpoint (`member` is
+    the run folder) or of one checkpoint file."""
+    path = member if member.is_file() else member / "checkpoints" / "best.pt"
+    state = checkpoint.load(path, map_location=device)
     cfg = OmegaConf.create(state["config"])
     check_targets(cfg, trusted)  # a checkpoint's config is code too: same trust rule as a run
     # The run's own data config rebuilds its exact test set and preprocessing (fitted on its
@@ -74,8 +87,11 @@ def predict_proba(run_dir: Path, device: torch.device, trusted: list[str]) -> tu
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def run_ensemble(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate the ensemble of the runs named by `cfg.ensemble`; returns its summary."""
+def run_ensemble(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, snapshots: bool = False
+) -> dict[str, Any]:
+    """Evaluate the ensemble of the runs named by `cfg.ensemble` (with `snapshots`: of their
+    SGDR snapshots, `mode.snapshots=true`); returns its summary."""
     from trainer_cli.report import Reporter
 
     given = cfg.ensemble
@@ -83,6 +99,8 @@ def run_ensemble(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None 
         raise UserError("ensemble: give the runs to ensemble, e.g. ensemble=<sweep folder> or 'ensemble=[<run>,<run>]'")
     paths = [str(p) for p in given] if isinstance(given, (list, ListConfig)) else [str(given)]
     members = find_members(paths)
+    if snapshots:
+        members = snapshot_members(members)
     device = build.device(str(cfg.trainer.device))
     trusted = trusted_prefixes(cfg)
     member_probs, labels = [], None

@@ -40,11 +40,11 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     """
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
-    from trainer_cli import build, checkpoint
+    from trainer_cli import build, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
-    pieces = build.pieces(cfg)
+    pieces = build.pieces(cfg, init_weights=resumed is None)
     if resumed is not None:
         checkpoint.restore(pieces.stateful(), resumed)
     else:
@@ -60,6 +60,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         early_stopped = False
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             reporter.start_epoch(epoch, state.step)
+            pieces.finetune.start_epoch(pieces.model, epoch)  # gradual unfreezing: what trains this epoch
             train_metrics, state.step = pieces.train_epoch(
                 pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
                 step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
@@ -74,6 +75,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
+        transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
@@ -228,6 +230,23 @@ def save_checkpoints(pieces: Pieces, run_dir: Path, best: bool) -> None:
         checkpoint.save(snapshot, run_dir / "checkpoints" / "best.pt")
     if saving.save_last:
         checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
+    cycle = snapshot_cycle(pieces)
+    if cycle is not None:  # snapshot ensembles: `train ensemble=<run folder> mode.snapshots=true`
+        checkpoint.save(snapshot, run_dir / "checkpoints" / f"snapshot_{cycle}.pt")
+
+
+def snapshot_cycle(pieces: Pieces) -> int | None:
+    """With `scheduler=sgdr`: the index (0, 1, ...) of the cycle that ended in this epoch, else None."""
+    from trainer_cli.optim.schedules import sgdr_cycle_ends
+
+    node = pieces.cfg.scheduler
+    if not str(node.get("_target_", "")).endswith(".sgdr"):
+        return None
+    spe, step = pieces.steps_per_epoch, pieces.loop.step
+    ends = sgdr_cycle_ends(
+        step, spe, node.t0_epochs, node.t_mult, node.get("warmup_steps", 0), node.get("warmup_epochs", 0)
+    )
+    return next((i for i, end in enumerate(ends) if step - spe < end <= step), None)
 
 
 def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:

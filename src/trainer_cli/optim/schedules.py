@@ -184,6 +184,24 @@ def sgdr(
     return with_warmup(factor, warmup)
 
 
+def sgdr_cycle_ends(
+    until_step: int,
+    steps_per_epoch: int,
+    t0_epochs: float,
+    t_mult: int,
+    warmup_steps: int = 0,
+    warmup_epochs: float = 0,
+) -> list[int]:
+    """The steps at which `sgdr`'s cycles end (the restarts), up to `until_step`."""
+    end = warmup_length(steps_per_epoch, warmup_steps, warmup_epochs)
+    cycle, ends = max(1, round(t0_epochs * steps_per_epoch)), []
+    while end + cycle <= until_step:
+        end += cycle
+        ends.append(end)
+        cycle *= t_mult
+    return ends
+
+
 def onecycle(
     total_steps: int,
     steps_per_epoch: int,
