@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainer_cli import checks, loop
+from trainer_cli import checks, distributed, loop
 from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
@@ -136,6 +136,7 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             num_workers=cfg.data.get("num_workers", 0),
             fold=fold,
             augment=augmentation(cfg),
+            shard=(distributed.rank(), distributed.world_size()),
         )
 
 
@@ -285,7 +286,10 @@ def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:
 
 
 def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> list[Any]:
-    """The sinks `'logger=[...]'` selects, each completed with the run folder."""
+    """The sinks `'logger=[...]'` selects, each completed with the run folder (none on ranks
+    other than 0: rank 0 alone writes)."""
+    if not distributed.is_main():
+        return []
     return [
         instantiate(node, key=f"logger.{name}")(run_dir=run_dir, purge_step=purge_step)
         for name, node in _selected(cfg.get("logger"))
@@ -313,6 +317,13 @@ class Pieces:
     loop: loop.LoopState
     train_epoch: Callable[..., tuple[dict[str, float], int]]
     steps_per_epoch: int
+    # What the training step calls: the model, or its DistributedDataParallel wrapper with
+    # several processes (the same parameters; everything else uses `model`).
+    train_model: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_model is None:
+            self.train_model = self.model
 
     def stateful(self) -> dict[str, Any]:
         """The run's state, listed once: what a checkpoint saves and a resume restores.
@@ -337,9 +348,9 @@ def pieces(cfg: DictConfig) -> Pieces:
     """Build a run from its resolved config: data, model, objective, optimizer, schedule,
     averaging and the step options, in this order (the model's initialization draws from
     the global random generator after the data is split)."""
-    where = device(str(cfg.trainer.device))
+    where = distributed.device(device(str(cfg.trainer.device)))
     run_data = data(cfg, where)
-    run_model = model(cfg).to(where)
+    run_model = distributed.sync_batchnorm(model(cfg), bool(cfg.trainer.get("sync_batchnorm", False))).to(where)
     chosen = regularization(cfg)
     run_optimizer = optimizer(cfg, run_model, chosen.penalties)
     options = step_options(cfg, where)
@@ -367,6 +378,7 @@ def pieces(cfg: DictConfig) -> Pieces:
         # training set (L-BFGS) or one step per (accumulated) batch.
         train_epoch=loop.train_full_batch if full_batch(cfg) else loop.train_one_epoch,
         steps_per_epoch=steps_per_epoch,
+        train_model=distributed.wrap(run_model, where),
     )
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from trainer_cli import checks, metrics
+from trainer_cli import checks, distributed, metrics
 from trainer_cli.optim.penalties import decay_weights_
 
 PRECISIONS = ("32", "bf16", "16")
@@ -161,7 +161,8 @@ def train_one_epoch(
     window_batches = 0
     window_start = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    weights = [(name, p) for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    named = distributed.unwrap(model).named_parameters()  # the names without DDP's "module." prefix
+    weights = [(name, p) for name, p in named if p.requires_grad and p.ndim >= 2]
     num_batches = len(batches)  # type: ignore[arg-type]
     accumulated = 1
     for index, (images, labels) in enumerate(batches):
@@ -172,7 +173,11 @@ def train_one_epoch(
             logits = model(images)
             loss = loss_fn(logits, targets)
         terms = penalties() if penalties is not None else {}
-        objective = loss + sum(terms.values()) if terms else loss
+        # Several processes: this rank's share of an unevenly split batch weighs its loss, so
+        # that DDP's average of the ranks' gradients is the gradient of the global batch's mean.
+        shard_weight = getattr(batches, "shard_weight", 1.0)
+        weighted = loss * shard_weight if shard_weight != 1.0 else loss
+        objective = weighted + sum(terms.values()) if terms else weighted
         # One check per step: free on the CPU (no async queue); on CUDA a small sync that
         # buys stopping *before* a NaN reaches the weights.
         if not torch.isfinite(objective):
@@ -242,7 +247,19 @@ def train_one_epoch(
             window_correct.zero_()
             window_penalties.clear()
             window_count, window_batches, window_start = 0, 0, time.perf_counter()
-    return {"loss": float(epoch_loss) / epoch_count, "acc": float(epoch_correct) / epoch_count}, step
+    epoch_loss, epoch_correct, epoch_count = sum_over_ranks(epoch_loss, epoch_correct, epoch_count)
+    return {"loss": float(epoch_loss) / float(epoch_count), "acc": float(epoch_correct) / float(epoch_count)}, step
+
+
+def sum_over_ranks(
+    loss: torch.Tensor, correct: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
+    """A metric's sums over every rank's shard (unchanged in a single process): each sample
+    of the split is counted once."""
+    if distributed.world_size() == 1:
+        return loss, correct, count
+    totals = distributed.all_reduce_sum(torch.stack([loss.double(), correct.double(), loss.new_tensor(count).double()]))
+    return totals[0], totals[1], totals[2]
 
 
 def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -338,4 +355,5 @@ def evaluate(
         total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += labels.shape[0]
-    return {"loss": float(total_loss) / count, "acc": float(correct) / count}
+    total_loss, correct, count = sum_over_ranks(total_loss, correct, count)
+    return {"loss": float(total_loss) / float(count), "acc": float(correct) / float(count)}

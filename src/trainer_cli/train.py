@@ -40,14 +40,14 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     """
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
-    from trainer_cli import build, checkpoint
+    from trainer_cli import build, checkpoint, distributed
     from trainer_cli.report import Reporter, print_results
 
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     pieces = build.pieces(cfg)
     if resumed is not None:
         checkpoint.restore(pieces.stateful(), resumed)
-    else:
+    elif distributed.is_main():
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             reporter.start_epoch(epoch, state.step)
             train_metrics, state.step = pieces.train_epoch(
-                pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
+                pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
                 step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
                 on_log=on_log,
             )  # fmt: skip
@@ -210,17 +210,19 @@ def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], st
 
 
 def save_checkpoints(pieces: Pieces, run_dir: Path, best: bool) -> None:
-    """`last.pt` every epoch (for resume) and `best.pt` when the epoch is the best so far."""
-    from trainer_cli import checkpoint
+    """`last.pt` every epoch (for resume) and `best.pt` when the epoch is the best so far
+    (written by rank 0 alone)."""
+    from trainer_cli import checkpoint, distributed
 
     saving = pieces.cfg.trainer.checkpoint
     snapshot = checkpoint.snapshot(
         pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), epoch=pieces.loop.epoch, step=pieces.loop.step
     )
-    if best and saving.save_best:
+    if best and saving.save_best and distributed.is_main():
         checkpoint.save(snapshot, run_dir / "checkpoints" / "best.pt")
-    if saving.save_last:
+    if saving.save_last and distributed.is_main():
         checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
+    distributed.barrier()  # the other ranks read best.pt at the end: wait until it is there
 
 
 def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:

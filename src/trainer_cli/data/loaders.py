@@ -17,6 +17,15 @@ class TensorLoader:
     Each epoch draws one permutation from `generator` and indexes the tensors with it: no
     per-sample Python, no worker processes. The generator lives on the CPU so the order is
     the same on every device, and its state goes into checkpoints for an exact resume.
+
+    With several processes (`rank` of `world_size`), `batch_size` is the global batch: every
+    rank draws the same permutation and takes its contiguous share of each global batch
+    (`torch.tensor_split`: shares differ by at most one sample), so the ranks together see
+    exactly the batches one process sees. `shard_weight` is the current batch's share
+    relative to an even split (1.0 unless the last batch divides unevenly): the loop scales
+    the mean loss by it so that DDP's gradient average is the mean over the global batch. A
+    shuffled loader drops a last batch smaller than `world_size` (a rank would get nothing
+    to train on); the evaluation loaders keep every sample.
     """
 
     def __init__(
@@ -29,14 +38,19 @@ class TensorLoader:
         drop_last: bool = False,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = generator
         self.augment, self.preprocess = augment, preprocess
+        self.rank, self.world_size, self.shard_weight = rank, world_size, 1.0
 
     def __len__(self) -> int:
         n = len(self.labels)
+        if self.world_size > 1 and self.shuffle and 0 < n % self.batch_size < self.world_size:
+            return n // self.batch_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
@@ -48,7 +62,15 @@ class TensorLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):
-            if order is None:
+            if self.world_size > 1:
+                index = order if order is not None else torch.arange(n, device=self.labels.device)
+                index = index[i * self.batch_size : (i + 1) * self.batch_size]
+                shares = torch.tensor_split(index, self.world_size)
+                index = shares[self.rank]
+                self.shard_weight = len(index) * self.world_size / sum(len(s) for s in shares)
+                if len(index):
+                    yield self.images[index], self.labels[index]
+            elif order is None:
                 window = slice(i * self.batch_size, (i + 1) * self.batch_size)
                 yield self.images[window], self.labels[window]
             else:
