@@ -61,9 +61,9 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             reporter.start_epoch(epoch, state.step)
             train_metrics, state.step = pieces.train_epoch(
-                pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
-                step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
-                on_log=on_log,
+                pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
+                pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
+                ema=pieces.ema, on_log=on_log,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             improved, early_stopped = state.end_epoch(row, metric, stopping)

@@ -91,7 +91,9 @@ def prepare(
                 rank=shard[0],
                 world_size=shard[1],
             ),
-            val=TensorLoader(val_x, val_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]),
+            val=TensorLoader(
+                val_x, val_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]
+            ),
             test=TensorLoader(
                 test_x, test_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]
             ),
