@@ -350,7 +350,7 @@ def pieces(cfg: DictConfig) -> Pieces:
     the global random generator after the data is split)."""
     where = distributed.device(device(str(cfg.trainer.device)))
     run_data = data(cfg, where)
-    run_model = distributed.sync_batchnorm(model(cfg), bool(cfg.trainer.get("sync_batchnorm", False))).to(where)
+    run_model = distributed.sync_batchnorm(model(cfg), bool(cfg.trainer.get("sync_batchnorm", False)), where).to(where)
     chosen = regularization(cfg)
     run_optimizer = optimizer(cfg, run_model, chosen.penalties)
     options = step_options(cfg, where)

@@ -125,12 +125,18 @@ def device(where: torch.device) -> torch.device:
     return where
 
 
-def sync_batchnorm(model: nn.Module, enabled: bool) -> nn.Module:
+def sync_batchnorm(model: nn.Module, enabled: bool, where: torch.device) -> nn.Module:
     """`trainer.sync_batchnorm=true`: batch norm layers normalize with the statistics of the
-    global batch (all ranks), not each rank's shard. Without several processes: unchanged."""
+    global batch (all ranks), not each rank's shard. Without several processes: unchanged.
+    PyTorch's DistributedDataParallel accepts SyncBatchNorm on GPU modules only."""
     if not enabled or world_size() == 1:
         return model
     import torch
+
+    from trainer_cli.config import UserError
+
+    if where.type != "cuda":
+        raise UserError("trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; set it to false on CPUs")
 
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
