@@ -46,6 +46,7 @@ class TensorLoader:
         self.generator = generator
         self.augment, self.preprocess = augment, preprocess
         self.rank, self.world_size, self.shard_weight = rank, world_size, 1.0
+        self._preprocessed: tuple[list, torch.Tensor] | None = None  # (the statistics used, the images)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -57,8 +58,10 @@ class TensorLoader:
     def num_samples(self) -> int:
         return len(self.labels)
 
-    def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches before augmentation and preprocessing: pixel values in [0, 1]."""
+    def raw_batches(self, images: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches before augmentation and preprocessing: pixel values in [0, 1] (or the
+        rows of `images`, the same samples preprocessed, when given)."""
+        images = self.images if images is None else images
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):
@@ -69,16 +72,33 @@ class TensorLoader:
                 index = shares[self.rank]
                 self.shard_weight = len(index) * self.world_size / sum(len(s) for s in shares)
                 if len(index):
-                    yield self.images[index], self.labels[index]
+                    yield images[index], self.labels[index]
             elif order is None:
                 window = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                yield self.images[window], self.labels[window]
+                yield images[window], self.labels[window]
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
-                yield self.images[index], self.labels[index]
+                yield images[index], self.labels[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.augment is None and hasattr(self.preprocess, "state_dict"):
+            return self.raw_batches(self.preprocessed_images())
         return _augment_then_preprocess(self.raw_batches(), self.augment, self.preprocess)
+
+    def preprocessed_images(self) -> torch.Tensor:
+        """All images preprocessed once (nothing to augment before), not every batch of every
+        epoch; again whenever the preprocessing's statistics change (`fit`, or a checkpoint's
+        state loaded on resume). It keeps a second copy of the images on the device."""
+        statistics = list(self.preprocess.state_dict().values())
+        cached = self._preprocessed
+        if cached is None or len(cached[0]) != len(statistics) or not all(map(_same, cached[0], statistics)):
+            self._preprocessed = cached = (statistics, self.preprocess(self.images))
+        return cached[1]
+
+
+def _same(a: object, b: object) -> bool:
+    # Statistics are replaced, never changed in place: the same tensor object is the same value.
+    return a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
 
 
 class DeviceLoader:
