@@ -267,6 +267,8 @@ def step_options(cfg: DictConfig, device: torch.device) -> loop.StepOptions:
             accumulate_grad_batches=trainer.get("accumulate_grad_batches", 1),
             log_every_n_steps=trainer.log_every_n_steps,
             scaler=torch.amp.GradScaler("cuda") if precision == "16" and device.type == "cuda" else None,
+            nan_check=str(trainer.get("nan_check", "auto")),
+            channels_last=bool(trainer.get("channels_last", False)),
         )
 
 
@@ -351,6 +353,7 @@ def pieces(cfg: DictConfig) -> Pieces:
     where = distributed.device(device(str(cfg.trainer.device)))
     run_data = data(cfg, where)
     run_model = distributed.sync_batchnorm(model(cfg), bool(cfg.trainer.get("sync_batchnorm", False)), where).to(where)
+    fast_path(cfg, run_model)
     chosen = regularization(cfg)
     run_optimizer = optimizer(cfg, run_model, chosen.penalties)
     options = step_options(cfg, where)
@@ -380,6 +383,17 @@ def pieces(cfg: DictConfig) -> Pieces:
         steps_per_epoch=steps_per_epoch,
         train_model=distributed.wrap(run_model, where),
     )
+
+
+def fast_path(cfg: DictConfig, run_model: nn.Module) -> None:
+    """`trainer.channels_last`: conv weights in channels-last memory format (the loop feeds
+    channels-last batches), faster convolutions on tensor-core GPUs; `trainer.compile`:
+    `torch.compile` of the model in place (its state_dict keys are unchanged, so checkpoints
+    load either way), compiled at the first forward."""
+    if cfg.trainer.get("channels_last"):
+        run_model.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile"):
+        run_model.compile()
 
 
 def _refuse_noise_with_full_batch(cfg: DictConfig, run_data: Data, chosen: Regularization) -> None:

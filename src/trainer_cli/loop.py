@@ -21,17 +21,61 @@ from trainer_cli import checks, distributed, metrics
 from trainer_cli.optim.penalties import decay_weights_
 
 PRECISIONS = ("32", "bf16", "16")
+NAN_CHECKS = ("auto", "step", "deferred")
 
 
 class NonFiniteLoss(Exception):
     """The loss became NaN or Inf; raised before the optimizer step that would use it."""
 
-    def __init__(self, step: int, value: float) -> None:
+    def __init__(self, step: int, value: float, noticed: int | None = None) -> None:
+        where = (
+            "stopped before the optimizer step"
+            if noticed is None
+            else f"noticed at step {noticed}: that step's gradients were zeroed, so no NaN reached the weights"
+        )
         super().__init__(
-            f"loss is {value} at step {step}; stopped before the optimizer step. Likely causes: "
+            f"loss is {value} at step {step}; {where}. Likely causes: "
             "the learning rate is too high (try lr/10), a bad initialization, or bad input data"
         )
         self.step = step
+
+
+class DeferredNonFiniteCheck:
+    """The NaN/Inf check without a host sync every step (`trainer.nan_check=deferred`, the
+    default on GPUs): each step's finiteness is recorded on the device; a step whose loss was
+    not finite has its gradients zeroed before clipping and its decoupled weight decay
+    skipped (as the fp16 grad scaler does for an overflow), and `check()`, called where the
+    loop reads the host anyway (logging steps, the end of the epoch), raises NonFiniteLoss
+    naming the first bad step. The optimizer still applies its momentum on a zeroed step."""
+
+    def __init__(self, device: torch.device, step: int) -> None:
+        self.step = torch.full((), step, device=device, dtype=torch.long)  # optimizer steps done
+        self.first_step = torch.full((), -1, device=device, dtype=torch.long)
+        self.first_value = torch.zeros((), device=device)
+        self.window_finite = torch.ones((), device=device, dtype=torch.bool)
+
+    def record(self, objective: torch.Tensor) -> None:
+        finite = torch.isfinite(objective.detach())
+        first = ~finite & (self.first_step < 0)
+        self.first_step = torch.where(first, self.step, self.first_step)
+        self.first_value = torch.where(first, objective.detach().float(), self.first_value)
+        self.window_finite = self.window_finite & finite
+
+    def zero_bad_gradients_(self, parameters: list[torch.Tensor]) -> torch.Tensor:
+        """Zero the gradients of a step with a non-finite loss; returns 1.0 when it did."""
+        bad = ~self.window_finite
+        for p in parameters:
+            if p.grad is not None:
+                p.grad.masked_fill_(bad, 0.0)
+        self.window_finite = torch.ones_like(self.window_finite)
+        return bad.float()
+
+    def stepped(self) -> None:
+        self.step += 1
+
+    def check(self, now: int) -> None:
+        if int(self.first_step) >= 0:  # the one host read, where the loop syncs anyway
+            raise NonFiniteLoss(int(self.first_step), float(self.first_value), noticed=now)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -52,7 +96,15 @@ class StepOptions:
             gradient scaling; needs CUDA).
         accumulate_grad_batches: one optimizer step every k batches, on the mean of their losses.
         scaler: the fp16 gradient scaler, or None.
+        nan_check: "step" (a host check of the loss before every step: free on the CPU),
+            "deferred" (`DeferredNonFiniteCheck`: no per-step sync) or "auto" (step on the
+            CPU, deferred on accelerators).
+        channels_last: training batches in channels-last memory format (conv nets on GPUs).
     """
+
+    @property
+    def deferred_nan_check(self) -> bool:
+        return self.nan_check == "deferred" or (self.nan_check == "auto" and self.device.type != "cpu")
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "32"
@@ -61,9 +113,12 @@ class StepOptions:
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 10
     scaler: torch.amp.GradScaler | None = None
+    nan_check: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.precision = checks.choice("precision", self.precision, PRECISIONS)
+        checks.choice("nan_check", self.nan_check, NAN_CHECKS)
         checks.positive("grad_clip_norm", self.grad_clip_norm, optional=True)
         checks.positive("grad_clip_value", self.grad_clip_value, optional=True)
         checks.whole_number("accumulate_grad_batches", self.accumulate_grad_batches)
@@ -165,7 +220,10 @@ def train_one_epoch(
     weights = [(name, p) for name, p in named if p.requires_grad and p.ndim >= 2]
     num_batches = len(batches)  # type: ignore[arg-type]
     accumulated = 1
+    nonfinite = DeferredNonFiniteCheck(device, step) if options.deferred_nan_check else None
     for index, (images, labels) in enumerate(batches):
+        if options.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = labels
         if batch_transform is not None:
             images, targets = batch_transform(images, labels)
@@ -178,9 +236,11 @@ def train_one_epoch(
         shard_weight = getattr(batches, "shard_weight", 1.0)
         weighted = loss * shard_weight if shard_weight != 1.0 else loss
         objective = weighted + sum(terms.values()) if terms else weighted
-        # One check per step: free on the CPU (no async queue); on CUDA a small sync that
-        # buys stopping *before* a NaN reaches the weights.
-        if not torch.isfinite(objective):
+        # One check per step: free on the CPU (no async queue); on GPUs recorded on the device
+        # and read at the next logging step (DeferredNonFiniteCheck): no per-step sync.
+        if nonfinite is not None:
+            nonfinite.record(objective)
+        elif not torch.isfinite(objective):
             raise NonFiniteLoss(step, float(objective.detach()))
         if index % accumulate_grad_batches == 0:
             optimizer.zero_grad(set_to_none=True)
@@ -208,8 +268,12 @@ def train_one_epoch(
         if (index + 1) % accumulate_grad_batches != 0 and index + 1 != num_batches:
             continue
 
+        skipped = nonfinite.zero_bad_gradients_(parameters) if nonfinite is not None else None
         if scaler is not None:
             scaler.unscale_(optimizer)
+            # The scaler will skip this step if a gradient overflowed: so must the decoupled decay.
+            overflow = sum(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())
+            skipped = overflow if skipped is None else torch.maximum(skipped, overflow.to(skipped.device))
         log_now = on_log is not None and (step + 1) % log_every_n_steps == 0
         grad_norm = None
         if grad_clip_norm is not None:
@@ -219,7 +283,7 @@ def train_one_epoch(
         if grad_clip_value is not None:
             nn.utils.clip_grad_value_(parameters, grad_clip_value)
         before = [p.detach().clone() for _, p in weights] if log_now else None
-        decay_weights_(optimizer)
+        decay_weights_(optimizer, skipped)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -227,10 +291,14 @@ def train_one_epoch(
             optimizer.step()
         scheduler.step()
         step += 1
+        if nonfinite is not None:
+            nonfinite.stepped()
         if ema is not None:
             ema.update_parameters(model)
 
         if log_now:
+            if nonfinite is not None:
+                nonfinite.check(step)
             seconds = time.perf_counter() - window_start
             scalars = {
                 "train/loss_step": float(window_loss) / window_count,
@@ -247,6 +315,8 @@ def train_one_epoch(
             window_correct.zero_()
             window_penalties.clear()
             window_count, window_batches, window_start = 0, 0, time.perf_counter()
+    if nonfinite is not None:
+        nonfinite.check(step)
     epoch_loss, epoch_correct, epoch_count = sum_over_ranks(epoch_loss, epoch_correct, epoch_count)
     return {"loss": float(epoch_loss) / float(epoch_count), "acc": float(epoch_correct) / float(epoch_count)}, step
 
