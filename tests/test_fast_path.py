@@ -145,3 +145,35 @@ def test_compile_runs_the_model_through_torch_compile_to_the_same_numbers(make_c
         assert (counters["stats"]["unique_graphs"] > 0) == flag
         assert set(pieces.model.state_dict()) == set(copy.deepcopy(pieces.model).state_dict())
     assert results[True]["loss"] == pytest.approx(results[False]["loss"], rel=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_deferred_check_keeps_nan_out_of_the_weights():
+    model, optimizer, scheduler = model_and_optimizer()
+    model.cuda()
+    data = [(x.cuda(), y.cuda()) for x, y in batches(4)]
+    options = StepOptions(device=torch.device("cuda"))  # nan_check=auto: deferred on CUDA
+    assert options.deferred_nan_check
+    with pytest.raises(NonFiniteLoss, match=r"at step 1; noticed at step 4"):
+        train_one_epoch(model, data, optimizer, scheduler, NaNAt(1), options, step=0)
+    assert all(torch.isfinite(w).all() for w in weights(model))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "16"])
+def test_on_cuda_channels_last_compile_and_mixed_precision_train(make_cfg, precision):
+    cfg = make_cfg(
+        "experiment=synthetic_bench", "data.source.num_train=1024", "trainer.device=cuda", "trainer.channels_last=true",
+        "trainer.compile=true", f"trainer.precision={precision}",
+    )  # fmt: skip
+    pieces = build_run(cfg)
+    assert (pieces.options.scaler is not None) == (precision == "16")
+    first, _ = train_one_epoch(
+        pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
+    )
+    second, _ = train_one_epoch(
+        pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
+    )
+    assert second["loss"] < first["loss"]
