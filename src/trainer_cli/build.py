@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainer_cli import checks, loop, transfer
+from trainer_cli import checks, distributed, loop, transfer
 from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
@@ -140,6 +140,7 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             num_workers=cfg.data.get("num_workers", 0),
             fold=fold,
             augment=augmentation(cfg),
+            shard=(distributed.rank(), distributed.world_size()),
         )
 
 
@@ -303,6 +304,8 @@ def step_options(cfg: DictConfig, device: torch.device) -> loop.StepOptions:
             accumulate_grad_batches=trainer.get("accumulate_grad_batches", 1),
             log_every_n_steps=trainer.log_every_n_steps,
             scaler=torch.amp.GradScaler("cuda") if precision == "16" and device.type == "cuda" else None,
+            nan_check=str(trainer.get("nan_check", "auto")),
+            channels_last=bool(trainer.get("channels_last", False)),
         )
 
 
@@ -327,7 +330,10 @@ def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:
 
 
 def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> list[Any]:
-    """The sinks `'logger=[...]'` selects, each completed with the run folder."""
+    """The sinks `'logger=[...]'` selects, each completed with the run folder (none on ranks
+    other than 0: rank 0 alone writes)."""
+    if not distributed.is_main():
+        return []
     return [
         instantiate(node, key=f"logger.{name}")(run_dir=run_dir, purge_step=purge_step)
         for name, node in _selected(cfg.get("logger"))
@@ -356,6 +362,13 @@ class Pieces:
     train_epoch: Callable[..., tuple[dict[str, float], int]]
     steps_per_epoch: int
     finetune: Finetune
+    # What the training step calls: the model, or its DistributedDataParallel wrapper with
+    # several processes (the same parameters; everything else uses `model`).
+    train_model: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_model is None:
+            self.train_model = self.model
 
     def stateful(self) -> dict[str, Any]:
         """The run's state, listed once: what a checkpoint saves and a resume restores.
@@ -381,10 +394,12 @@ def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
     averaging and the step options, in this order (the model's initialization draws from
     the global random generator after the data is split). `init_weights`: load `init_from`
     (a resumed run's checkpoint has the weights)."""
-    where = device(str(cfg.trainer.device))
+    where = distributed.device(device(str(cfg.trainer.device)))
     run_data = data(cfg, where)
     tuning = finetune(cfg)
-    run_model = transfer.adapt(cfg, model(cfg), tuning, init_weights).to(where)
+    run_model = transfer.adapt(cfg, model(cfg), tuning, init_weights)
+    run_model = distributed.sync_batchnorm(run_model, bool(cfg.trainer.get("sync_batchnorm", False)), where).to(where)
+    fast_path(cfg, run_model)
     chosen = regularization(cfg)
     run_optimizer = optimizer(cfg, run_model, chosen.penalties, tuning)
     tuning.start_epoch(run_model, 1)  # what trains first (the optimizer has all that ever trains)
@@ -414,7 +429,19 @@ def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
         train_epoch=loop.train_full_batch if full_batch(cfg) else loop.train_one_epoch,
         steps_per_epoch=steps_per_epoch,
         finetune=tuning,
+        train_model=distributed.wrap(run_model, where),
     )
+
+
+def fast_path(cfg: DictConfig, run_model: nn.Module) -> None:
+    """`trainer.channels_last`: conv weights in channels-last memory format (the loop feeds
+    channels-last batches), faster convolutions on tensor-core GPUs; `trainer.compile`:
+    `torch.compile` of the model in place (its state_dict keys are unchanged, so checkpoints
+    load either way), compiled at the first forward."""
+    if cfg.trainer.get("channels_last"):
+        run_model.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile"):
+        run_model.compile()
 
 
 def _refuse_noise_with_full_batch(cfg: DictConfig, run_data: Data, chosen: Regularization) -> None:

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import metrics
+from trainer_cli import distributed, metrics
 from trainer_cli.config import CONF_DIR, TRUST_ENV, UserError, register_resolvers, resolve, user_trusted_modules
 
 log = logging.getLogger("trainer_cli")
@@ -63,6 +63,11 @@ def hydra_main(cfg: DictConfig) -> float:
     hparams = hparams_from_hydra(cfg)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks
+            distributed.init(str(cfg.trainer.device))
+            run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's folder, for every rank
+        elif int(cfg.trainer.get("devices", 1)) > 1:
+            raise UserError("trainer.devices: set it on the command line (train trainer.devices=N), or use torchrun")
         if multirun:
             from trainer_cli.sweep import assign_gpu
 
@@ -86,6 +91,8 @@ def hydra_main(cfg: DictConfig) -> float:
             message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
         print(message, file=sys.stderr)
         sys.exit(2 if isinstance(error, UserError) else 1)
+    finally:
+        distributed.teardown()
     if summary.get("verdict") == "FAIL" and not multirun:  # a diagnosis that failed: scripts see it
         sys.exit(1)
     return metrics.objective(summary, str(cfg.optimized_metric))
@@ -212,7 +219,14 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
     try:
-        sys.argv = [sys.argv[0], *rewrite_argv(sys.argv[1:])]
+        argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
+        devices = distributed.requested_devices(argv)
+        if devices > 1 and not distributed.launched():
+            # `train trainer.devices=N`: the same command in N processes, started by torchrun.
+            if any(a in ("-m", "--multirun") for a in argv):
+                raise UserError("trainer.devices: a sweep (-m) runs one process per job; use trainer.devices=1")
+            sys.exit(distributed.launch(sys.argv[1:], devices))
+        sys.argv = [sys.argv[0], *argv]
         hydra_main()
     except UserError as error:
         if debug:

@@ -17,21 +17,65 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from trainer_cli import checks, metrics
+from trainer_cli import checks, distributed, metrics
 from trainer_cli.optim.penalties import decay_weights_
 
 PRECISIONS = ("32", "bf16", "16")
+NAN_CHECKS = ("auto", "step", "deferred")
 
 
 class NonFiniteLoss(Exception):
     """The loss became NaN or Inf; raised before the optimizer step that would use it."""
 
-    def __init__(self, step: int, value: float) -> None:
+    def __init__(self, step: int, value: float, noticed: int | None = None) -> None:
+        where = (
+            "stopped before the optimizer step"
+            if noticed is None
+            else f"noticed at step {noticed}: that step's gradients were zeroed, so no NaN reached the weights"
+        )
         super().__init__(
-            f"loss is {value} at step {step}; stopped before the optimizer step. Likely causes: "
+            f"loss is {value} at step {step}; {where}. Likely causes: "
             "the learning rate is too high (try lr/10), a bad initialization, or bad input data"
         )
         self.step = step
+
+
+class DeferredNonFiniteCheck:
+    """The NaN/Inf check without a host sync every step (`trainer.nan_check=deferred`, the
+    default on GPUs): each step's finiteness is recorded on the device; a step whose loss was
+    not finite has its gradients zeroed before clipping and its decoupled weight decay
+    skipped (as the fp16 grad scaler does for an overflow), and `check()`, called where the
+    loop reads the host anyway (logging steps, the end of the epoch), raises NonFiniteLoss
+    naming the first bad step. The optimizer still applies its momentum on a zeroed step."""
+
+    def __init__(self, device: torch.device, step: int) -> None:
+        self.step = torch.full((), step, device=device, dtype=torch.long)  # optimizer steps done
+        self.first_step = torch.full((), -1, device=device, dtype=torch.long)
+        self.first_value = torch.zeros((), device=device)
+        self.window_finite = torch.ones((), device=device, dtype=torch.bool)
+
+    def record(self, objective: torch.Tensor) -> None:
+        finite = torch.isfinite(objective.detach())
+        first = ~finite & (self.first_step < 0)
+        self.first_step = torch.where(first, self.step, self.first_step)
+        self.first_value = torch.where(first, objective.detach().float(), self.first_value)
+        self.window_finite = self.window_finite & finite
+
+    def zero_bad_gradients_(self, parameters: list[torch.Tensor]) -> torch.Tensor:
+        """Zero the gradients of a step with a non-finite loss; returns 1.0 when it did."""
+        bad = ~self.window_finite
+        for p in parameters:
+            if p.grad is not None:
+                p.grad.masked_fill_(bad, 0.0)
+        self.window_finite = torch.ones_like(self.window_finite)
+        return bad.float()
+
+    def stepped(self) -> None:
+        self.step += 1
+
+    def check(self, now: int) -> None:
+        if int(self.first_step) >= 0:  # the one host read, where the loop syncs anyway
+            raise NonFiniteLoss(int(self.first_step), float(self.first_value), noticed=now)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -52,7 +96,15 @@ class StepOptions:
             gradient scaling; needs CUDA).
         accumulate_grad_batches: one optimizer step every k batches, on the mean of their losses.
         scaler: the fp16 gradient scaler, or None.
+        nan_check: "step" (a host check of the loss before every step: free on the CPU),
+            "deferred" (`DeferredNonFiniteCheck`: no per-step sync) or "auto" (step on the
+            CPU, deferred on accelerators).
+        channels_last: training batches in channels-last memory format (conv nets on GPUs).
     """
+
+    @property
+    def deferred_nan_check(self) -> bool:
+        return self.nan_check == "deferred" or (self.nan_check == "auto" and self.device.type != "cpu")
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "32"
@@ -61,9 +113,12 @@ class StepOptions:
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 10
     scaler: torch.amp.GradScaler | None = None
+    nan_check: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.precision = checks.choice("precision", self.precision, PRECISIONS)
+        checks.choice("nan_check", self.nan_check, NAN_CHECKS)
         checks.positive("grad_clip_norm", self.grad_clip_norm, optional=True)
         checks.positive("grad_clip_value", self.grad_clip_value, optional=True)
         checks.whole_number("accumulate_grad_batches", self.accumulate_grad_batches)
@@ -161,10 +216,14 @@ def train_one_epoch(
     window_batches = 0
     window_start = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    weights = [(name, p) for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    named = distributed.unwrap(model).named_parameters()  # the names without DDP's "module." prefix
+    weights = [(name, p) for name, p in named if p.requires_grad and p.ndim >= 2]
     num_batches = len(batches)  # type: ignore[arg-type]
     accumulated = 1
+    nonfinite = DeferredNonFiniteCheck(device, step) if options.deferred_nan_check else None
     for index, (images, labels) in enumerate(batches):
+        if options.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = labels
         if batch_transform is not None:
             images, targets = batch_transform(images, labels)
@@ -172,10 +231,16 @@ def train_one_epoch(
             logits = model(images)
             loss = loss_fn(logits, targets)
         terms = penalties() if penalties is not None else {}
-        objective = loss + sum(terms.values()) if terms else loss
-        # One check per step: free on the CPU (no async queue); on CUDA a small sync that
-        # buys stopping *before* a NaN reaches the weights.
-        if not torch.isfinite(objective):
+        # Several processes: this rank's share of an unevenly split batch weighs its loss, so
+        # that DDP's average of the ranks' gradients is the gradient of the global batch's mean.
+        shard_weight = getattr(batches, "shard_weight", 1.0)
+        weighted = loss * shard_weight if shard_weight != 1.0 else loss
+        objective = weighted + sum(terms.values()) if terms else weighted
+        # One check per step: free on the CPU (no async queue); on GPUs recorded on the device
+        # and read at the next logging step (DeferredNonFiniteCheck): no per-step sync.
+        if nonfinite is not None:
+            nonfinite.record(objective)
+        elif not torch.isfinite(objective):
             raise NonFiniteLoss(step, float(objective.detach()))
         if index % accumulate_grad_batches == 0:
             optimizer.zero_grad(set_to_none=True)
@@ -203,8 +268,12 @@ def train_one_epoch(
         if (index + 1) % accumulate_grad_batches != 0 and index + 1 != num_batches:
             continue
 
+        skipped = nonfinite.zero_bad_gradients_(parameters) if nonfinite is not None else None
         if scaler is not None:
             scaler.unscale_(optimizer)
+            # The scaler will skip this step if a gradient overflowed: so must the decoupled decay.
+            overflow = sum(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())
+            skipped = overflow if skipped is None else torch.maximum(skipped, overflow.to(skipped.device))
         log_now = on_log is not None and (step + 1) % log_every_n_steps == 0
         grad_norm = None
         if grad_clip_norm is not None:
@@ -214,7 +283,7 @@ def train_one_epoch(
         if grad_clip_value is not None:
             nn.utils.clip_grad_value_(parameters, grad_clip_value)
         before = [p.detach().clone() for _, p in weights] if log_now else None
-        decay_weights_(optimizer)
+        decay_weights_(optimizer, skipped)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -222,10 +291,14 @@ def train_one_epoch(
             optimizer.step()
         scheduler.step()
         step += 1
+        if nonfinite is not None:
+            nonfinite.stepped()
         if ema is not None:
             ema.update_parameters(model)
 
         if log_now:
+            if nonfinite is not None:
+                nonfinite.check(step)
             seconds = time.perf_counter() - window_start
             scalars = {
                 "train/loss_step": float(window_loss) / window_count,
@@ -242,7 +315,21 @@ def train_one_epoch(
             window_correct.zero_()
             window_penalties.clear()
             window_count, window_batches, window_start = 0, 0, time.perf_counter()
-    return {"loss": float(epoch_loss) / epoch_count, "acc": float(epoch_correct) / epoch_count}, step
+    if nonfinite is not None:
+        nonfinite.check(step)
+    epoch_loss, epoch_correct, epoch_count = sum_over_ranks(epoch_loss, epoch_correct, epoch_count)
+    return {"loss": float(epoch_loss) / float(epoch_count), "acc": float(epoch_correct) / float(epoch_count)}, step
+
+
+def sum_over_ranks(
+    loss: torch.Tensor, correct: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
+    """A metric's sums over every rank's shard (unchanged in a single process): each sample
+    of the split is counted once."""
+    if distributed.world_size() == 1:
+        return loss, correct, count
+    totals = distributed.all_reduce_sum(torch.stack([loss.double(), correct.double(), loss.new_tensor(count).double()]))
+    return totals[0], totals[1], totals[2]
 
 
 def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -338,4 +425,5 @@ def evaluate(
         total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += labels.shape[0]
-    return {"loss": float(total_loss) / count, "acc": float(correct) / count}
+    total_loss, correct, count = sum_over_ranks(total_loss, correct, count)
+    return {"loss": float(total_loss) / float(count), "acc": float(correct) / float(count)}

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trainer_cli import metrics
+from trainer_cli import distributed, metrics
 
 console = Console()
 
@@ -128,6 +128,8 @@ class Reporter:
     def __init__(self, run_dir: Path, sinks: list[Sink] = (), epochs: int = 0, steps_per_epoch: int = 0) -> None:
         self.run_dir = run_dir
         self.sinks: list[Sink] = [RunFiles(run_dir), *sinks]
+        if not distributed.is_main():  # several processes: rank 0 alone writes files and the console
+            self.sinks, console.quiet = [], True
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.progress: Progress | None = None
         self.task = None

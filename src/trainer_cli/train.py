@@ -40,14 +40,14 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     """
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
-    from trainer_cli import build, checkpoint, transfer
+    from trainer_cli import build, checkpoint, distributed, transfer
     from trainer_cli.report import Reporter, print_results
 
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     pieces = build.pieces(cfg, init_weights=resumed is None)
     if resumed is not None:
         checkpoint.restore(pieces.stateful(), resumed)
-    else:
+    elif distributed.is_main():
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
@@ -62,9 +62,9 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             reporter.start_epoch(epoch, state.step)
             pieces.finetune.start_epoch(pieces.model, epoch)  # gradual unfreezing: what trains this epoch
             train_metrics, state.step = pieces.train_epoch(
-                pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
-                step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
-                on_log=on_log,
+                pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
+                pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
+                ema=pieces.ema, on_log=on_log,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             improved, early_stopped = state.end_epoch(row, metric, stopping)
@@ -75,7 +75,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
-        transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
+        if distributed.is_main():
+            transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
@@ -219,20 +220,22 @@ def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], st
 
 
 def save_checkpoints(pieces: Pieces, run_dir: Path, best: bool) -> None:
-    """`last.pt` every epoch (for resume) and `best.pt` when the epoch is the best so far."""
-    from trainer_cli import checkpoint
+    """`last.pt` every epoch (for resume) and `best.pt` when the epoch is the best so far
+    (written by rank 0 alone)."""
+    from trainer_cli import checkpoint, distributed
 
     saving = pieces.cfg.trainer.checkpoint
     snapshot = checkpoint.snapshot(
         pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), epoch=pieces.loop.epoch, step=pieces.loop.step
     )
-    if best and saving.save_best:
+    if best and saving.save_best and distributed.is_main():
         checkpoint.save(snapshot, run_dir / "checkpoints" / "best.pt")
-    if saving.save_last:
+    if saving.save_last and distributed.is_main():
         checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
     cycle = snapshot_cycle(pieces)
-    if cycle is not None:  # snapshot ensembles: `train ensemble=<run folder> mode.snapshots=true`
+    if cycle is not None and distributed.is_main():  # snapshot ensembles: `train ensemble=<run> mode.snapshots=true`
         checkpoint.save(snapshot, run_dir / "checkpoints" / f"snapshot_{cycle}.pt")
+    distributed.barrier()  # the other ranks read best.pt at the end: wait until it is there
 
 
 def snapshot_cycle(pieces: Pieces) -> int | None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer_cli import checks
-from trainer_cli.loop import autocast
+from trainer_cli.loop import autocast, sum_over_ranks
 
 
 @dataclass
@@ -128,4 +128,5 @@ def evaluate_tta(
             probabilities.append(logits.float().softmax(dim=1))
         correct += (combine(torch.stack(probabilities), reduce) == labels).sum()
         count += labels.shape[0]
-    return {"acc": float(correct) / count}
+    _, correct, count = sum_over_ranks(correct, correct, count)  # several processes: every shard
+    return {"acc": float(correct) / float(count)}

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from trainer_cli import checks
+from trainer_cli.config import UserError
 from trainer_cli.data.augment import Augmentation
 from trainer_cli.data.loaders import DeviceLoader, TensorLoader
 from trainer_cli.data.preprocess import Preprocess
@@ -47,11 +48,13 @@ def prepare(
     num_workers: int = 0,
     fold: tuple[int, int] | None = None,
     augment: Augmentation | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Data:
     """Split off validation, fit preprocessing (and augmentation statistics) on the training
     split, and build the loaders; only the training loader augments.
 
     With `fold=(k, i)` the validation set is fold i of k stratified folds (cross-validation).
+    `shard=(rank, world_size)`: this process's share of every batch (several processes).
     """
     checks.open_interval("val_fraction", val_fraction, 0.0, 1.0)
 
@@ -85,14 +88,22 @@ def prepare(
                 generator=shuffle_generator,
                 augment=augment,
                 preprocess=prep,
+                rank=shard[0],
+                world_size=shard[1],
             ),
-            val=TensorLoader(val_x, val_y, batch_size, shuffle=False, preprocess=prep),
-            test=TensorLoader(test_x, test_y, batch_size, shuffle=False, preprocess=prep),
+            val=TensorLoader(
+                val_x, val_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]
+            ),
+            test=TensorLoader(
+                test_x, test_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]
+            ),
             preprocess=prep,
             classes=source.classes,
             shuffle_generator=shuffle_generator,
         )
 
+    if shard[1] > 1:
+        raise UserError("trainer.devices: several processes need an in-memory data set; image folders run on one")
     labels = np.array(_targets(source.train))
     train_idx, val_idx = split(labels)
     train_set = torch.utils.data.Subset(source.train, train_idx.tolist())

@@ -17,6 +17,15 @@ class TensorLoader:
     Each epoch draws one permutation from `generator` and indexes the tensors with it: no
     per-sample Python, no worker processes. The generator lives on the CPU so the order is
     the same on every device, and its state goes into checkpoints for an exact resume.
+
+    With several processes (`rank` of `world_size`), `batch_size` is the global batch: every
+    rank draws the same permutation and takes its contiguous share of each global batch
+    (`torch.tensor_split`: shares differ by at most one sample), so the ranks together see
+    exactly the batches one process sees. `shard_weight` is the current batch's share
+    relative to an even split (1.0 unless the last batch divides unevenly): the loop scales
+    the mean loss by it so that DDP's gradient average is the mean over the global batch. A
+    shuffled loader drops a last batch smaller than `world_size` (a rank would get nothing
+    to train on); the evaluation loaders keep every sample.
     """
 
     def __init__(
@@ -29,34 +38,67 @@ class TensorLoader:
         drop_last: bool = False,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = generator
         self.augment, self.preprocess = augment, preprocess
+        self.rank, self.world_size, self.shard_weight = rank, world_size, 1.0
+        self._preprocessed: tuple[list, torch.Tensor] | None = None  # (the statistics used, the images)
 
     def __len__(self) -> int:
         n = len(self.labels)
+        if self.world_size > 1 and self.shuffle and 0 < n % self.batch_size < self.world_size:
+            return n // self.batch_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_samples(self) -> int:
         return len(self.labels)
 
-    def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches before augmentation and preprocessing: pixel values in [0, 1]."""
+    def raw_batches(self, images: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches before augmentation and preprocessing: pixel values in [0, 1] (or the
+        rows of `images`, the same samples preprocessed, when given)."""
+        images = self.images if images is None else images
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):
-            if order is None:
+            if self.world_size > 1:
+                index = order if order is not None else torch.arange(n, device=self.labels.device)
+                index = index[i * self.batch_size : (i + 1) * self.batch_size]
+                shares = torch.tensor_split(index, self.world_size)
+                index = shares[self.rank]
+                self.shard_weight = len(index) * self.world_size / sum(len(s) for s in shares)
+                if len(index):
+                    yield images[index], self.labels[index]
+            elif order is None:
                 window = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                yield self.images[window], self.labels[window]
+                yield images[window], self.labels[window]
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
-                yield self.images[index], self.labels[index]
+                yield images[index], self.labels[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.augment is None and hasattr(self.preprocess, "state_dict"):
+            return self.raw_batches(self.preprocessed_images())
         return _augment_then_preprocess(self.raw_batches(), self.augment, self.preprocess)
+
+    def preprocessed_images(self) -> torch.Tensor:
+        """All images preprocessed once (nothing to augment before), not every batch of every
+        epoch; again whenever the preprocessing's statistics change (`fit`, or a checkpoint's
+        state loaded on resume). It keeps a second copy of the images on the device."""
+        statistics = list(self.preprocess.state_dict().values())
+        cached = self._preprocessed
+        if cached is None or len(cached[0]) != len(statistics) or not all(map(_same, cached[0], statistics)):
+            self._preprocessed = cached = (statistics, self.preprocess(self.images))
+        return cached[1]
+
+
+def _same(a: object, b: object) -> bool:
+    # Statistics are replaced, never changed in place: the same tensor object is the same value.
+    return a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
 
 
 class DeviceLoader:

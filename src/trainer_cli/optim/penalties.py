@@ -103,9 +103,17 @@ class Penalties:
 
 
 @torch.no_grad()
-def decay_weights_(optimizer: torch.optim.Optimizer) -> None:
-    """Decoupled weight decay: W <- W * (1 - lr * lambda) for each group with a lambda."""
+def decay_weights_(optimizer: torch.optim.Optimizer, skipped: torch.Tensor | None = None) -> None:
+    """Decoupled weight decay: W <- W * (1 - lr * lambda) for each group with a lambda.
+
+    `skipped`: a 0-d tensor on the device, 1.0 when the optimizer step is skipped (the fp16
+    grad scaler found an overflow, or the loss was not finite): then the weights are left as
+    they are too, decided on the device without a host sync.
+    """
     for group in optimizer.param_groups:
         decay = group.get("decoupled_l2", 0.0)
         if decay and group["params"]:
-            torch._foreach_mul_(group["params"], 1.0 - float(group["lr"]) * decay)
+            factor = 1.0 - float(group["lr"]) * decay
+            if skipped is not None:
+                factor = 1.0 - (1.0 - factor) * (1.0 - skipped)
+            torch._foreach_mul_(group["params"], factor)

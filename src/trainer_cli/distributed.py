@@ -1,0 +1,237 @@
+"""Data-parallel training over several processes: PyTorch's own torch.distributed and torchrun.
+
+One process per device (GPU, or CPU process with gloo), launched by `torchrun` (which sets
+RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT for each process) or by `train
+trainer.devices=N`, which starts the same thing through torchrun's own API (`launch`). On
+SLURM, the submitit launcher starts one process per task; `init` reads the rank and world
+from SLURM's variables (conf/hydra/launcher/slurm_ddp.yaml).
+
+What differs between ranks is small and lives here: the process group (`init`, `teardown`),
+who writes (`is_main`: rank 0 alone writes the console, logs, TensorBoard and checkpoints),
+the model wrapper (`wrap`: DistributedDataParallel, SyncBatchNorm), and the sums behind
+every metric (`all_reduce_sum`). The data loader shards each global batch across ranks
+(data/loaders.py), so `batch_size` is the global batch: N processes with the same config
+train on the same batches as one process does.
+
+torch is imported inside the functions, so the command line answers without loading it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# SLURM's names for what torchrun calls RANK / WORLD_SIZE / LOCAL_RANK (one task per device).
+SLURM_VARIABLES = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID"}
+
+
+def environment_rank() -> tuple[int, int]:
+    """(rank, world size) as the launcher set them in the environment: torchrun's variables,
+    else SLURM's (a submitit/srun task), else (0, 1)."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])
+    if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+    return 0, 1
+
+
+def launched() -> bool:
+    """True in a process that a multi-process launcher started (world size > 1)."""
+    return environment_rank()[1] > 1
+
+
+def _initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    if not _initialized():
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+def world_size() -> int:
+    if not _initialized():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size()
+
+
+def is_main() -> bool:
+    """Rank 0 (or the only process): the one that writes."""
+    return rank() == 0
+
+
+def init(device_name: str) -> None:
+    """Join the process group: NCCL when this run trains on CUDA, gloo on CPUs.
+
+    Under SLURM without torchrun, the rank variables come from SLURM (see SLURM_VARIABLES)
+    and the rendezvous address is the first node of the job (MASTER_ADDR, MASTER_PORT are
+    set by the launcher config or default to the submitting node and 29500).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if _initialized():
+        return
+    for torch_name, slurm_name in SLURM_VARIABLES.items():
+        if torch_name not in os.environ and slurm_name in os.environ:
+            os.environ[torch_name] = os.environ[slurm_name]
+    if "MASTER_ADDR" not in os.environ and "SLURM_JOB_NODELIST" in os.environ:
+        os.environ["MASTER_ADDR"] = _first_slurm_node(os.environ["SLURM_JOB_NODELIST"])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    cuda = device_name != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+
+
+def _first_slurm_node(nodelist: str) -> str:
+    """The first host of a SLURM node list such as `gpu[003-005,009],cpu1` -> `gpu003`."""
+    head = nodelist.split(",")[0]
+    if "[" not in head:
+        return head
+    prefix, _, ranges = head.partition("[")
+    return prefix + ranges.split("-")[0].split(",")[0].rstrip("]")
+
+
+def teardown() -> None:
+    """Leave the process group (a no-op in a single process)."""
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def device(where: torch.device) -> torch.device:
+    """This rank's device: `cuda` becomes `cuda:LOCAL_RANK` (one GPU per process)."""
+    import torch
+
+    if where.type == "cuda" and world_size() > 1 and where.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return where
+
+
+def sync_batchnorm(model: nn.Module, enabled: bool, where: torch.device) -> nn.Module:
+    """`trainer.sync_batchnorm=true`: batch norm layers normalize with the statistics of the
+    global batch (all ranks), not each rank's shard. Without several processes: unchanged.
+    PyTorch's DistributedDataParallel accepts SyncBatchNorm on GPU modules only."""
+    if not enabled or world_size() == 1:
+        return model
+    import torch
+
+    from trainer_cli.config import UserError
+
+    if where.type != "cuda":
+        raise UserError("trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; set it to false on CPUs")
+
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap(model: nn.Module, where: torch.device) -> nn.Module:
+    """The module the training step calls: DistributedDataParallel over the ranks (which
+    averages the gradients in backward), or the model itself in a single process.
+
+    Evaluation, EMA/SWA and checkpoints keep using the plain model (`model.module`): its
+    parameters are the same tensors.
+    """
+    if world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DistributedDataParallel wrapper."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks of a tensor of metric sums (returned as is in one process)."""
+    if world_size() == 1:
+        return values
+    import torch.distributed as dist
+
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def barrier() -> None:
+    """Wait for every rank (after rank 0 writes a file the others read)."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a picklable object such as the run folder)."""
+    if world_size() == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def worker_overrides(argv: list[str]) -> list[str]:
+    """The Hydra overrides of a rank other than 0: no run folder of its own (it writes into
+    rank 0's, broadcast after `init`), no `.hydra/` record and no log file."""
+    rank, world = environment_rank()
+    if world == 1 or rank == 0:
+        return argv
+    scratch = tempfile.mkdtemp(prefix=f"trainer_cli_rank{rank}_")
+    atexit.register(shutil.rmtree, scratch, True)
+    kept = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
+    return [*kept, f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+
+
+def requested_devices(argv: list[str]) -> int:
+    """The `trainer.devices=N` of a command line (1 when absent)."""
+    values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "trainer.devices"]
+    if not values:
+        return 1
+    from trainer_cli.config import UserError
+
+    try:
+        count = int(values[-1])
+    except ValueError:
+        count = 0
+    if count < 1 or str(count) != values[-1].strip():
+        raise UserError(f"trainer.devices: expected a whole number >= 1, got '{values[-1]}'")
+    return count
+
+
+def launch(argv: list[str], processes: int) -> int:
+    """`train trainer.devices=N`: start N processes of `python -m trainer_cli <argv>` on this
+    machine through torchrun's own launcher (`torch.distributed.run`, standalone rendezvous),
+    and return the exit status (the first failing rank's error lines are already printed)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(["--standalone", f"--nproc-per-node={processes}", "-m", "trainer_cli", *argv])
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
+    try:
+        run(args)
+    except ChildFailedError as error:
+        codes = [failure.exitcode for failure in error.failures.values()]
+        return next((code for code in codes if code > 0), 1)
+    return 0

@@ -1,0 +1,189 @@
+"""Several processes (DistributedDataParallel over gloo on the CPU): the sharding of batches,
+the launcher's command line, and end-to-end runs against one process (slow)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_train
+from trainer_cli import checkpoint, distributed
+from trainer_cli.config import UserError
+from trainer_cli.data.loaders import TensorLoader
+
+
+def shards(world: int, n: int, batch: int, shuffle: bool) -> list[list[tuple[torch.Tensor, float]]]:
+    """Each rank's batches (labels = sample index) and shard weights, from one seed."""
+    out = []
+    for rank in range(world):
+        labels = torch.arange(n)
+        loader = TensorLoader(
+            labels.float().view(n, 1, 1, 1), labels, batch, shuffle, torch.Generator().manual_seed(0), rank=rank,
+            world_size=world,
+        )  # fmt: skip
+        out.append([(y, loader.shard_weight) for _, y in loader])
+    return out
+
+
+@pytest.mark.parametrize("n", [100, 97, 65])
+def test_ranks_together_see_the_single_process_batches(n):
+    single = [y for y, _ in shards(1, n, 16, shuffle=True)[0]]
+    ranks = shards(2, n, 16, shuffle=True)
+    assert len(ranks[0]) == len(ranks[1])  # every rank takes the same number of steps (DDP needs it)
+    for i, (first, second) in enumerate(zip(*ranks, strict=True)):
+        assert torch.equal(torch.cat([first[0], second[0]]), single[i])  # the same global batch, split
+        # The weights make each rank's mean loss count by its share: mean over ranks of w_r * mean_r = global mean.
+        sizes = [len(first[0]), len(second[0])]
+        assert first[1] * sizes[1] == pytest.approx(second[1] * sizes[0])
+        assert (first[1] + second[1]) / 2 == pytest.approx(1.0)
+    if n % 16 == 1:  # a last batch smaller than the number of ranks: dropped, no rank trains on nothing
+        assert len(ranks[0]) == len(single) - 1
+    else:
+        assert len(ranks[0]) == len(single)
+
+
+@pytest.mark.parametrize("n", [100, 97, 1])
+def test_evaluation_shards_count_every_sample_once(n):
+    seen = torch.cat([y for rank in shards(3, n, 16, shuffle=False) for y, _ in rank])
+    assert sorted(seen.tolist()) == list(range(n))
+
+
+def test_devices_on_the_command_line():
+    assert distributed.requested_devices(["data=digits"]) == 1
+    assert distributed.requested_devices(["trainer.devices=4"]) == 4
+    for bad in ("0", "two", "1.5"):
+        with pytest.raises(UserError, match=f"trainer.devices: expected a whole number >= 1, got '{bad}'"):
+            distributed.requested_devices([f"trainer.devices={bad}"])
+
+
+def test_other_ranks_write_no_run_folder_of_their_own(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    argv = distributed.worker_overrides(["epochs=1", "hydra.run.dir=/somewhere"])
+    assert "hydra.run.dir=/somewhere" not in argv
+    assert "hydra.output_subdir=null" in argv and "hydra/job_logging=disabled" in argv
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.worker_overrides(["hydra.run.dir=/somewhere"]) == ["hydra.run.dir=/somewhere"]
+
+
+def test_slurm_variables_give_rank_and_first_node(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    assert distributed.environment_rank() == (5, 8)
+    assert distributed._first_slurm_node("gpu[003-005,009],cpu1") == "gpu003"
+    assert distributed._first_slurm_node("node7") == "node7"
+
+
+# End to end: 2 processes against 1 ---------------------------------------------------------------
+
+ARGS = ["data=digits", "epochs=3", "batch_size=64", "trainer.device=cpu", "seed=5"]
+
+
+def rows(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items() if k.startswith(("train/", "val/"))} for row in csv.DictReader(f)]
+
+
+def assert_same_curves(a: Path, b: Path) -> None:
+    """Losses agree to 1e-5 relative (float32 sums taken in another order on two shards and
+    over DDP's gradient all-reduce); accuracies are counts of samples: equal."""
+    for row_a, row_b in zip(rows(a), rows(b), strict=True):
+        for key in row_a:
+            if key.endswith("acc"):
+                assert row_a[key] == row_b[key], key
+            else:
+                assert row_a[key] == pytest.approx(row_b[key], rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    # 1293 training images in batches of 64: the last batch (13) splits 7/6, weighted.
+    run_train([*ARGS, f"hydra.run.dir={tmp_path}/one"], cwd=tmp_path)
+    run_train([*ARGS, "trainer.devices=2", f"hydra.run.dir={tmp_path}/two"], cwd=tmp_path)
+    assert_same_curves(tmp_path / "one", tmp_path / "two")
+    # Rank 0 alone wrote: one TensorBoard event file, one log file.
+    assert len(list((tmp_path / "two" / "tensorboard").glob("events.*"))) == 1
+    assert [p.name for p in (tmp_path / "two").glob("*.log")] == ["train.log"]
+
+
+def test_sync_batchnorm_converts_only_with_several_processes_on_gpus(monkeypatch):
+    from trainer_cli.models import CNN
+
+    def batch_norms(model):
+        return {type(m).__name__ for m in model.modules() if "BatchNorm" in type(m).__name__}
+
+    model = CNN(in_channels=1, image_size=8, num_classes=3, channels=[4], norm="batch")
+    assert batch_norms(distributed.sync_batchnorm(model, True, torch.device("cpu"))) == {"BatchNorm2d"}  # 1 process
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert batch_norms(distributed.sync_batchnorm(model, True, torch.device("cuda"))) == {"SyncBatchNorm"}
+    with pytest.raises(UserError, match="trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only"):
+        distributed.sync_batchnorm(model, True, torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_sync_batchnorm_normalizes_over_the_global_batch(tmp_path):
+    cnn = [
+        "data=digits",
+        "epochs=2",
+        "batch_size=64",
+        "seed=5",
+        "model=cnn",
+        "model.channels=[8]",
+        "trainer.device=cuda",
+    ]
+    run_train([*cnn, f"hydra.run.dir={tmp_path}/one"], cwd=tmp_path)
+    run_train(
+        [*cnn, "trainer.devices=2", "trainer.sync_batchnorm=true", f"hydra.run.dir={tmp_path}/sync"], cwd=tmp_path
+    )
+    run_train([*cnn, "trainer.devices=2", f"hydra.run.dir={tmp_path}/local"], cwd=tmp_path)
+    assert_same_curves(tmp_path / "one", tmp_path / "sync")
+    # Per-rank statistics (half the batch each) train a different network.
+    assert rows(tmp_path / "one")[-1]["train/loss"] != pytest.approx(
+        rows(tmp_path / "local")[-1]["train/loss"], rel=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_killed_and_resumed_end_with_the_same_weights(tmp_path):
+    args = ["data=synthetic", "data.source.num_train=6000", "model.width=256", "epochs=4", "trainer.device=cpu"]
+    run_train([*args, "trainer.devices=2", f"hydra.run.dir={tmp_path}/full"], cwd=tmp_path)
+    # The documented torchrun entry, in its own process group so that the kill takes every rank.
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "trainer_cli",
+    ]
+    victim = subprocess.Popen(
+        [*torchrun, *args, f"hydra.run.dir={tmp_path}/killed"], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        if last.is_file() and checkpoint.load(last)["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    run_train([f"resume={tmp_path}/killed", "trainer.devices=2"], cwd=tmp_path)
+    assert_same_curves(tmp_path / "full", tmp_path / "killed")
+    full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(last)["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
