@@ -101,9 +101,9 @@ def test_model_takes_shapes_from_data(make_cfg):
 
 
 def test_l2_decays_matrices_not_biases(make_cfg):
-    cfg = resolve(make_cfg("regularization=[l2]"))
+    cfg = resolve(make_cfg("regularization=[l2]", "regularization.l2.decoupled=true"))
     optimizer = build.optimizer(cfg, build.model(cfg))
-    # decoupled (the default): applied beside the step by penalties.decay_weights_
+    # decoupled: applied beside the step by penalties.decay_weights_
     decays = sorted(group["decoupled_l2"] for group in optimizer.param_groups)
     assert decays == [0.0, 5e-4]
     assert all(p.ndim == 1 for p in optimizer.param_groups[1]["params"])
