@@ -12,8 +12,17 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-# The config groups (conf/ at the project's root).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _conf_dir() -> str:
+    """The config groups: the copy an installed wheel ships as `trainer_cli/conf` (setup.py),
+    else `conf/` at the repository's root (a source checkout; tests and scripts read it)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if (packaged / "config.yaml").is_file():
+        return str(packaged)
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 class UserError(Exception):
