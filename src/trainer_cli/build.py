@@ -19,6 +19,7 @@ from typing import Any
 
 import hydra.utils
 import torch
+from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -26,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from trainer_cli import checks, loop
 from trainer_cli.checkpoint import RandomState
-from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch
+from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, explicit_keys, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
 from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import parameter_groups, penalized_parameters
@@ -46,6 +47,15 @@ def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
             raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
             raise UserError(_keyed(cause, key, node)) from None
+        if str(error).startswith("Error locating target"):
+            # Hydra's message sends users to HYDRA_FULL_ERROR; say what failed and where to look.
+            while cause is not None and cause.__cause__ is not None:
+                cause = cause.__cause__  # the root: "No module named 'mymodels'", or the module's own error
+            reason = f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause else "not found"
+            raise UserError(
+                f"{key}._target_: cannot import '{node.get('_target_')}' ({reason}); a module of your own must be in "
+                "the folder you run train from (or on PYTHONPATH); TRAINER_CLI_DEBUG=1 shows the traceback"
+            ) from None
         raise
 
 
@@ -173,7 +183,32 @@ def regularization(cfg: DictConfig) -> Regularization:
 
 
 def model(cfg: DictConfig) -> nn.Module:
-    return instantiate(cfg.model, key="model")
+    return instantiate(constructor_keys(cfg.model, "model"), key="model")
+
+
+def constructor_keys(node: DictConfig, key: str) -> DictConfig:
+    """The node with only the keys its target's constructor accepts.
+
+    A model option's keys (`width`, `norm`, ...) stay in the node when the command line names
+    another class (`model._target_=mymodels.Net`); they are dropped, unless the user set one
+    (`model.width=64`, `+model.k=3`, a switch such as `regularization=[dropout]`): that is a
+    one-line error naming it. A constructor that takes `**kwargs` gets every key.
+    """
+    try:
+        # Hydra's own locator, as instantiate uses it (get_object would log a failure first).
+        parameters = inspect.signature(_locate(str(node._target_))).parameters.values()
+    except Exception:
+        return node  # instantiate reports a target it cannot import
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return node
+    accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    rejected = [str(k) for k in node if not str(k).startswith("_") and k not in accepted]
+    chosen = [k for k in rejected if f"{key}.{k}" in explicit_keys()]
+    if chosen:
+        raise UserError(
+            f"{key}.{chosen[0]}: not an argument of {node._target_}; accepted: {', '.join(sorted(accepted))}"
+        )
+    return OmegaConf.masked_copy(node, [k for k in node if str(k) not in rejected])
 
 
 def optimizer(cfg: DictConfig, model: nn.Module, penalties: list[Penalty] | None = None) -> torch.optim.Optimizer:

@@ -17,10 +17,18 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trainer_cli import metrics
-from trainer_cli.config import CONF_DIR, TRUST_ENV, UserError, register_resolvers, resolve, user_trusted_modules
+from trainer_cli.config import (
+    CONF_DIR,
+    TRUST_ENV,
+    UserError,
+    register_resolvers,
+    resolve,
+    set_explicit_keys,
+    user_trusted_modules,
+)
 
 log = logging.getLogger("trainer_cli")
 
@@ -37,6 +45,29 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
     from trainer_cli import build
 
     return build.procedure(cfg)(cfg, run_dir, hparams)
+
+
+def group_choices() -> dict[str, str | list[str]]:
+    """Every config group's choice for this job, multi-select ones as lists (Hydra's
+    `runtime.choices` leaves those out): the command line's, else config.yaml's default."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = HydraConfig.get()
+    choices: dict[str, str | list[str]] = {
+        group: str(choice) for group, choice in hydra_cfg.runtime.choices.items() if choice is not None
+    }
+    defaults = OmegaConf.load(Path(CONF_DIR, "config.yaml")).get("defaults", [])
+    for entry in defaults:
+        if isinstance(entry, DictConfig):
+            for group, value in entry.items():
+                if isinstance(value, ListConfig):
+                    choices[str(group)] = [str(v) for v in value]
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        group = override.key_or_group
+        value = override.value() if not override.is_sweep_override() else None
+        if isinstance(value, list) and Path(CONF_DIR, group).is_dir():
+            choices[group] = [str(v) for v in value]
+    return choices
 
 
 def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
@@ -56,11 +87,35 @@ def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def keys_set_by_user() -> set[str]:
+    """The dotted keys this job's command line sets: `key=value` overrides, and the keys that
+    chosen `# @package _global_` options (regularization switches, experiments) set."""
+    import yaml
+
+    hydra_cfg = HydraConfig.get()
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o}
+    for group, choice in group_choices().items():
+        for name in choice if isinstance(choice, list) else [choice]:
+            path = Path(CONF_DIR, str(group), f"{name}.yaml")
+            if group.startswith("hydra") or not path.is_file() or "@package _global_" not in path.read_text():
+                continue
+            stack = [("", yaml.safe_load(path.read_text()) or {})]
+            while stack:
+                prefix, node = stack.pop()
+                for k, v in node.items():
+                    if k != "defaults" and isinstance(v, dict):
+                        stack.append((f"{prefix}{k}.", v))
+                    elif k != "defaults":
+                        keys.add(f"{prefix}{k}")
+    return keys
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """Hydra's task function: runs one job and returns `optimized_metric` for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     hparams = hparams_from_hydra(cfg)
+    set_explicit_keys(keys_set_by_user())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if multirun:
@@ -209,6 +264,10 @@ def main() -> None:
     # TRAINER_CLI_DEBUG=1 shows the whole traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+    # Your own modules in the current folder are importable, as under `python -m`; appended,
+    # so a file there never shadows an installed package (torch, trainer_cli).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         sys.argv = [sys.argv[0], *rewrite_argv(sys.argv[1:])]
         hydra_main()

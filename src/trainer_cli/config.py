@@ -58,6 +58,21 @@ def user_trusted_modules() -> list[str]:
     return [name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip()]
 
 
+# The dotted keys the user set for this job (`model.width=64`, or the model keys a chosen
+# switch such as `regularization=[dropout]` sets): filled by the command line (cli.py), read
+# by build.constructor_keys to tell a key the user asked for from one a model option carries.
+_explicit_keys: set[str] = set()
+
+
+def set_explicit_keys(keys: set[str]) -> None:
+    _explicit_keys.clear()
+    _explicit_keys.update(keys)
+
+
+def explicit_keys() -> set[str]:
+    return set(_explicit_keys)
+
+
 def trusted_prefixes(cfg: DictConfig) -> list[str]:
     """The `_target_` prefixes a run may import."""
     own = [f"{name}." for name in user_trusted_modules()]
