@@ -268,3 +268,16 @@ def print_activation_table(stats: dict[str, tuple[float, float]]) -> None:
     for name, (mean, std) in stats.items():
         table.add_row(name, f"{mean:.4f}", f"{std:.4f}")
     console.print(table)
+
+
+def per_class_table(summary: dict[str, Any]) -> Table:
+    """`mode=evaluate`'s table: the test metrics and each class's accuracy."""
+    table = Table(title=f"Evaluation of {summary['checkpoint']} on {summary['data']}", show_header=True)
+    table.add_column("class")
+    table.add_column("test acc", justify="right")
+    for name, acc in summary["test/per_class_acc"].items():
+        table.add_row(name, f"{acc:.4f}")
+    table.add_row(
+        "all", f"{summary['test/acc']:.4f} (loss {summary['test/loss']:.4f}, {summary['test/num_samples']} images)"
+    )
+    return table
