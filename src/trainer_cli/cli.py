@@ -71,12 +71,14 @@ def group_choices() -> dict[str, str | list[str]]:
 
 
 def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyperparameters for the HParams tab: group choices and command-line values."""
+    """The run's hyperparameters for the HParams tab and the loggers: every group choice
+    (multi-select ones too) and the command line's values."""
     hydra_cfg = HydraConfig.get()
     result: dict[str, Any] = {}
-    for group, choice in hydra_cfg.runtime.choices.items():
-        if not group.startswith("hydra") and choice is not None:
-            result[group] = str(choice)
+    for group, choice in group_choices().items():
+        if not group.startswith("hydra"):
+            # Multi-select groups as typed: augmentation=[flip,crop] and [none] runs differ.
+            result[group] = f"[{','.join(choice)}]" if isinstance(choice, list) else choice
     for override in hydra_cfg.overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in result or key == "resume":
