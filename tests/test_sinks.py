@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -37,6 +38,7 @@ def test_mlflow_run_has_params_metrics_and_history(logged_run):
     from mlflow.tracking import MlflowClient
 
     run_dir, store, summary = logged_run
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when asked
     client = MlflowClient(tracking_uri=store.as_uri())
     experiment = client.get_experiment_by_name("tests")
     (found,) = client.search_runs([experiment.experiment_id])
@@ -68,12 +70,13 @@ def test_csv_logger_has_every_scalar_by_step(logged_run):
 
 
 @pytest.mark.slow
-def test_cli_selects_loggers_together_and_records_multi_select_choices(tmp_path):
+def test_cli_selects_loggers_together_and_records_multi_select_choices(tmp_path, monkeypatch):
     """`train 'logger=[tensorboard,mlflow]'` from the command line: the MLflow run's parameters
     hold the multi-select choices (augmentation, regularization) as they were typed."""
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when asked
     run_train(
         ["epochs=1", "trainer.device=cpu", "logger=[tensorboard,mlflow]", "augmentation=[flip,crop]",
          "regularization=[l2,dropout]", "hydra.run.dir=run"],

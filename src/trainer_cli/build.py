@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -257,8 +258,11 @@ def scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch
     `steps_per_epoch` counts optimizer steps (after gradient accumulation).
     """
     make = instantiate(cfg.scheduler, key="scheduler")
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.trainer.get("max_steps") is not None:
+        total_steps = min(total_steps, int(cfg.trainer.max_steps))  # the schedule ends where the run does
     try:
-        factor = make(total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+        factor = make(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     except (ValueError, TypeError) as error:
         raise UserError(_keyed(error, "scheduler", cfg.scheduler)) from None
     return Scheduler(optimizer, factor)
@@ -327,6 +331,54 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> li
     ]
 
 
+class LimitedBatches:
+    """The first `limit` batches of a loader, each epoch (`trainer.limit_train_batches`,
+    `trainer.limit_val_batches`, `trainer.max_steps`); everything else is the loader's."""
+
+    def __init__(self, loader: Any, limit: int) -> None:
+        self.loader, self.limit = loader, limit
+        self.epoch_limit = limit  # the configured one; `limit` may be lower in a run's last epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.loader), self.limit)
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["loader"], name)
+
+
+def _batch_limit(cfg: DictConfig, key: str, available: int) -> int | None:
+    """`trainer.<key>`: a whole number of batches, a fraction (0, 1] of them, or null (all)."""
+    value = cfg.trainer.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserError(f"trainer.{key}: expected a whole number of batches >= 1, a fraction in (0, 1], or null")
+    if isinstance(value, float):
+        if value > 1:
+            raise UserError(f"trainer.{key}: expected a fraction in (0, 1] or a whole number of batches, got '{value}'")
+        return max(1, int(value * available))
+    return int(value)
+
+
+def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
+    """Quick checks on part of the data (like Lightning's `limit_*_batches`): the training
+    and validation loaders cut to their first batches; `trainer.max_steps` also wraps the
+    training loader, so the run can stop mid-epoch (`train.steps_left`)."""
+    train_limit = _batch_limit(cfg, "limit_train_batches", len(run_data.train))
+    val_limit = _batch_limit(cfg, "limit_val_batches", len(run_data.val))
+    max_steps = cfg.trainer.get("max_steps")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise UserError(f"trainer.max_steps: expected a whole number >= 1 or null, got '{max_steps}'")
+    if train_limit is not None or max_steps is not None:
+        run_data.train = LimitedBatches(run_data.train, train_limit or len(run_data.train))
+    if val_limit is not None:
+        run_data.val = LimitedBatches(run_data.val, val_limit)
+    return run_data
+
+
 @dataclass
 class Pieces:
     """Everything a training run is made of, built by `pieces(cfg)`."""
@@ -373,7 +425,7 @@ def pieces(cfg: DictConfig) -> Pieces:
     averaging and the step options, in this order (the model's initialization draws from
     the global random generator after the data is split)."""
     where = device(str(cfg.trainer.device))
-    run_data = data(cfg, where)
+    run_data = limit_batches(cfg, data(cfg, where))
     run_model = model(cfg).to(where)
     chosen = regularization(cfg)
     run_optimizer = optimizer(cfg, run_model, chosen.penalties)
