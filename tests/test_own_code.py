@@ -65,11 +65,11 @@ def test_own_config_folder_adds_choices(own_code, make_cfg):
 
     cfg = make_cfg(
         f"hydra.searchpath=[file://{folder / 'myconf'}]",
-        "model=net", "data=noisy_digits", "augmentation=[invert]", "optimizer=nesterov", "model.hidden=32",
+        "model=net", "data=noisy_digits", "augmentation=[invert]", "optimizer=mysgd", "model.hidden=32",
     )  # fmt: skip
     pieces = build_run(cfg)
     assert type(pieces.model).__name__ == "Net" and pieces.model.layers[1].out_features == 32
-    assert type(pieces.optimizer) is torch.optim.SGD and pieces.optimizer.defaults["nesterov"] is True
+    assert type(pieces.optimizer) is torch.optim.SGD and pieces.optimizer.defaults["momentum"] == 0.8
     assert [type(s).__name__ for s in pieces.data.train.augment.steps] == ["Invert"]
     plain = load_digits()
     noisy = sys.modules["mycode"].noisy_digits(0.1)

@@ -19,8 +19,8 @@ from trainer_cli.report import EPOCH_TAGS, Sink, _hparam_value
 
 class CSVLogger(Sink):
     """Every scalar, at every step it is logged, in `<run folder>/csv/scalars.csv` (long form:
-    step, tag, value, wall time; appended and flushed as it comes, so a killed run keeps its
-    rows), and `csv/hparams.json` (the hyperparameters and final metrics). Spreadsheet- and
+    step, tag, value, wall time; flushed at the end of every epoch, so a killed run keeps
+    its rows), and `csv/hparams.json` (the hyperparameters and final metrics). Spreadsheet- and
     pandas-ready: `pd.read_csv(...).pivot_table(index="step", columns="tag", values="value")`.
 
     `purge_step`: on resume, rows from that step on (written by the killed run) are dropped.
