@@ -63,7 +63,7 @@ def test_evaluate_on_another_data_set(finished_run, make_cfg, tmp_path):
         summary = procedure_run(make_cfg, tmp_path, "mode=evaluate", f"checkpoint={run_dir}/checkpoints/best.pt",
                                 "data=synthetic")  # fmt: skip
     finally:
-        set_explicit_keys(set())
+        set_explicit_keys(None)
     assert summary["data"] == "synthetic" and summary["test/num_samples"] == 512
     assert summary["test/acc"] < 0.5  # random images: the digits model is lost there
 

@@ -44,11 +44,12 @@ def own_code(tmp_path, monkeypatch):
     monkeypatch.setenv(TRUST_ENV, "mycode")
     yield tmp_path, commands
     sys.modules.pop("mycode", None)
-    set_explicit_keys(set())
+    set_explicit_keys(None)
 
 
 def test_own_model_gets_only_the_keys_its_constructor_takes(own_code, make_cfg):
-    pieces = build_run(make_cfg("model._target_=mycode.Net", "model.width=16"))
+    set_explicit_keys({"model._target_"})  # as `train model._target_=mycode.Net` sets it
+    pieces = build_run(make_cfg("model._target_=mycode.Net"))
     assert type(pieces.model).__name__ == "Net" and type(pieces.model).__module__ == "mycode"
     assert pieces.model.layers[1].in_features == 64  # image_size 8, in_channels 1: passed on
     # A key the user set that the constructor rejects: one line naming it.

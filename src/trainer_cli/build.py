@@ -193,8 +193,12 @@ def constructor_keys(node: DictConfig, key: str) -> DictConfig:
     A model option's keys (`width`, `norm`, ...) stay in the node when the command line names
     another class (`model._target_=mymodels.Net`); they are dropped, unless the user set one
     (`model.width=64`, `+model.k=3`, a switch such as `regularization=[dropout]`): that is a
-    one-line error naming it. A constructor that takes `**kwargs` gets every key.
+    one-line error naming it. A constructor that takes `**kwargs` gets every key. Without a
+    command line (`config.explicit_keys()` is None) every key is passed on, as written.
     """
+    asked = explicit_keys()
+    if asked is None:
+        return node
     try:
         # Hydra's own locator, as instantiate uses it (get_object would log a failure first).
         parameters = inspect.signature(_locate(str(node._target_))).parameters.values()
@@ -204,7 +208,7 @@ def constructor_keys(node: DictConfig, key: str) -> DictConfig:
         return node
     accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     rejected = [str(k) for k in node if not str(k).startswith("_") and k not in accepted]
-    chosen = [k for k in rejected if f"{key}.{k}" in explicit_keys()]
+    chosen = [k for k in rejected if f"{key}.{k}" in asked]
     if chosen:
         raise UserError(
             f"{key}.{chosen[0]}: not an argument of {node._target_}; accepted: {', '.join(sorted(accepted))}"

@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli import metrics
 from trainer_cli.config import (
@@ -49,25 +49,30 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
 
 def group_choices() -> dict[str, str | list[str]]:
     """Every config group's choice for this job, multi-select ones as lists (Hydra's
-    `runtime.choices` leaves those out): the command line's, else config.yaml's default."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    `runtime.choices` leaves those out): read from the job's resolved defaults list, so
+    an experiment's `override /augmentation: [flip, crop]` counts as the command line's does."""
+    from hydra.core.global_hydra import GlobalHydra
 
     hydra_cfg = HydraConfig.get()
     choices: dict[str, str | list[str]] = {
         group: str(choice) for group, choice in hydra_cfg.runtime.choices.items() if choice is not None
     }
-    defaults = OmegaConf.load(Path(CONF_DIR, "config.yaml")).get("defaults", [])
-    for entry in defaults:
-        if isinstance(entry, DictConfig):
-            for group, value in entry.items():
-                if isinstance(value, ListConfig):
-                    choices[str(group)] = [str(v) for v in value]
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
-        group = override.key_or_group
-        value = override.value() if not override.is_sweep_override() else None
-        if isinstance(value, list) and Path(CONF_DIR, group).is_dir():
-            choices[group] = [str(v) for v in value]
-    return choices
+    try:
+        listed = (
+            GlobalHydra.instance()
+            .config_loader()
+            .compute_defaults_list(
+                config_name=hydra_cfg.job.config_name, overrides=list(hydra_cfg.overrides.task), run_mode=RunMode.RUN
+            )
+        )
+    except Exception:  # no defaults list to read (a saved config): the single choices only
+        return choices
+    selected: dict[str, list[str]] = {}
+    for default in listed.defaults:
+        group, _, name = (default.config_path or "").rpartition("/")
+        if group and not group.startswith("hydra") and group not in choices:
+            selected.setdefault(group, []).append(name)
+    return {**choices, **selected}
 
 
 def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:

@@ -61,16 +61,17 @@ def user_trusted_modules() -> list[str]:
 # The dotted keys the user set for this job (`model.width=64`, or the model keys a chosen
 # switch such as `regularization=[dropout]` sets): filled by the command line (cli.py), read
 # by build.constructor_keys to tell a key the user asked for from one a model option carries.
-_explicit_keys: set[str] = set()
+# None (never set: a config built in Python, not by `train`): every key counts as asked for.
+_explicit_keys: list[set[str] | None] = [None]
 
 
-def set_explicit_keys(keys: set[str]) -> None:
-    _explicit_keys.clear()
-    _explicit_keys.update(keys)
+def set_explicit_keys(keys: set[str] | None) -> None:
+    _explicit_keys[0] = None if keys is None else set(keys)
 
 
-def explicit_keys() -> set[str]:
-    return set(_explicit_keys)
+def explicit_keys() -> set[str] | None:
+    keys = _explicit_keys[0]
+    return None if keys is None else set(keys)
 
 
 def trusted_prefixes(cfg: DictConfig) -> list[str]:

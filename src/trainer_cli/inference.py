@@ -61,7 +61,8 @@ def checkpoint_path(given: Any) -> Path:
 
 def data_from_command_line() -> bool:
     """Whether this command line chose the data (`data=...` or `data.<key>=...`)."""
-    return any(k == "data" or (k.startswith("data.") and k not in ("data.kfold", "data.fold")) for k in explicit_keys())
+    keys = explicit_keys() or set()
+    return any(k == "data" or (k.startswith("data.") and k not in ("data.kfold", "data.fold")) for k in keys)
 
 
 @torch.no_grad()
