@@ -359,3 +359,30 @@ def test_nan_returning_job_is_a_failed_trial():
     assert failed.status == JobStatus.FAILED
     with pytest.raises(TrialFailed):
         _ = failed.return_value
+
+
+def test_report_has_a_column_per_swept_key_and_labels_curves_by_their_overrides(tmp_path):
+    from trainer_cli.sweep import job_curves, report
+
+    ok = {"status": "ok", "test/acc": 0.5, "epochs_run": 3, "time_s": 1.0}
+    jobs = [("sgd", "0.1", "[flip,crop]"), ("sgd", "0.01", "[none]"), ("adam", "0.001", "[flip,crop]"),
+            ("adam", "0.0001", "[none]")]  # fmt: skip
+    for job, (optimizer, lr, augmentation) in enumerate(jobs):
+        overrides = [f"optimizer={optimizer}", f"lr={lr}", f"augmentation={augmentation}", "epochs=3"]
+        curve = [0.3 + 0.1 * job, 0.5 + 0.1 * job, 0.6 + 0.1 * job]
+        make_job(tmp_path, job, overrides, {**ok, "best/val/acc": curve[-1]}, curve)
+    rows = report(tmp_path, "val/acc")
+    written = {r["job"]: r for r in summary_rows(tmp_path)}
+    assert list(written["0"])[:4] == ["job", "optimizer", "lr", "augmentation"]  # epochs=3 is shared: no column
+    assert (written["2"]["optimizer"], written["2"]["lr"], written["2"]["augmentation"]) == (
+        "adam",
+        "0.001",
+        "[flip,crop]",
+    )
+    curves = {label: colour for label, _, _, colour in job_curves(tmp_path, rows, "val/acc")}
+    assert set(curves) == {f"optimizer={o} lr={lr} augmentation={a}" for o, lr, a in jobs}
+    by_optimizer = {o: {curves[f"optimizer={o} lr={lr} augmentation={a}"] for oo, lr, a in jobs if oo == o}
+                    for o in ("sgd", "adam")}  # fmt: skip
+    assert all(len(colours) == 1 for colours in by_optimizer.values())  # one colour per choice
+    assert by_optimizer["sgd"] != by_optimizer["adam"]
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import logging
 import math
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 import hydra.utils
 import torch
+from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -27,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from trainer_cli import checks, distributed, loop, transfer
 from trainer_cli.checkpoint import RandomState
-from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch
+from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, explicit_keys, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
 from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import parameter_groups, penalized_parameters
@@ -50,6 +52,15 @@ def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
             raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
             raise UserError(_keyed(cause, key, node)) from None
+        if str(error).startswith("Error locating target"):
+            # Hydra's message sends users to HYDRA_FULL_ERROR; say what failed and where to look.
+            while cause is not None and cause.__cause__ is not None:
+                cause = cause.__cause__  # the root: "No module named 'mymodels'", or the module's own error
+            reason = f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause else "not found"
+            raise UserError(
+                f"{key}._target_: cannot import '{node.get('_target_')}' ({reason}); a module of your own must be in "
+                "the folder you run train from (or on PYTHONPATH); TRAINER_CLI_DEBUG=1 shows the traceback"
+            ) from None
         raise
 
 
@@ -200,7 +211,36 @@ def regularization(cfg: DictConfig) -> Regularization:
 
 
 def model(cfg: DictConfig) -> nn.Module:
-    return instantiate(cfg.model, key="model")
+    return instantiate(constructor_keys(cfg.model, "model"), key="model")
+
+
+def constructor_keys(node: DictConfig, key: str) -> DictConfig:
+    """The node with only the keys its target's constructor accepts.
+
+    A model option's keys (`width`, `norm`, ...) stay in the node when the command line names
+    another class (`model._target_=mymodels.Net`); they are dropped, unless the user set one
+    (`model.width=64`, `+model.k=3`, a switch such as `regularization=[dropout]`): that is a
+    one-line error naming it. A constructor that takes `**kwargs` gets every key. Without a
+    command line (`config.explicit_keys()` is None) every key is passed on, as written.
+    """
+    asked = explicit_keys()
+    if asked is None:
+        return node
+    try:
+        # Hydra's own locator, as instantiate uses it (get_object would log a failure first).
+        parameters = inspect.signature(_locate(str(node._target_))).parameters.values()
+    except Exception:
+        return node  # instantiate reports a target it cannot import
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return node
+    accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    rejected = [str(k) for k in node if not str(k).startswith("_") and k not in accepted]
+    chosen = [k for k in rejected if f"{key}.{k}" in asked]
+    if chosen:
+        raise UserError(
+            f"{key}.{chosen[0]}: not an argument of {node._target_}; accepted: {', '.join(sorted(accepted))}"
+        )
+    return OmegaConf.masked_copy(node, [k for k in node if str(k) not in rejected])
 
 
 def optimizer(
@@ -260,8 +300,11 @@ def scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch
     `steps_per_epoch` counts optimizer steps (after gradient accumulation).
     """
     make = instantiate(cfg.scheduler, key="scheduler")
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.trainer.get("max_steps") is not None:
+        total_steps = min(total_steps, int(cfg.trainer.max_steps))  # the schedule ends where the run does
     try:
-        factor = make(total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+        factor = make(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     except (ValueError, TypeError) as error:
         raise UserError(_keyed(error, "scheduler", cfg.scheduler)) from None
     return Scheduler(optimizer, factor)
@@ -340,6 +383,54 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> li
     ]
 
 
+class LimitedBatches:
+    """The first `limit` batches of a loader, each epoch (`trainer.limit_train_batches`,
+    `trainer.limit_val_batches`, `trainer.max_steps`); everything else is the loader's."""
+
+    def __init__(self, loader: Any, limit: int) -> None:
+        self.loader, self.limit = loader, limit
+        self.epoch_limit = limit  # the configured one; `limit` may be lower in a run's last epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.loader), self.limit)
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["loader"], name)
+
+
+def _batch_limit(cfg: DictConfig, key: str, available: int) -> int | None:
+    """`trainer.<key>`: a whole number of batches, a fraction (0, 1] of them, or null (all)."""
+    value = cfg.trainer.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserError(f"trainer.{key}: expected a whole number of batches >= 1, a fraction in (0, 1], or null")
+    if isinstance(value, float):
+        if value > 1:
+            raise UserError(f"trainer.{key}: expected a fraction in (0, 1] or a whole number of batches, got '{value}'")
+        return max(1, int(value * available))
+    return int(value)
+
+
+def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
+    """Quick checks on part of the data (like Lightning's `limit_*_batches`): the training
+    and validation loaders cut to their first batches; `trainer.max_steps` also wraps the
+    training loader, so the run can stop mid-epoch (`train.steps_left`)."""
+    train_limit = _batch_limit(cfg, "limit_train_batches", len(run_data.train))
+    val_limit = _batch_limit(cfg, "limit_val_batches", len(run_data.val))
+    max_steps = cfg.trainer.get("max_steps")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise UserError(f"trainer.max_steps: expected a whole number >= 1 or null, got '{max_steps}'")
+    if train_limit is not None or max_steps is not None:
+        run_data.train = LimitedBatches(run_data.train, train_limit or len(run_data.train))
+    if val_limit is not None:
+        run_data.val = LimitedBatches(run_data.val, val_limit)
+    return run_data
+
+
 @dataclass
 class Pieces:
     """Everything a training run is made of, built by `pieces(cfg)`."""
@@ -395,7 +486,7 @@ def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
     the global random generator after the data is split). `init_weights`: load `init_from`
     (a resumed run's checkpoint has the weights)."""
     where = distributed.device(device(str(cfg.trainer.device)))
-    run_data = data(cfg, where)
+    run_data = limit_batches(cfg, data(cfg, where))
     tuning = finetune(cfg)
     run_model = transfer.adapt(cfg, model(cfg), tuning, init_weights)
     run_model = distributed.sync_batchnorm(run_model, bool(cfg.trainer.get("sync_batchnorm", False)), where).to(where)

@@ -20,7 +20,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli import distributed, metrics
-from trainer_cli.config import CONF_DIR, TRUST_ENV, UserError, register_resolvers, resolve, user_trusted_modules
+from trainer_cli.config import (
+    CONF_DIR,
+    TRUST_ENV,
+    UserError,
+    register_resolvers,
+    resolve,
+    set_explicit_keys,
+    user_trusted_modules,
+)
 
 log = logging.getLogger("trainer_cli")
 
@@ -39,13 +47,43 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
     return build.procedure(cfg)(cfg, run_dir, hparams)
 
 
+def group_choices() -> dict[str, str | list[str]]:
+    """Every config group's choice for this job, multi-select ones as lists (Hydra's
+    `runtime.choices` leaves those out): read from the job's resolved defaults list, so
+    an experiment's `override /augmentation: [flip, crop]` counts as the command line's does."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra_cfg = HydraConfig.get()
+    choices: dict[str, str | list[str]] = {
+        group: str(choice) for group, choice in hydra_cfg.runtime.choices.items() if choice is not None
+    }
+    try:
+        listed = (
+            GlobalHydra.instance()
+            .config_loader()
+            .compute_defaults_list(
+                config_name=hydra_cfg.job.config_name, overrides=list(hydra_cfg.overrides.task), run_mode=RunMode.RUN
+            )
+        )
+    except Exception:  # no defaults list to read (a saved config): the single choices only
+        return choices
+    selected: dict[str, list[str]] = {}
+    for default in listed.defaults:
+        group, _, name = (default.config_path or "").rpartition("/")
+        if group and not group.startswith("hydra") and group not in choices:
+            selected.setdefault(group, []).append(name)
+    return {**choices, **selected}
+
+
 def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyperparameters for the HParams tab: group choices and command-line values."""
+    """The run's hyperparameters for the HParams tab and the loggers: every group choice
+    (multi-select ones too) and the command line's values."""
     hydra_cfg = HydraConfig.get()
     result: dict[str, Any] = {}
-    for group, choice in hydra_cfg.runtime.choices.items():
-        if not group.startswith("hydra") and choice is not None:
-            result[group] = str(choice)
+    for group, choice in group_choices().items():
+        if not group.startswith("hydra"):
+            # Multi-select groups as typed: augmentation=[flip,crop] and [none] runs differ.
+            result[group] = f"[{','.join(choice)}]" if isinstance(choice, list) else choice
     for override in hydra_cfg.overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in result or key == "resume":
@@ -56,11 +94,35 @@ def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def keys_set_by_user() -> set[str]:
+    """The dotted keys this job's command line sets: `key=value` overrides, and the keys that
+    chosen `# @package _global_` options (regularization switches, experiments) set."""
+    import yaml
+
+    hydra_cfg = HydraConfig.get()
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o}
+    for group, choice in group_choices().items():
+        for name in choice if isinstance(choice, list) else [choice]:
+            path = Path(CONF_DIR, str(group), f"{name}.yaml")
+            if group.startswith("hydra") or not path.is_file() or "@package _global_" not in path.read_text():
+                continue
+            stack = [("", yaml.safe_load(path.read_text()) or {})]
+            while stack:
+                prefix, node = stack.pop()
+                for k, v in node.items():
+                    if k != "defaults" and isinstance(v, dict):
+                        stack.append((f"{prefix}{k}.", v))
+                    elif k != "defaults":
+                        keys.add(f"{prefix}{k}")
+    return keys
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """Hydra's task function: runs one job and returns `optimized_metric` for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     hparams = hparams_from_hydra(cfg)
+    set_explicit_keys(keys_set_by_user())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks
@@ -218,6 +280,10 @@ def main() -> None:
     # TRAINER_CLI_DEBUG=1 shows the whole traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+    # Your own modules in the current folder are importable, as under `python -m`; appended,
+    # so a file there never shadows an installed package (torch, trainer_cli).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
         devices = distributed.requested_devices(argv)

@@ -12,8 +12,17 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-# The config groups (conf/ at the project's root).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _conf_dir() -> str:
+    """The config groups: the copy an installed wheel ships as `trainer_cli/conf` (setup.py),
+    else `conf/` at the repository's root (a source checkout; tests and scripts read it)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if (packaged / "config.yaml").is_file():
+        return str(packaged)
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 class UserError(Exception):
@@ -47,6 +56,22 @@ TRUST_ENV = "TRAINER_CLI_TRUST"
 def user_trusted_modules() -> list[str]:
     """The modules the user trusts on top of the defaults (`--trust`, $TRAINER_CLI_TRUST)."""
     return [name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip()]
+
+
+# The dotted keys the user set for this job (`model.width=64`, or the model keys a chosen
+# switch such as `regularization=[dropout]` sets): filled by the command line (cli.py), read
+# by build.constructor_keys to tell a key the user asked for from one a model option carries.
+# None (never set: a config built in Python, not by `train`): every key counts as asked for.
+_explicit_keys: list[set[str] | None] = [None]
+
+
+def set_explicit_keys(keys: set[str] | None) -> None:
+    _explicit_keys[0] = None if keys is None else set(keys)
+
+
+def explicit_keys() -> set[str] | None:
+    keys = _explicit_keys[0]
+    return None if keys is None else set(keys)
 
 
 def trusted_prefixes(cfg: DictConfig) -> list[str]:

@@ -9,18 +9,87 @@ the loggers `'logger=[...]'` selects (`TensorBoard` by default). A sink is a cla
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from trainer_cli import distributed, metrics
 
-console = Console()
+log = logging.getLogger("trainer_cli")
+
+# Output that is not a terminal (a pipe, `nohup`, SLURM's file) has no width: rich would cut
+# it at 80 columns. Lines there are as long as they need (up to this), tables too.
+PLAIN_WIDTH = 240
+
+
+def make_console() -> Console:
+    """rich's console on a terminal; elsewhere one that never wraps at 80 columns."""
+    probe = Console()
+    if probe.is_terminal or "COLUMNS" in os.environ:
+        return probe
+    return Console(width=PLAIN_WIDTH, soft_wrap=True)
+
+
+console = make_console()
+
+
+class ConsoleFilter(logging.Filter):
+    """Records logged with `extra={"console": False}` go to train.log only (the console
+    already shows them: the progress bar's epoch, a printed table)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True)
+
+
+def console_handler() -> logging.Handler:
+    """The console's log handler (conf/hydra/job_logging/rich.yaml): rich's on a terminal;
+    elsewhere plain timestamped lines on stdout, flushed one by one, never wrapped."""
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(ConsoleFilter())
+    return handler
+
+
+def show(renderable: Any) -> None:
+    """Print a table (or any rich renderable) on the console, and its text into train.log."""
+    console.print(renderable)
+    text = io.StringIO()
+    Console(file=text, width=PLAIN_WIDTH, color_system=None).print(renderable)
+    log.info("\n" + text.getvalue().rstrip(), extra={"console": False})
+
+
+def duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
 
 # The per-epoch curves every sink records, so they line up across runs.
 EPOCH_TAGS = tuple(metrics.epoch_metrics())
@@ -135,6 +204,13 @@ class Reporter:
         self.task = None
         self.epoch_start_step = 0
         self.history: list[dict[str, Any]] = []  # the epochs so far, for curves.png at the end
+        # Not a terminal: no live bar (it would appear only at the end); a plain line per
+        # epoch as it ends, and within long epochs a step line every `plain_step_seconds`.
+        self.plain = not console.is_terminal
+        self.plain_step_seconds = 60.0
+        self.epoch = 0
+        self.first_epoch: int | None = None
+        self.started = self.last_line = time.monotonic()
 
     def __enter__(self) -> Reporter:
         return self
@@ -147,9 +223,15 @@ class Reporter:
 
     # Console ------------------------------------------------------------------------------
     def print(self, *renderables: Any) -> None:
-        console.print(*renderables)
+        for renderable in renderables:
+            show(renderable)
 
     def start_epoch(self, epoch: int, step: int) -> None:
+        self.epoch, self.epoch_start_step = epoch, step
+        if self.first_epoch is None:
+            self.first_epoch, self.started = epoch, time.monotonic()
+        if self.plain:
+            return
         if self.progress is None:
             self.progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -157,16 +239,31 @@ class Reporter:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
                 console=console,
             )
             self.progress.start()
         self.task = self.progress.add_task("", total=self.steps_per_epoch, epoch=epoch, epochs=self.epochs, stats="")
-        self.epoch_start_step = step
+
+    def eta(self) -> float | None:
+        """Seconds left in the run, from the mean time of the epochs this process has run."""
+        if self.first_epoch is None or self.epoch < self.first_epoch:
+            return None
+        per_epoch = (time.monotonic() - self.started) / (self.epoch - self.first_epoch + 1)
+        return per_epoch * max(0, self.epochs - self.epoch)
 
     # Numbers ------------------------------------------------------------------------------
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         """The training scalars of the last `log_every_n_steps` steps."""
         self.log_scalars(step, scalars)
+        if self.plain and time.monotonic() - self.last_line >= self.plain_step_seconds:
+            self.last_line = time.monotonic()
+            log.info(
+                f"epoch {self.epoch}/{self.epochs} step {step - self.epoch_start_step}/{self.steps_per_epoch}  "
+                f"loss {scalars['train/loss_step']:.4f}  acc {scalars['train/acc_step']:.3f}  "
+                f"lr {scalars['lr']:.2e}  {scalars['samples_per_s']:,.0f} samples/s"
+            )
         if self.progress is not None:
             self.progress.update(
                 self.task,
@@ -181,6 +278,15 @@ class Reporter:
         self.history = history
         for sink in self.sinks:
             sink.log_epoch(step, row, history)
+        elapsed, left = time.monotonic() - self.started, self.eta()
+        # The epoch's line: on the console when there is no bar, in train.log always.
+        log.info(
+            f"epoch {row['epoch']}/{self.epochs}  train loss {row['train/loss']:.4f} acc {row['train/acc']:.4f}  "
+            f"val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f}  lr {row['lr']:.2e}  "
+            f"elapsed {duration(elapsed)}" + (f"  eta {duration(left)}" if left is not None else ""),
+            extra={"console": self.plain},
+        )
+        self.last_line = time.monotonic()
         if self.progress is not None:
             self.progress.update(
                 self.task,
@@ -266,7 +372,7 @@ def print_results(summary: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    console.print(table)
+    show(table)
 
 
 def print_activation_table(stats: dict[str, tuple[float, float]]) -> None:
@@ -276,4 +382,17 @@ def print_activation_table(stats: dict[str, tuple[float, float]]) -> None:
         table.add_column(column, justify="left" if column == "layer" else "right")
     for name, (mean, std) in stats.items():
         table.add_row(name, f"{mean:.4f}", f"{std:.4f}")
-    console.print(table)
+    show(table)
+
+
+def per_class_table(summary: dict[str, Any]) -> Table:
+    """`mode=evaluate`'s table: the test metrics and each class's accuracy."""
+    table = Table(title=f"Evaluation of {summary['checkpoint']} on {summary['data']}", show_header=True)
+    table.add_column("class")
+    table.add_column("test acc", justify="right")
+    for name, acc in summary["test/per_class_acc"].items():
+        table.add_row(name, f"{acc:.4f}")
+    table.add_row(
+        "all", f"{summary['test/acc']:.4f} (loss {summary['test/loss']:.4f}, {summary['test/num_samples']} images)"
+    )
+    return table

@@ -28,9 +28,10 @@ def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if not overrides_file.is_file():
             continue
-        overrides = " ".join(OmegaConf.load(overrides_file))
+        given = [str(o) for o in OmegaConf.load(overrides_file)]
         metrics_file = job_dir / "metrics.json"
-        row: dict[str, Any] = {"job": job_dir.name, "overrides": overrides}
+        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(given)}
+        row["values"] = {o.partition("=")[0].lstrip("+~"): o.partition("=")[2] for o in given}
         if metrics_file.is_file():
             summary = json.loads(metrics_file.read_text())
             row.update(
@@ -60,10 +61,12 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     columns = ["job", "overrides", "best_val", "test_acc", "epochs", "time_s", "status"]
     if rows and "stage" in rows[0]:
         columns.insert(1, "stage")
+    keys = swept_keys(rows)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*columns, "error"])  # why a failed job failed
+        # One column per swept key (for pandas and spreadsheets), then every override as typed.
+        writer = csv.DictWriter(f, fieldnames=[columns[0], *keys, *columns[1:], "error"], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, **{k: row["values"].get(k, "") for k in keys}} for row in rows)
     # The table shows what differs between jobs; summary.csv keeps every override.
     shared = set.intersection(*(set(r["overrides"].split()) for r in rows)) if len(rows) > 1 else set()
     title = f"Sweep {sweep_dir} (sorted by best {metric})"
@@ -92,6 +95,25 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     return rows
 
 
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The override keys whose value differs between jobs, in the order first seen."""
+    seen: dict[str, set[str]] = {}
+    for row in rows:
+        for key in row["values"]:
+            seen.setdefault(key, set())
+    for row in rows:
+        for key in seen:
+            seen[key].add(row["values"].get(key, ""))
+    return [key for key, values in seen.items() if len(values) > 1]
+
+
+def numeric(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _short(override: str) -> str:
     """`lr=0.010323260351976565` as `lr=0.01032`: sampled values, readable in a table."""
     key, _, value = override.partition("=")
@@ -117,6 +139,46 @@ def searched_values(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, f
     return {k: v for k, v in table.items() if len({value for value, _ in v}) > 1}
 
 
+def categorical_keys(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The swept keys with a non-numeric value (optimizer=sgd|adam, augmentation=[...])."""
+    return [k for k in keys if any(numeric(r["values"].get(k, "")) is None for r in rows)]
+
+
+def job_curves(
+    sweep_dir: Path, rows: list[dict[str, Any]], metric: str
+) -> list[tuple[str, list[int], list[float], Any]]:
+    """(label, epochs, values, colour) of each job's `metric` curve (k-fold jobs: each fold's).
+
+    Labelled by the job's swept overrides; the first categorical choice colours the curves
+    (one colour per choice, tab10), numeric values (lr) are in the labels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = swept_keys(rows)
+    categorical = categorical_keys(rows, keys)
+    colour_key = categorical[0] if categorical else None
+    choices = sorted({r["values"].get(colour_key, "") for r in rows}) if colour_key else []
+    palette = plt.get_cmap("tab10")
+    curves = []
+    for row in rows:
+        job_dir = sweep_dir / row["job"]
+        csv_files = [job_dir / "metrics.csv"] if (job_dir / "metrics.csv").is_file() else []
+        csv_files = csv_files or sorted(job_dir.glob("fold_*/metrics.csv"))  # k-fold jobs: one curve per fold
+        for i, csv_file in enumerate(csv_files):
+            with open(csv_file, newline="") as f:
+                history = [r for r in csv.DictReader(f) if r.get(metric) not in (None, "")]
+            if history:
+                label = " ".join(_short(f"{k}={row['values'][k]}") for k in keys if k in row["values"]) or row["job"]
+                label = label if len(csv_files) == 1 else f"{label} fold {i}"
+                colour = palette(choices.index(row["values"].get(colour_key, "")) % 10) if colour_key else None
+                epochs = [int(r["epoch"]) for r in history]
+                curves.append((label, epochs, [float(r[metric]) for r in history], colour))
+    return curves
+
+
 def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | None:
     """`sweep.png`: every job's validation curve, then the metric against each searched value.
 
@@ -127,38 +189,52 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    curves = []
-    for row in rows:
-        job_dir = sweep_dir / row["job"]
-        csv_files = [job_dir / "metrics.csv"] if (job_dir / "metrics.csv").is_file() else []
-        csv_files = csv_files or sorted(job_dir.glob("fold_*/metrics.csv"))  # k-fold jobs: one curve per fold
-        for i, csv_file in enumerate(csv_files):
-            with open(csv_file, newline="") as f:
-                history = [r for r in csv.DictReader(f) if r.get(metric) not in (None, "")]
-            if history:
-                label = row["job"] if len(csv_files) == 1 else f"{row['job']}/fold_{i}"
-                curves.append((label, [int(r["epoch"]) for r in history], [float(r[metric]) for r in history]))
+    keys = swept_keys(rows)
+    categorical = categorical_keys(rows, keys)
+    colour_key = categorical[0] if categorical else None
+    palette = plt.get_cmap("tab10")
+    curves = job_curves(sweep_dir, rows, metric)
     searched = searched_values(rows)
-    if not curves and not searched:
+    finished = [r for r in rows if r["status"] == "ok" and r["best_val"] is not None and math.isfinite(r["best_val"])]
+    panels = [*searched.items(), *((k, None) for k in categorical)]
+    if not curves and not panels:
         return None
-    columns, lines = max(1, len(searched)), 2 if searched else 1
-    figure, axes = plt.subplots(lines, columns, figsize=(5 * columns, 4 * lines), squeeze=False)
+    columns, lines = max(1, len(panels)), 2 if panels else 1
+    figure, axes = plt.subplots(lines, columns, figsize=(max(6, 5 * columns), 4.5 * lines), squeeze=False)
     curve_axis = axes[0][0]
-    for label, epochs, values in curves:
-        curve_axis.plot(epochs, values, marker="." if len(epochs) < 3 else None, label=label, alpha=0.8)
+    styles, used = ["-", "--", ":", "-."], {}
+    for label, epochs, values, colour in curves:
+        # Jobs that share a colour (the same choice) differ by line style.
+        style = styles[used.setdefault(colour, 0) % len(styles)] if colour is not None else "-"
+        used[colour] = used.get(colour, 0) + 1
+        curve_axis.plot(epochs, values, style, marker="." if len(epochs) < 3 else None, label=label, alpha=0.85,
+                        color=colour)  # fmt: skip
     curve_axis.set_xlabel("epoch")
+    curve_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
     curve_axis.set_ylabel(metric)
-    curve_axis.set_title(f"{metric} of every job")
-    if len(curves) <= 12:
-        curve_axis.legend(fontsize="small")
+    curve_axis.set_title(f"{metric} of every job" + (f" (colour: {colour_key})" if colour_key else ""))
     for extra in axes[0][1:]:
         extra.axis("off")
-    for axis, (key, points) in zip(axes[-1] if searched else [], searched.items(), strict=False):
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        axis.scatter(xs, ys)
-        if min(xs) > 0:
-            axis.set_xscale("log")
+    if len(curves) <= 24:
+        # The legend beside the curves (in the free space of the first row when there is one).
+        handles, labels = curve_axis.get_legend_handles_labels()
+        where = axes[0][1] if columns > 1 else curve_axis
+        where.legend(handles, labels, fontsize="small", loc="upper left" if columns > 1 else "best")
+    for axis, (key, points) in zip(axes[-1] if panels else [], panels, strict=False):
+        if points is None:  # a categorical choice: each choice's jobs in its own colour
+            names = sorted({r["values"].get(key, "") for r in rows})
+            for i, name in enumerate(names):
+                ys = [r["best_val"] for r in finished if r["values"].get(key, "") == name]
+                axis.scatter([i] * len(ys), ys, color=palette(i % 10), label=name)
+            axis.set_xticks(range(len(names)), names, rotation=20 if sum(map(len, names)) > 30 else 0)
+            axis.set_xlim(-0.5, len(names) - 0.5)
+        else:
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            axis.scatter(xs, ys)
+            if min(xs) > 0:
+                axis.set_xscale("log")
         axis.set_xlabel(key)
         axis.set_ylabel(f"best {metric}")
         axis.set_title(f"best {metric} vs {key}")

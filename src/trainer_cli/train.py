@@ -59,6 +59,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             check_initial_loss(pieces, reporter)
         early_stopped = False
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if steps_left(pieces) == 0:
+                break
             reporter.start_epoch(epoch, state.step)
             pieces.finetune.start_epoch(pieces.model, epoch)  # gradual unfreezing: what trains this epoch
             train_metrics, state.step = pieces.train_epoch(
@@ -197,6 +199,21 @@ def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
     reporter.print(f"[{COLOURS[verdict.status]}]initial loss {verdict.status}[/]: {verdict.summary}")
     reporter.log_scalars(0, {metrics.key("val", "loss"): initial["loss"], metrics.key("val", "acc"): initial["acc"]})
     return initial
+
+
+def steps_left(pieces: Pieces) -> int | None:
+    """`trainer.max_steps`: the optimizer steps left (None: no limit); the next epoch's
+    training batches are cut to them, so the run ends at exactly max_steps."""
+    from trainer_cli import loop
+
+    max_steps = pieces.cfg.trainer.get("max_steps")
+    if max_steps is None:
+        return None
+    left = max(0, int(max_steps) - pieces.loop.step)
+    if pieces.train_epoch is not loop.train_full_batch:  # a full-batch step needs every batch
+        train = pieces.data.train
+        train.limit = min(train.epoch_limit, left * pieces.options.accumulate_grad_batches)
+    return left
 
 
 def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], started: float) -> dict[str, Any]:

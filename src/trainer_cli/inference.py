@@ -1,0 +1,340 @@
+"""What to do with a trained model: `mode=evaluate`, `mode=predict`, `mode=export`.
+
+Each procedure rebuilds the run from its checkpoint (`checkpoint=<run folder | .pt>`): the
+config saved inside it names the data and the model, the saved preprocessing statistics and
+weights are restored (the same steps as `resume`, through `build`), and nothing trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from trainer_cli import build, checkpoint, metrics
+from trainer_cli.config import UserError, check_targets, explicit_keys, resolve, trusted_prefixes
+from trainer_cli.data import Data
+from trainer_cli.data.preprocess import Preprocess
+
+log = logging.getLogger("trainer_cli")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Trained:
+    """A finished run rebuilt from one checkpoint: its config, data, model and device."""
+
+    cfg: DictConfig
+    data: Data
+    model: nn.Module
+    device: torch.device
+    precision: str
+    path: Path
+    preprocess: Preprocess
+    classes: list[str]
+
+
+def checkpoint_path(given: Any) -> Path:
+    """`checkpoint=`: a run folder (its best-on-validation checkpoint, else its last) or a .pt file."""
+    if not given:
+        raise UserError("checkpoint: give a run folder or a .pt file, e.g. checkpoint=outputs/<date>/<run>")
+    path = Path(str(given))
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise UserError(f"checkpoint: '{given}' has no checkpoints/best.pt or checkpoints/last.pt")
+    if not path.is_file():
+        raise UserError(f"checkpoint: '{given}' is neither a run folder nor a checkpoint file")
+    return path
+
+
+def data_from_command_line() -> bool:
+    """Whether this command line chose the data (`data=...` or `data.<key>=...`)."""
+    keys = explicit_keys() or set()
+    return any(k == "data" or (k.startswith("data.") and k not in ("data.kfold", "data.fold")) for k in keys)
+
+
+@torch.no_grad()
+def from_checkpoint(cfg: DictConfig, *, with_data: bool = True) -> Trained:
+    """Rebuild the checkpoint's run on `cfg.trainer.device`: its data (or the command line's
+    `data=`), its preprocessing statistics and weights. Its config passes the trust check."""
+    path = checkpoint_path(cfg.get("checkpoint"))
+    device = build.device(str(cfg.trainer.device))
+    try:
+        state = checkpoint.load(path, map_location=device)
+    except UserError as error:
+        raise UserError(f"checkpoint{str(error).removeprefix('resume')}") from None
+    saved = OmegaConf.create(state["config"])
+    check_targets(saved, trusted_prefixes(cfg))  # a checkpoint's config is code too
+    saved.trainer.device = str(cfg.trainer.device)
+    if data_from_command_line():
+        saved.data = cfg.data  # another data set, seen through the run's own preprocessing
+    data, preprocess = None, Preprocess("none")
+    if with_data:
+        data = build.data(saved, device)
+        preprocess = data.preprocess
+    preprocess.load_state_dict(state["preprocess"])
+    classes = data.classes if data is not None else class_names(saved)
+    model = build.model(saved).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return Trained(saved, data, model, device, str(saved.trainer.precision), path, preprocess, classes)
+
+
+def class_names(cfg: DictConfig) -> list[str]:
+    """The class names of the run's data source (their indices when it cannot be read here)."""
+    try:
+        return [str(c) for c in build.instantiate(cfg.data.source, key="data.source").classes]
+    except Exception:
+        return [str(i) for i in range(int(cfg.data.num_classes))]
+
+
+@torch.no_grad()
+def predictions(trained: Trained, batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class probabilities, labels) over `batches`, with the run's precision."""
+    from trainer_cli.loop import autocast
+
+    probs, labels = [], []
+    for images, targets in batches:
+        with autocast(trained.device, trained.precision):
+            logits = trained.model(images)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(targets.cpu())
+    return torch.cat(probs), torch.cat(labels)
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[true, predicted]."""
+    flat = labels * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def confusion_figure(counts: torch.Tensor, classes: list[str], path: Path, title: str) -> torch.Tensor:
+    """The confusion matrix as a PNG (rows: true class, columns: predicted; each row
+    normalized, counts written in the cells); returns the image as a (3, H, W) tensor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(classes)
+    rates = counts.double() / counts.sum(1, keepdim=True).clamp_min(1)
+    size = max(4.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_xticks(range(n), classes, rotation=90 if n > 10 or max(map(len, classes)) > 3 else 0)
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                value = int(counts[i, j])
+                colour = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color=colour)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return torch.from_numpy(image).permute(2, 0, 1)
+
+
+def run_evaluate(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`train mode=evaluate checkpoint=<run | .pt>`: the test metrics of a checkpoint (computed
+    as the run's own final evaluation computes them), its confusion matrix (PNG, CSV and
+    TensorBoard) and each class's accuracy, on the run's test split or the command line's `data=`."""
+    from trainer_cli.loop import evaluate
+    from trainer_cli.report import Reporter, per_class_table
+
+    cfg = resolve(cfg)
+    trained = from_checkpoint(cfg)
+    data = trained.data
+    tested = evaluate(trained.model, data.test, trained.device, trained.precision)
+    probs, labels = predictions(trained, data.test)
+    counts = confusion_matrix(probs.argmax(1), labels, data.num_classes)
+    per_class = {
+        name: float(counts[i, i] / counts[i].sum()) if counts[i].sum() else float("nan")
+        for i, name in enumerate(data.classes)
+    }
+    summary = {
+        "status": "ok",
+        "run_dir": str(run_dir),
+        "checkpoint": str(trained.path),
+        "data": str(trained.cfg.data.name),
+        metrics.key("test", "acc"): tested["acc"],
+        metrics.key("test", "loss"): tested["loss"],
+        "test/num_samples": int(labels.numel()),
+        "test/per_class_acc": per_class,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "confusion_matrix.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *data.classes])
+        writer.writerows([name, *map(int, row)] for name, row in zip(data.classes, counts, strict=True))
+    title = f"{trained.cfg.data.name} test: acc {tested['acc']:.4f} ({labels.numel()} images)"
+    image = confusion_figure(counts, data.classes, run_dir / "confusion_matrix.png", title)
+    with Reporter(run_dir, build.loggers(cfg, run_dir)) as reporter:
+        reporter.log_scalars(0, {k: v for k, v in summary.items() if isinstance(v, float)})
+        reporter.log_image("test/confusion_matrix", image, 0)
+        reporter.finish(summary, {"checkpoint": str(trained.path), "data": summary["data"]}, {})
+        reporter.print(per_class_table(summary))
+    (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info(f"confusion matrix: {run_dir / 'confusion_matrix.png'} (and TensorBoard's Images tab)")
+    return summary
+
+
+def read_inputs(given: Any, channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Images in [0, 1], shape (N, channels, size, size), and a name for each: from a folder
+    of image files (resized and centre-cropped as image-folder data sets are) or a tensor
+    file (.pt tensor or .npy array, (N, C, H, W) or (N, H, W); uint8 pixels are scaled to [0, 1])."""
+    import numpy as np
+
+    if not given:
+        raise UserError("mode.input: give an image folder or a tensor file (.pt, .npy), e.g. mode.input=images/")
+    path = Path(str(given))
+    if path.is_dir():
+        from PIL import Image
+        from torchvision.transforms import v2
+
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"mode.input: '{given}' holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        transform = v2.Compose(
+            [v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True)]
+        )
+        mode = "L" if channels == 1 else "RGB"
+        images = [transform(Image.open(f).convert(mode)) for f in files]
+        return torch.stack(images), [str(f.relative_to(path)) for f in files]
+    if path.suffix == ".pt" and path.is_file():
+        try:
+            images = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise UserError(f"mode.input: cannot read '{given}' ({str(error).splitlines()[0][:120]})") from None
+    elif path.suffix == ".npy" and path.is_file():
+        images = torch.from_numpy(np.load(path, allow_pickle=False))
+    else:
+        raise UserError(f"mode.input: '{given}' is not an image folder, a .pt or a .npy file")
+    if not isinstance(images, torch.Tensor):
+        raise UserError(f"mode.input: '{given}' holds a {type(images).__name__}, not a tensor of images")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    if images.ndim == 3 and channels == 1:
+        images = images.unsqueeze(1)
+    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
+        raise UserError(
+            f"mode.input: '{given}' has shape {tuple(images.shape)}; the model takes (N, {channels}, {size}, {size})"
+        )
+    return images.float(), [str(i) for i in range(images.shape[0])]
+
+
+def write_atomically(path: Path, rows: list[list[Any]]) -> None:
+    """A CSV written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_predict(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, input: Any = None, output: str | None = None
+) -> dict[str, Any]:
+    """`train mode=predict checkpoint=<run | .pt> mode.input=<image folder | .pt | .npy>`:
+    each input's predicted class and class probabilities, in `predictions.csv` (or `mode.output`)."""
+    cfg = resolve(cfg)
+    trained = from_checkpoint(cfg, with_data=False)
+    preprocess, classes = trained.preprocess, trained.classes
+    channels, size = int(trained.cfg.data.in_channels), int(trained.cfg.data.image_size)
+    images, names = read_inputs(input, channels, size)
+    batch = int(cfg.batch_size)
+    parts = []
+    for start in range(0, len(images), batch):
+        chunk = preprocess(images[start : start + batch].to(trained.device))
+        parts.append((chunk, torch.zeros(chunk.shape[0], dtype=torch.long)))
+    probs, _ = predictions(trained, parts)
+    predicted = probs.argmax(1)
+    path = Path(output) if output else run_dir / "predictions.csv"
+    rows: list[list[Any]] = [["input", "predicted", "predicted_index", "probability", *[f"p_{c}" for c in classes]]]
+    for name, index, row in zip(names, predicted.tolist(), probs.tolist(), strict=True):
+        rows.append([name, classes[index], index, f"{row[index]:.6f}", *[f"{p:.6f}" for p in row]])
+    write_atomically(path, rows)
+    log.info(f"predictions for {len(names)} inputs: {path}")
+    summary = {"status": "ok", "run_dir": str(run_dir), "checkpoint": str(trained.path), "predictions": str(path)}
+    summary["count"] = len(names)
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class Exported(nn.Module):
+    """The model with the run's preprocessing in front: it takes images in [0, 1], as the
+    data sets give them, and returns logits."""
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess) -> None:
+        super().__init__()
+        self.model, self.preprocess = model, preprocess
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.preprocess(images))
+
+
+def run_export(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, formats: Any = ("torchscript", "onnx")
+) -> dict[str, Any]:
+    """`train mode=export checkpoint=<run | .pt>`: `model.torchscript.pt` (torch.jit.trace)
+    and `model.onnx` (needs `pip install trainer_cli[onnx]`), each taking images in [0, 1]
+    of shape (N, C, H, W) with the run's preprocessing inside, and returning logits."""
+    cfg = resolve(cfg)
+    chosen = [str(f) for f in formats]
+    unknown = [f for f in chosen if f not in ("torchscript", "onnx")]
+    if unknown:
+        raise UserError(f"mode.formats: '{unknown[0]}' is not accepted; choose torchscript, onnx")
+    trained = from_checkpoint(cfg, with_data=False)
+    trained.model.to("cpu")
+    exported = Exported(trained.model, trained.preprocess).eval()
+    channels, size = int(trained.cfg.data.in_channels), int(trained.cfg.data.image_size)
+    example = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    if "torchscript" in chosen:
+        with torch.no_grad():
+            traced = torch.jit.trace(exported, example)
+        traced.save(str(run_dir / "model.torchscript.pt"))
+        written["torchscript"] = str(run_dir / "model.torchscript.pt")
+    if "onnx" in chosen:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise UserError("mode.formats: onnx needs the onnx package; pip install 'trainer_cli[onnx]'") from None
+        path = run_dir / "model.onnx"
+        torch.onnx.export(
+            exported, (example,), str(path), input_names=["images"], output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        )  # fmt: skip
+        written["onnx"] = str(path)
+    for name, path in written.items():
+        log.info(f"{name}: {path}")
+    summary = {"status": "ok", "run_dir": str(run_dir), "checkpoint": str(trained.path), "exported": written}
+    summary["input_shape"] = ["N", channels, size, size]
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,90 @@
+"""The csv and mlflow loggers, selected together with TensorBoard, read back with their own readers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_train
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    """One epoch on digits with 'logger=[tensorboard,csv,mlflow]' and a local MLflow store."""
+    pytest.importorskip("mlflow")
+    from hydra import compose, initialize_config_dir
+
+    from trainer_cli.config import CONF_DIR, register_resolvers
+    from trainer_cli.train import run
+
+    register_resolvers()
+    root = tmp_path_factory.mktemp("logged")
+    store = root / "mlruns"
+    overrides = [
+        "epochs=2", "trainer.device=cpu", "trainer.log_every_n_steps=5", "logger=[tensorboard,csv,mlflow]",
+        f"logger.mlflow.tracking_uri={store}", "logger.mlflow.experiment=tests",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    run_dir = root / "run"
+    summary = run(cfg, run_dir, {"augmentation": "[flip,crop]", "model": "mlp"})
+    return run_dir, store, summary
+
+
+def test_mlflow_run_has_params_metrics_and_history(logged_run):
+    from mlflow.tracking import MlflowClient
+
+    run_dir, store, summary = logged_run
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when asked
+    client = MlflowClient(tracking_uri=store.as_uri())
+    experiment = client.get_experiment_by_name("tests")
+    (found,) = client.search_runs([experiment.experiment_id])
+    assert found.info.status == "FINISHED" and found.info.run_name == run_dir.name
+    assert found.data.params["augmentation"] == "[flip,crop]" and found.data.params["lr"] == "0.001"
+    assert found.data.metrics["test.acc"] == pytest.approx(summary["test/acc"])
+    history = client.get_metric_history(found.info.run_id, "val.acc")
+    with open(run_dir / "metrics.csv") as f:
+        epochs = list(csv.DictReader(f))
+    assert [(m.step, m.value) for m in history if m.step > 0] == [
+        (int(row["step"]), pytest.approx(float(row["val/acc"]))) for row in epochs
+    ]
+    assert client.get_metric_history(found.info.run_id, "train.loss_step")  # the step curves too
+    artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
+    assert {"metrics.json", "metrics.csv", "resolved_config.yaml"} <= artifacts
+
+
+def test_csv_logger_has_every_scalar_by_step(logged_run):
+    run_dir, _, summary = logged_run
+    with open(run_dir / "csv" / "scalars.csv") as f:
+        rows = list(csv.DictReader(f))
+    tags = {row["tag"] for row in rows}
+    assert {"train/loss_step", "val/acc", "train/loss", "lr", "test/acc"} <= tags
+    step_rows = [int(r["step"]) for r in rows if r["tag"] == "train/loss_step"]
+    assert step_rows == sorted(step_rows) and step_rows[:2] == [5, 10]  # every log_every_n_steps
+    final = json.loads((run_dir / "csv" / "hparams.json").read_text())
+    assert final["hparams"]["augmentation"] == "[flip,crop]" and final["final"]["test/acc"] == summary["test/acc"]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # selected together
+
+
+@pytest.mark.slow
+def test_cli_selects_loggers_together_and_records_multi_select_choices(tmp_path, monkeypatch):
+    """`train 'logger=[tensorboard,mlflow]'` from the command line: the MLflow run's parameters
+    hold the multi-select choices (augmentation, regularization) as they were typed."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when asked
+    run_train(
+        ["epochs=1", "trainer.device=cpu", "logger=[tensorboard,mlflow]", "augmentation=[flip,crop]",
+         "regularization=[l2,dropout]", "hydra.run.dir=run"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    (found,) = client.search_runs([client.get_experiment_by_name("trainer_cli").experiment_id])
+    assert found.data.params["augmentation"] == "[flip,crop]"
+    assert found.data.params["regularization"] == "[l2,dropout]"
+    assert found.data.params["logger"] == "[tensorboard,mlflow]"
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
