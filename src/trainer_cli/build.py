@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainer_cli import checks, loop
+from trainer_cli import checks, loop, trust
 from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
@@ -37,9 +37,15 @@ from trainer_cli.tta import TestTimeAugmentation
 
 def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
     """`hydra.utils.instantiate` with plain Python containers; a constructor's ValueError,
-    TypeError or UserError becomes a one-line UserError naming the config key."""
+    TypeError or UserError becomes a one-line UserError naming the config key.
+
+    The trust door: every `_target_` in the node, after its interpolations are resolved, is
+    checked on the object it really names (`trust.check_object`), and exactly that resolved
+    node is what gets built."""
+    resolved = OmegaConf.create(trust.plain(node, key)) if isinstance(node, DictConfig) else node
+    trust.check_targets(resolved, key)
     try:
-        return hydra.utils.instantiate(node, *args, _convert_="all")
+        return hydra.utils.instantiate(resolved, *args, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, UserError):

@@ -101,10 +101,25 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not path.is_file():
         raise UserError(f"resume: no checkpoint at '{path}'")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
             f"resume: checkpoint '{path}' is corrupted or truncated ({reason[:120]}); "
             "use another checkpoint or start a new run"
         ) from None
+    return state
+
+
+def load_run(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A run's checkpoint (`load`), refused in one line when the file loads but is not one
+    that `train` wrote (e.g. `torch.save({"a": tensor})`)."""
+    state = load(path, map_location)
+    needed = ("config", "epoch", "step", "model")
+    missing = [key for key in needed if key not in state] if isinstance(state, dict) else list(needed)
+    if missing or not isinstance(state["config"], str):
+        raise UserError(
+            f"resume: '{path}' is not a trainer_cli checkpoint (it lacks {', '.join(missing) or 'the config text'}); "
+            "give a run folder written by `train`"
+        )
+    return state

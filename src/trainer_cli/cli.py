@@ -19,10 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import metrics
+from trainer_cli import metrics, trust
 from trainer_cli.config import CONF_DIR, TRUST_ENV, UserError, register_resolvers, resolve, user_trusted_modules
 
 log = logging.getLogger("trainer_cli")
+
+# Hydra's own callbacks, sweeper, launcher and logging handlers pass the trust check too; at
+# import, so that sweep workers (which import this module to run `hydra_main`) are guarded.
+trust.install_hydra_guard()
 
 # Command-line shortcuts for the procedure switch: a value for the key chooses the mode.
 MODE_SHORTCUTS = {"data.kfold": "kfold", "ensemble": "ensemble"}

@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
-from trainer_cli import build, checkpoint
-from trainer_cli.config import UserError, check_targets, trusted_prefixes
+from trainer_cli import build, checkpoint, trust
+from trainer_cli.config import UserError
 
 log = logging.getLogger("trainer_cli")
 
@@ -55,11 +55,11 @@ def find_members(paths: list[str]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_proba(run_dir: Path, device: torch.device, trusted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def predict_proba(run_dir: Path, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(test-set class probabilities, test labels) of one run's best checkpoint."""
-    state = checkpoint.load(run_dir / "checkpoints" / "best.pt", map_location=device)
+    state = checkpoint.load_run(run_dir / "checkpoints" / "best.pt", map_location=device)
     cfg = OmegaConf.create(state["config"])
-    check_targets(cfg, trusted)  # a checkpoint's config is code too: same trust rule as a run
+    trust.check_no_widening(cfg)  # a checkpoint's config is code too: built through build's trust door
     # The run's own data config rebuilds its exact test set and preprocessing (fitted on its
     # own training split, k-fold folds included); the saved statistics are then restored.
     data = build.data(cfg, device)
@@ -84,10 +84,9 @@ def run_ensemble(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None 
     paths = [str(p) for p in given] if isinstance(given, (list, ListConfig)) else [str(given)]
     members = find_members(paths)
     device = build.device(str(cfg.trainer.device))
-    trusted = trusted_prefixes(cfg)
     member_probs, labels = [], None
     for member in members:
-        probs, member_labels = predict_proba(member, device, trusted)
+        probs, member_labels = predict_proba(member, device)
         if labels is not None and not np.array_equal(labels, member_labels):
             raise UserError(f"ensemble: {member} was tested on other data than {members[0]}; use runs of one data set")
         labels = member_labels

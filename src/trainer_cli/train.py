@@ -90,7 +90,7 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
     from trainer_cli import checkpoint
 
     run_dir = Path(str(cfg.resume))
-    resumed = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    resumed = checkpoint.load_run(run_dir / "checkpoints" / "last.pt")
     log.info(f"resuming {run_dir} from epoch {resumed['epoch']} (step {resumed['step']})")
     return resolve(OmegaConf.create(resumed["config"])), run_dir, resumed
 
