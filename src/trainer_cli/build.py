@@ -335,6 +335,7 @@ class Pieces:
             "ema": self.ema,
             "swa": self.swa,
             "rng": RandomState(self.data.shuffle_generator),
+            "position": self.data.train.position,  # after rng: where the epoch stands, for mid-epoch resume
             "loop": self.loop,
         }
 

@@ -70,10 +70,16 @@ def snapshot(stateful: dict[str, Any], config_yaml: str, epoch: int, step: int) 
     return {**state, "epoch": epoch, "step": step, "config": config_yaml}
 
 
+# State that checkpoints written before it existed lack (their default is right for them).
+OPTIONAL_STATE = ("position",)
+
+
 def restore(stateful: dict[str, Any], checkpoint: dict[str, Any]) -> None:
     """Load a checkpoint's entries back into the run's stateful objects."""
     for name, obj in stateful.items():
         if obj is None:
+            continue
+        if name not in checkpoint and name in OPTIONAL_STATE:
             continue
         if name not in checkpoint:
             raise UserError(f"resume: the checkpoint has no '{name}' state; it was written by another configuration")
