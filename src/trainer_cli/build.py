@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainer_cli import checks, distributed, loop, transfer
+from trainer_cli import checks, distributed, loop, transfer, trust
 from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, explicit_keys, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
@@ -43,9 +43,15 @@ log = logging.getLogger("trainer_cli")
 
 def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
     """`hydra.utils.instantiate` with plain Python containers; a constructor's ValueError,
-    TypeError or UserError becomes a one-line UserError naming the config key."""
+    TypeError or UserError becomes a one-line UserError naming the config key.
+
+    The trust door: every `_target_` in the node, after its interpolations are resolved, is
+    checked on the object it really names (`trust.check_object`), and exactly that resolved
+    node is what gets built."""
+    resolved = OmegaConf.create(trust.plain(node, key)) if isinstance(node, DictConfig) else node
+    trust.check_targets(resolved, key)
     try:
-        return hydra.utils.instantiate(node, *args, _convert_="all")
+        return hydra.utils.instantiate(resolved, *args, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, UserError):
@@ -476,6 +482,7 @@ class Pieces:
             "ema": self.ema,
             "swa": self.swa,
             "rng": RandomState(self.data.shuffle_generator),
+            "position": self.data.train.position,  # after rng: where the epoch stands, for mid-epoch resume
             "loop": self.loop,
         }
 

@@ -70,10 +70,16 @@ def snapshot(stateful: dict[str, Any], config_yaml: str, epoch: int, step: int) 
     return {**state, "epoch": epoch, "step": step, "config": config_yaml}
 
 
+# State that checkpoints written before it existed lack (their default is right for them).
+OPTIONAL_STATE = ("position",)
+
+
 def restore(stateful: dict[str, Any], checkpoint: dict[str, Any]) -> None:
     """Load a checkpoint's entries back into the run's stateful objects."""
     for name, obj in stateful.items():
         if obj is None:
+            continue
+        if name not in checkpoint and name in OPTIONAL_STATE:
             continue
         if name not in checkpoint:
             raise UserError(f"resume: the checkpoint has no '{name}' state; it was written by another configuration")
@@ -101,10 +107,25 @@ def load(path: Path, map_location: str | torch.device = "cpu", key: str = "resum
     if not path.is_file():
         raise UserError(f"{key}: no checkpoint at '{path}'")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
             f"{key}: checkpoint '{path}' is corrupted or truncated ({reason[:120]}); "
             "use another checkpoint or start a new run"
         ) from None
+    return state
+
+
+def load_run(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A run's checkpoint (`load`), refused in one line when the file loads but is not one
+    that `train` wrote (e.g. `torch.save({"a": tensor})`)."""
+    state = load(path, map_location)
+    needed = ("config", "epoch", "step", "model")
+    missing = [key for key in needed if key not in state] if isinstance(state, dict) else list(needed)
+    if missing or not isinstance(state["config"], str):
+        raise UserError(
+            f"resume: '{path}' is not a trainer_cli checkpoint (it lacks {', '.join(missing) or 'the config text'}); "
+            "give a run folder written by `train`"
+        )
+    return state

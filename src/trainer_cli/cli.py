@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import distributed, metrics
+from trainer_cli import distributed, metrics, trust
 from trainer_cli.config import (
     CONF_DIR,
     TRUST_ENV,
@@ -31,6 +31,10 @@ from trainer_cli.config import (
 )
 
 log = logging.getLogger("trainer_cli")
+
+# Hydra's own callbacks, sweeper, launcher and logging handlers pass the trust check too; at
+# import, so that sweep workers (which import this module to run `hydra_main`) are guarded.
+trust.install_hydra_guard()
 
 # Command-line shortcuts for the procedure switch: a value for the key chooses the mode.
 MODE_SHORTCUTS = {"data.kfold": "kfold", "ensemble": "ensemble"}
@@ -143,10 +147,16 @@ def hydra_main(cfg: DictConfig) -> float:
             record_failure(cfg, run_dir, error, hparams)
             return float("nan")
         # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
+        from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
         from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
 
+        if isinstance(error, Preempted):
+            print(error, file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT)
         if not isinstance(error, (UserError, NonFiniteLoss)) or debug:
             raise
+        if not cfg.get("resume"):
+            discard_empty_run_folder(run_dir)  # a config error leaves no run folder behind
         message = f"error: {error}"
         if isinstance(error, NonFiniteLoss):
             last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
@@ -221,7 +231,7 @@ def rewrite_argv(argv: list[str]) -> list[str]:
         run_dir = os.path.abspath(resume[0])
         if not os.path.isdir(run_dir):
             raise UserError(f"resume: '{resume[0]}' is not a run folder")
-        out += [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+        out = [*resume_overrides(out), f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
     if any(a in ("--config-path", "-cp") or a.startswith("--config-path=") for a in out):
         # A saved run config has no hydra section: keep run folders unique all the same.
         if not any(a.startswith("hydra.run.dir=") for a in out):
@@ -230,6 +240,30 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
             "hydra.job.name=train",
         ]
+    return out
+
+
+# What a resumed run may change: its length (a larger N extends it) and the device it runs on.
+RESUME_OVERRIDES = ("epochs", "trainer.device")
+
+
+def resume_overrides(args: list[str]) -> list[str]:
+    """With `resume=`, the run's own saved config is what runs: the few accepted overrides go
+    to `resume_with.<key>`, any other is refused (it would be silently ignored)."""
+    out: list[str] = []
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        takes_value = out and out[-1] in ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+        if arg.startswith("-") or key == "resume" or takes_value:
+            out.append(arg)
+        elif key in RESUME_OVERRIDES and "=" in arg:
+            out.append(f"+resume_with.{key}={arg.split('=', 1)[1]}")
+        else:
+            accepted = ", ".join(f"{k}=..." for k in RESUME_OVERRIDES)
+            raise UserError(
+                f"{key[:80]}: cannot be changed when resuming (the run's saved config is what runs); "
+                f"with resume= only {accepted} are accepted (a larger epochs extends the run)"
+            )
     return out
 
 
@@ -276,6 +310,9 @@ def hydra_error_line(error: Exception) -> str:
 def main() -> None:
     """The `train` console command: Hydra's main with one-line errors and no tracebacks."""
     register_resolvers()
+    from trainer_cli.faults import install_stop_handlers
+
+    install_stop_handlers()  # SIGTERM/SIGUSR1: finish the step, checkpoint, exit 75
     # Hydra re-raises instead of printing its own multi-line report; we print one line.
     # TRAINER_CLI_DEBUG=1 shows the whole traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"

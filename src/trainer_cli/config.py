@@ -8,9 +8,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 def _conf_dir() -> str:
@@ -74,31 +73,6 @@ def explicit_keys() -> set[str] | None:
     return None if keys is None else set(keys)
 
 
-def trusted_prefixes(cfg: DictConfig) -> list[str]:
-    """The `_target_` prefixes a run may import."""
-    own = [f"{name}." for name in user_trusted_modules()]
-    return list(cfg.get("trusted_targets", [])) + list(cfg.get("extra_trusted_targets", [])) + own
-
-
-def check_targets(cfg: Any, trusted: list[str], path: str = "") -> None:
-    """Refuse any `_target_` outside the trusted prefixes, before anything is imported."""
-    if isinstance(cfg, DictConfig):
-        for key in cfg:
-            node_path = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                target = cfg._get_node(key)._value()  # the raw string, unresolved
-                if not isinstance(target, str) or not any(target.startswith(p) for p in trusted):
-                    raise UserError(
-                        f"{node_path}: '{target}' is not a trusted target; accepted prefixes: "
-                        f"{', '.join(trusted)} (trust your own module with `train --trust <module>`)"
-                    )
-            else:
-                check_targets(cfg._get_node(key), trusted, node_path)
-    elif isinstance(cfg, ListConfig):
-        for i, _item in enumerate(cfg):
-            check_targets(cfg._get_node(i), trusted, f"{path}[{i}]")
-
-
 def _number(cfg: DictConfig, key: str) -> float:
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -121,7 +95,8 @@ def resolve(cfg: DictConfig) -> DictConfig:
     The result has every interpolation resolved, so it is exactly what ran: it is written
     to the run folder and into every checkpoint.
     """
-    check_targets(cfg, trusted_prefixes(cfg))
+    from trainer_cli import trust
+
     try:
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     except Exception as error:  # a missing value (???) or a broken interpolation
@@ -130,6 +105,11 @@ def resolve(cfg: DictConfig) -> DictConfig:
         if "Missing mandatory value" in message:
             raise UserError(f"{key}: a value is required (set it with {key}=...)") from None
         raise UserError(f"{key or 'config'}: {message}") from None
+    # The trust check, stage 1 (no import): after interpolations, every `_target_` under a
+    # trusted root; no config may widen trust. `build.instantiate` checks the objects.
+    trust.check_no_widening(resolved)
+    trust.check_targets(resolved, resolve_objects=False)
+    trust.strip_widening_keys(resolved)
 
     if resolved.get("lr") is not None:
         _number(resolved, "lr")

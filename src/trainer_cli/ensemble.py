@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
-from trainer_cli import build, checkpoint
-from trainer_cli.config import UserError, check_targets, trusted_prefixes
+from trainer_cli import build, checkpoint, trust
+from trainer_cli.config import UserError
 
 log = logging.getLogger("trainer_cli")
 
@@ -66,13 +66,13 @@ def snapshot_members(run_dirs: list[Path]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_proba(member: Path, device: torch.device, trusted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def predict_proba(member: Path, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(test-set class probabilities, test labels) of a run's best checkpoint (`member` is
     the run folder) or of one checkpoint file."""
     path = member if member.is_file() else member / "checkpoints" / "best.pt"
-    state = checkpoint.load(path, map_location=device)
+    state = checkpoint.load_run(path, map_location=device)
     cfg = OmegaConf.create(state["config"])
-    check_targets(cfg, trusted)  # a checkpoint's config is code too: same trust rule as a run
+    trust.check_no_widening(cfg)  # a checkpoint's config is code too: built through build's trust door
     # The run's own data config rebuilds its exact test set and preprocessing (fitted on its
     # own training split, k-fold folds included); the saved statistics are then restored.
     data = build.data(cfg, device)
@@ -102,10 +102,9 @@ def run_ensemble(
     if snapshots:
         members = snapshot_members(members)
     device = build.device(str(cfg.trainer.device))
-    trusted = trusted_prefixes(cfg)
     member_probs, labels = [], None
     for member in members:
-        probs, member_labels = predict_proba(member, device, trusted)
+        probs, member_labels = predict_proba(member, device)
         if labels is not None and not np.array_equal(labels, member_labels):
             raise UserError(f"ensemble: {member} was tested on other data than {members[0]}; use runs of one data set")
         labels = member_labels

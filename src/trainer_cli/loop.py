@@ -153,10 +153,13 @@ class LoopState:
     stop_best: float | None = None
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # The running sums of an epoch interrupted mid-way (empty between epochs).
+    partial: dict[str, float] = field(default_factory=dict)
 
     def end_epoch(self, row: dict[str, Any], metric: str, stopping: EarlyStopping) -> tuple[bool, bool]:
         """Record an epoch's row; returns (is it the best so far by `metric`, stop now?)."""
         self.epoch = int(row["epoch"])
+        self.partial = {}
         self.history.append(row)
         improved = metrics.improved(row[metric], self.best, metric)
         if improved:
@@ -189,6 +192,8 @@ def train_one_epoch(
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ema: AveragedModel | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    totals: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over the training batches.
 
@@ -203,6 +208,10 @@ def train_one_epoch(
     With `accumulate_grad_batches` = k, one optimizer step follows every k batches, on the
     mean of their losses (the last window of an epoch may be shorter, and is averaged over
     its own length); the epoch never ends with gradients pending.
+
+    `on_step(step, totals)` runs after every optimizer step with the epoch's running sums
+    (mid-epoch checkpoints, stop requests); `totals` (those sums) continues an epoch resumed
+    mid-way, so its mean loss and accuracy are those of the whole epoch.
     """
     options = options or StepOptions()
     device, precision, scaler = options.device, options.precision, options.scaler
@@ -211,6 +220,10 @@ def train_one_epoch(
     model.train()
     zero = torch.zeros((), device=device)
     epoch_loss, epoch_correct, epoch_count = zero.clone(), zero.clone(), 0
+    if totals:
+        epoch_loss += totals["loss"]
+        epoch_correct += totals["correct"]
+        epoch_count = int(totals["count"])
     window_loss, window_correct, window_count = zero.clone(), zero.clone(), 0
     window_penalties: dict[str, torch.Tensor] = {}
     window_batches = 0
@@ -295,6 +308,8 @@ def train_one_epoch(
             nonfinite.stepped()
         if ema is not None:
             ema.update_parameters(model)
+        if on_step is not None:
+            on_step(step, {"loss": epoch_loss, "correct": epoch_correct, "count": epoch_count})
 
         if log_now:
             if nonfinite is not None:
@@ -358,6 +373,8 @@ def train_full_batch(
     batch_transform: None = None,
     ema: AveragedModel | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    totals: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One full-batch optimizer step (L-BFGS): the closure is the mean loss over every
     training batch plus the penalties; the line search calls it several times per step.

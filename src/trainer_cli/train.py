@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import metrics
+from trainer_cli import faults, metrics
 from trainer_cli.config import UserError, resolve
 
 if TYPE_CHECKING:
@@ -40,7 +40,15 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     """
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
-    from trainer_cli import build, checkpoint, distributed, transfer
+    from trainer_cli import distributed
+
+    # One writer per run folder (rank 0 for several processes), held until run returns.
+    lock = faults.lock_run_folder(run_dir) if distributed.is_main() else None
+    if distributed.is_main():
+        faults.remove_orphans(run_dir)
+    if resumed is not None and (done := finished(cfg, run_dir, resumed)) is not None:
+        return done
+    from trainer_cli import build, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
@@ -55,6 +63,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         announce(pieces, run_dir)
         preview_augmentation(pieces, reporter, run_dir)
         on_log = step_logger(pieces, reporter)
+        on_step = step_checkpoints(pieces, reporter, run_dir)
         if resumed is None:
             check_initial_loss(pieces, reporter)
         early_stopped = False
@@ -66,13 +75,15 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             train_metrics, state.step = pieces.train_epoch(
                 pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
                 pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
-                ema=pieces.ema, on_log=on_log,
+                ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             improved, early_stopped = state.end_epoch(row, metric, stopping)
             reporter.end_epoch(state.step, row, state.history)
             reporter.flush()  # curves first, then checkpoints: a resume never lacks a step before its checkpoint
             save_checkpoints(pieces, run_dir, best=improved)
+            if faults.stop_requested():
+                raise faults.preempted(run_dir, state.epoch, state.step)
             if early_stopped:
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
@@ -84,6 +95,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
         reporter.finish(summary, {**run_hparams, **(hparams or {})}, final)
     print_results(summary)
+    if lock is not None:
+        lock.close()
     return summary
 
 
@@ -95,9 +108,62 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
     from trainer_cli import checkpoint
 
     run_dir = Path(str(cfg.resume))
-    resumed = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    resumed = checkpoint.load_run(run_dir / "checkpoints" / "last.pt")
     log.info(f"resuming {run_dir} from epoch {resumed['epoch']} (step {resumed['step']})")
-    return resolve(OmegaConf.create(resumed["config"])), run_dir, resumed
+    saved = OmegaConf.create(resumed["config"])
+    # `train resume=<run> epochs=N` (cli.rewrite_argv passes it as resume_with.epochs): extend.
+    changes = cfg.get("resume_with") or {}
+    if changes.get("epochs") is not None:
+        if isinstance(changes.epochs, bool) or not isinstance(changes.epochs, int) or changes.epochs < saved.epochs:
+            raise UserError(
+                f"epochs: a resumed run can be extended, not shortened: give epochs >= {saved.epochs}, "
+                f"got '{changes.epochs}'"
+            )
+        resumed["saved_epochs"] = int(saved.epochs)
+        saved.epochs = changes.epochs
+    if changes.get("trainer", {}).get("device") is not None:
+        saved.trainer.device = changes.trainer.device
+    return resolve(saved), run_dir, resumed
+
+
+def finished(cfg: DictConfig, run_dir: Path, resumed: dict[str, Any]) -> dict[str, Any] | None:
+    """A resumed run that already finished (and is not extended) changes nothing: its summary."""
+    saved_epochs = int(resumed.get("saved_epochs", cfg.epochs))
+    summary = faults.finished_summary(run_dir, int(resumed["epoch"]), int(cfg.epochs), saved_epochs)
+    if summary is not None:
+        log.info(
+            f"{run_dir} already finished ({summary['epochs_run']} epochs); nothing to do. To train it "
+            f"longer: {faults.resume_command(run_dir)} epochs=<more than {saved_epochs}>"
+        )
+    return summary
+
+
+def step_checkpoints(pieces: Pieces, reporter: Reporter, run_dir: Path) -> Callable[[int, dict[str, Any]], None]:
+    """The loop's `on_step`: a mid-epoch `last.pt` every `trainer.checkpoint.every_n_steps`
+    optimizer steps, and when SIGTERM/SIGUSR1 asked the run to stop (then `faults.Preempted`).
+    The checkpoint holds the epoch's running sums and the loader's position in the epoch, so
+    a resume continues the same epoch bit for bit."""
+    from trainer_cli import checkpoint, distributed
+
+    every = pieces.cfg.trainer.checkpoint.get("every_n_steps")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise UserError(f"trainer.checkpoint.every_n_steps: expected a whole number >= 1 or null, got '{every}'")
+    state = pieces.loop
+
+    def on_step(step: int, totals: dict[str, Any]) -> None:
+        stop = faults.stop_requested()
+        if not stop and not (every and step % every == 0):
+            return
+        state.step = step
+        state.partial = {name: float(value) for name, value in totals.items()}
+        reporter.flush()  # curves first, then the checkpoint
+        snapshot = checkpoint.snapshot(pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), state.epoch, step)
+        if distributed.is_main():
+            checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
+        if stop:
+            raise faults.preempted(run_dir, state.epoch, step)
+
+    return on_step
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

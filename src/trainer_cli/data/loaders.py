@@ -47,6 +47,7 @@ class TensorLoader:
         self.augment, self.preprocess = augment, preprocess
         self.rank, self.world_size, self.shard_weight = rank, world_size, 1.0
         self._preprocessed: tuple[list, torch.Tensor] | None = None  # (the statistics used, the images)
+        self.position = EpochPosition()
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -63,8 +64,10 @@ class TensorLoader:
         rows of `images`, the same samples preprocessed, when given)."""
         images = self.images if images is None else images
         n = len(self.labels)
+        skip = self.position.begin_epoch(self.generator)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
-        for i in range(len(self)):
+        for i in range(skip, len(self)):
+            self.position.batches = i + 1
             if self.world_size > 1:
                 index = order if order is not None else torch.arange(n, device=self.labels.device)
                 index = index[i * self.batch_size : (i + 1) * self.batch_size]
@@ -79,6 +82,7 @@ class TensorLoader:
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield images[index], self.labels[index]
+        self.position.end_epoch()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.augment is None and hasattr(self.preprocess, "state_dict"):
@@ -112,6 +116,7 @@ class DeviceLoader:
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.loader, self.device, self.preprocess, self.augment = loader, device, preprocess, augment
+        self.position = EpochPosition()
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -122,11 +127,52 @@ class DeviceLoader:
 
     def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches on the device, before augmentation and preprocessing."""
-        for images, labels in self.loader:
+        skip = self.position.begin_epoch(self.loader.generator)
+        for i, (images, labels) in enumerate(self.loader):
+            if i < skip:  # a mid-epoch resume: the same order, the batches already trained on skipped
+                continue
+            self.position.batches = i + 1
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        self.position.end_epoch()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return _augment_then_preprocess(self.raw_batches(), self.augment, self.preprocess)
+
+
+class EpochPosition:
+    """Where a training loader is inside its epoch, for an exact mid-epoch resume: the batches
+    drawn so far and the shuffle generator's state before the epoch's order was drawn.
+
+    One entry of the run's state list (`build.Pieces.stateful()`), restored after the random
+    generators: the next epoch redraws the same order and skips the batches already done.
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.epoch_start: torch.Tensor | None = None
+        self.resume_at = 0
+
+    def begin_epoch(self, generator: torch.Generator | None) -> int:
+        """Called as an epoch's batches start; returns how many to skip (after a resume)."""
+        if self.resume_at and generator is not None and self.epoch_start is not None:
+            generator.set_state(self.epoch_start)
+        else:
+            self.epoch_start = generator.get_state() if generator is not None else None
+        skip, self.resume_at, self.batches = self.resume_at, 0, 0
+        return skip
+
+    def end_epoch(self) -> None:
+        self.batches = 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"batches": torch.tensor(self.batches)}
+        if self.batches and self.epoch_start is not None:
+            state["epoch_start"] = self.epoch_start
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.resume_at = int(state["batches"])
+        self.epoch_start = state.get("epoch_start")
 
 
 def _augment_then_preprocess(
