@@ -137,11 +137,6 @@ def test_bad_values_are_one_line_errors(overrides, message, make_cfg):
     assert "\n" not in str(error.value)
 
 
-def test_extra_trusted_targets_extend_the_list(make_cfg):
-    cfg = make_cfg("model._target_=collections.OrderedDict", "extra_trusted_targets=[collections.]")
-    assert resolve(cfg).model._target_ == "collections.OrderedDict"
-
-
 def test_resolved_config_has_no_interpolations(make_cfg):
     cfg = resolve(make_cfg())
     text = OmegaConf.to_yaml(cfg)

@@ -20,8 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainer_cli import build, checkpoint, metrics
-from trainer_cli.config import UserError, check_targets, explicit_keys, resolve, trusted_prefixes
+from trainer_cli import build, checkpoint, metrics, trust
+from trainer_cli.config import UserError, explicit_keys, resolve
 from trainer_cli.data import Data
 from trainer_cli.data.preprocess import Preprocess
 
@@ -72,11 +72,11 @@ def from_checkpoint(cfg: DictConfig, *, with_data: bool = True) -> Trained:
     path = checkpoint_path(cfg.get("checkpoint"))
     device = build.device(str(cfg.trainer.device))
     try:
-        state = checkpoint.load(path, map_location=device)
+        state = checkpoint.load_run(path, map_location=device)
     except UserError as error:
         raise UserError(f"checkpoint{str(error).removeprefix('resume')}") from None
     saved = OmegaConf.create(state["config"])
-    check_targets(saved, trusted_prefixes(cfg))  # a checkpoint's config is code too
+    trust.check_no_widening(saved)  # a checkpoint's config is code too: built through build's trust door
     saved.trainer.device = str(cfg.trainer.device)
     if data_from_command_line():
         saved.data = cfg.data  # another data set, seen through the run's own preprocessing
