@@ -315,24 +315,10 @@ def save_checkpoints(pieces: Pieces, run_dir: Path, best: bool) -> None:
         checkpoint.save(snapshot, run_dir / "checkpoints" / "best.pt")
     if saving.save_last and distributed.is_main():
         checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
-    cycle = snapshot_cycle(pieces)
+    cycle = pieces.scheduler.cycle_ended(pieces.loop.step, pieces.steps_per_epoch)
     if cycle is not None and distributed.is_main():  # snapshot ensembles: `train ensemble=<run> mode.snapshots=true`
         checkpoint.save(snapshot, run_dir / "checkpoints" / f"snapshot_{cycle}.pt")
     distributed.barrier()  # the other ranks read best.pt at the end: wait until it is there
-
-
-def snapshot_cycle(pieces: Pieces) -> int | None:
-    """With `scheduler=sgdr`: the index (0, 1, ...) of the cycle that ended in this epoch, else None."""
-    from trainer_cli.optim.schedules import sgdr_cycle_ends
-
-    node = pieces.cfg.scheduler
-    if not str(node.get("_target_", "")).endswith(".sgdr"):
-        return None
-    spe, step = pieces.steps_per_epoch, pieces.loop.step
-    ends = sgdr_cycle_ends(
-        step, spe, node.t0_epochs, node.t_mult, node.get("warmup_steps", 0), node.get("warmup_epochs", 0)
-    )
-    return next((i for i, end in enumerate(ends) if step - spe < end <= step), None)
 
 
 def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:

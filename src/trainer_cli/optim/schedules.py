@@ -46,6 +46,15 @@ class Scheduler(torch.optim.lr_scheduler.LambdaLR):
         if isinstance(factor, MonitoredSchedule):
             factor.observe(row[factor.monitor])
 
+    def cycle_ended(self, step: int, steps_per_epoch: int) -> int | None:
+        """For a restarting schedule (SGDR): the index of the cycle that ended within the
+        epoch that finished at `step`, else None."""
+        factor = self.lr_lambdas[0]
+        if not isinstance(factor, SGDR):
+            return None
+        ends = factor.restarts(step)
+        return next((i for i, end in enumerate(ends) if step - steps_per_epoch < end <= step), None)
+
 
 def with_warmup(schedule: Schedule, warmup_steps: int) -> Schedule:
     """Ramp linearly from 0 to the schedule's value over the first `warmup_steps` steps."""
@@ -158,48 +167,48 @@ def exponential(
     return with_warmup(factor, warmup)
 
 
-def sgdr(
-    total_steps: int,
-    steps_per_epoch: int,
-    t0_epochs: float = 10,
-    t_mult: int = 2,
-    final_lr_fraction: float = 0.0,
-    warmup_steps: int = 0,
-    warmup_epochs: float = 0,
-) -> Schedule:
+class SGDR:
     """Cosine with warm restarts (Loshchilov & Hutter): cycle i lasts T0 * t_mult**i epochs;
-    within a cycle, f = final + (1 - final) * (1 + cos(pi t_cur / T_i)) / 2."""
-    if t0_epochs <= 0 or t_mult < 1:
-        raise ValueError(f"scheduler.t0_epochs, t_mult: expected > 0 and >= 1, got {t0_epochs}, {t_mult}")
-    warmup = warmup_length(steps_per_epoch, warmup_steps, warmup_epochs)
-    first = max(1, round(t0_epochs * steps_per_epoch))
+    within a cycle, f = final + (1 - final) * (1 + cos(pi t_cur / T_i)) / 2, after the
+    optional linear warmup. `restarts(until_step)` lists the steps where cycles end: a run
+    saves its weights there (snapshot ensembles). A callable object, so `Scheduler` can ask it."""
 
-    def factor(step: int) -> float:
-        t, cycle = max(0, step - warmup), first
+    def __init__(
+        self,
+        total_steps: int,
+        steps_per_epoch: int,
+        t0_epochs: float = 10,
+        t_mult: int = 2,
+        final_lr_fraction: float = 0.0,
+        warmup_steps: int = 0,
+        warmup_epochs: float = 0,
+    ) -> None:
+        if t0_epochs <= 0 or t_mult < 1:
+            raise ValueError(f"scheduler.t0_epochs, t_mult: expected > 0 and >= 1, got {t0_epochs}, {t_mult}")
+        self.warmup = warmup_length(steps_per_epoch, warmup_steps, warmup_epochs)
+        self.first, self.t_mult, self.final = max(1, round(t0_epochs * steps_per_epoch)), t_mult, final_lr_fraction
+
+    def _cosine(self, step: int) -> float:
+        t, cycle = max(0, step - self.warmup), self.first
         while t >= cycle:
             t -= cycle
-            cycle *= t_mult
-        return final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * t / cycle))
+            cycle *= self.t_mult
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * t / cycle))
 
-    return with_warmup(factor, warmup)
+    def __call__(self, step: int) -> float:
+        # step 0 is the first update: it gets lr/warmup, as `with_warmup` gives every schedule.
+        if step < self.warmup:
+            return (step + 1) / self.warmup * self._cosine(self.warmup)
+        return self._cosine(step)
 
-
-def sgdr_cycle_ends(
-    until_step: int,
-    steps_per_epoch: int,
-    t0_epochs: float,
-    t_mult: int,
-    warmup_steps: int = 0,
-    warmup_epochs: float = 0,
-) -> list[int]:
-    """The steps at which `sgdr`'s cycles end (the restarts), up to `until_step`."""
-    end = warmup_length(steps_per_epoch, warmup_steps, warmup_epochs)
-    cycle, ends = max(1, round(t0_epochs * steps_per_epoch)), []
-    while end + cycle <= until_step:
-        end += cycle
-        ends.append(end)
-        cycle *= t_mult
-    return ends
+    def restarts(self, until_step: int) -> list[int]:
+        """The steps at which the cycles end (the restarts), up to `until_step`."""
+        end, cycle, ends = self.warmup, self.first, []
+        while end + cycle <= until_step:
+            end += cycle
+            ends.append(end)
+            cycle *= self.t_mult
+        return ends
 
 
 def onecycle(
