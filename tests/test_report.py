@@ -60,3 +60,22 @@ def test_piped_train_shows_each_epoch_as_it_ends(tmp_path):
     assert all(len(line) > 80 for line, _ in epochs) and all(" eta " in line for line, _ in epochs)
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert log_text.count("] - epoch ") == 3 and "test acc (best-on-val checkpoint)" in log_text
+
+
+def test_terminal_bar_shows_elapsed_time_and_eta(tmp_path, monkeypatch, caplog):
+    import io
+
+    from rich.console import Console
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=120)
+    monkeypatch.setattr(report, "console", terminal)
+    caplog.set_level(logging.INFO, logger="trainer_cli")
+    with report.Reporter(tmp_path, [], epochs=2, steps_per_epoch=4) as reporter:
+        assert not reporter.plain
+        reporter.start_epoch(1, 0)
+        columns = {type(c) for c in reporter.progress.columns}
+        assert {TimeElapsedColumn, TimeRemainingColumn} <= columns
+        reporter.end_epoch(4, epoch_row(1), [epoch_row(1)])
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("epoch 1/2")]
+    assert record.console is False  # the bar shows the epoch; the line goes to train.log only

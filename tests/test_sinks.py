@@ -34,6 +34,7 @@ def logged_run(tmp_path_factory):
     return run_dir, store, summary
 
 
+@pytest.mark.slow  # MLflow's import and a training run: seconds
 def test_mlflow_run_has_params_metrics_and_history(logged_run):
     from mlflow.tracking import MlflowClient
 
@@ -56,17 +57,31 @@ def test_mlflow_run_has_params_metrics_and_history(logged_run):
     assert {"metrics.json", "metrics.csv", "resolved_config.yaml"} <= artifacts
 
 
-def test_csv_logger_has_every_scalar_by_step(logged_run):
-    run_dir, _, summary = logged_run
-    with open(run_dir / "csv" / "scalars.csv") as f:
+def test_csv_logger_has_every_scalar_by_step_and_drops_a_killed_runs_rows_on_resume(tmp_path):
+    from trainer_cli.report import Reporter
+    from trainer_cli.sinks import CSVLogger
+
+    row = {"epoch": 1, "train/loss": 0.5, "train/acc": 0.8, "val/loss": 0.4, "val/acc": 0.85, "lr": 1e-3}
+    with Reporter(tmp_path, [CSVLogger(tmp_path)], epochs=2, steps_per_epoch=10) as reporter:
+        for step in (5, 10):
+            reporter.log_scalars(step, {"train/loss_step": 1.0 / step, "lr": 1e-3})
+        reporter.end_epoch(10, row, [row])
+        reporter.log_scalars(15, {"train/loss_step": 0.05})  # then the run is killed
+        reporter.finish({"status": "ok", "run_dir": str(tmp_path)}, {"augmentation": "[flip,crop]"}, {"test/acc": 0.9})
+    with open(tmp_path / "csv" / "scalars.csv") as f:
         rows = list(csv.DictReader(f))
-    tags = {row["tag"] for row in rows}
-    assert {"train/loss_step", "val/acc", "train/loss", "lr", "test/acc"} <= tags
-    step_rows = [int(r["step"]) for r in rows if r["tag"] == "train/loss_step"]
-    assert step_rows == sorted(step_rows) and step_rows[:2] == [5, 10]  # every log_every_n_steps
-    final = json.loads((run_dir / "csv" / "hparams.json").read_text())
-    assert final["hparams"]["augmentation"] == "[flip,crop]" and final["final"]["test/acc"] == summary["test/acc"]
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # selected together
+    steps = [(int(r["step"]), r["tag"]) for r in rows]
+    assert (
+        steps[:2] == [(5, "train/loss_step"), (5, "lr")]
+        and (10, "val/acc") in steps
+        and (15, "train/loss_step") in steps
+    )
+    assert float(next(r["value"] for r in rows if r["tag"] == "val/acc")) == 0.85
+    final = json.loads((tmp_path / "csv" / "hparams.json").read_text())
+    assert final == {"hparams": {"augmentation": "[flip,crop]"}, "final": {"test/acc": 0.9}}
+    CSVLogger(tmp_path, purge_step=11).close()  # resumed after step 10: the killed run's step 15 goes
+    with open(tmp_path / "csv" / "scalars.csv") as f:
+        assert max(int(r["step"]) for r in csv.DictReader(f)) == 10
 
 
 @pytest.mark.slow
