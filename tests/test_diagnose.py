@@ -254,3 +254,12 @@ def test_the_next_command_keeps_the_users_overrides_and_replaces_the_changed_one
     assert ctx.command("model.init=default", "diagnose=overfit") == (
         "train 'regularization=[l2,dropout]' model.init=default diagnose=overfit"
     )
+
+
+def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
+    from trainer_cli.train import run
+
+    run(make_cfg("epochs=3", "lr=1e-9", "logger=[]", "trainer.diagnose_at_end=true"), tmp_path)
+    report = read_report(tmp_path)
+    assert "## curves: FAIL" in report and "not going down" in report and "(curves.png)" in report
+    assert (tmp_path / "curves.png").is_file()

@@ -74,6 +74,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
+        if cfg.trainer.get("diagnose_at_end"):  # the lecture's reading of the curves (diagnose/curves.py)
+            from trainer_cli.diagnose.curves import diagnose_history
+
+            diagnose_history(state.history, cfg, reporter, run_dir)
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
