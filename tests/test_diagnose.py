@@ -263,3 +263,18 @@ def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
     report = read_report(tmp_path)
     assert "## curves: FAIL" in report and "not going down" in report and "(curves.png)" in report
     assert (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_lr_auto_trains_with_the_range_tests_suggestion(make_cfg, tmp_path):
+    from omegaconf import OmegaConf
+
+    from trainer_cli.diagnose.lr import range_test, suggest
+    from trainer_cli.train import run
+
+    cfg = make_cfg("lr=auto", "epochs=1", "logger=[]")
+    run(cfg, tmp_path)
+    recorded = OmegaConf.load(tmp_path / "resolved_config.yaml")
+    expected = float(f"{suggest(*range_test(resolve(cfg), 1e-7, 10.0, 100)):.2g}")
+    assert recorded.lr == recorded.optimizer.lr == expected != 1e-3
+    assert (tmp_path / "lr_range.png").is_file()

@@ -40,6 +40,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     """
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
+    if cfg.get("lr") == "auto":  # before the record: resolved_config.yaml holds the LR that trains
+        from trainer_cli.diagnose.lr import automatic_lr
+
+        cfg = automatic_lr(cfg, run_dir)
     from trainer_cli import build, checkpoint
     from trainer_cli.report import Reporter, print_results
 
