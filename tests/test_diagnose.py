@@ -13,7 +13,7 @@ from tests.conftest import run_train
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 from trainer_cli.diagnose import curves, gradcheck, initial_loss, overfit
-from trainer_cli.diagnose.verdict import Verdict, markdown, worst
+from trainer_cli.diagnose.verdict import Verdict, markdown, panel, worst
 
 
 def diagnose(make_cfg, tmp_path, *overrides):
@@ -203,6 +203,14 @@ def test_gradcheck_step_on_the_configured_model(make_cfg, tmp_path):
 
 
 # the procedure ----------------------------------------------------------------------------
+def test_the_panel_prints_commands_with_brackets_as_typed():
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(panel(Verdict("curves", "WARN", "gap", {}, ["variance"], "train 'regularization=[l2]'")))
+    assert "train 'regularization=[l2]'" in console.export_text()
+
+
 def test_worst_and_markdown():
     verdicts = [Verdict("a", "PASS", "fine"), Verdict("b", "FAIL", "bad", {"x": 1.5}, ["cause"], "train lr=1")]
     assert worst([v.status for v in verdicts]) == "FAIL"
