@@ -78,6 +78,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
+        show_first_layer(pieces, reporter, run_dir)
         if cfg.trainer.get("diagnose_at_end"):  # the lecture's reading of the curves (diagnose/curves.py)
             from trainer_cli.diagnose.curves import diagnose_history
 
@@ -202,6 +203,16 @@ def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
     reporter.print(f"[{COLOURS[verdict.status]}]initial loss {verdict.status}[/]: {verdict.summary}")
     reporter.log_scalars(0, {metrics.key("val", "loss"): initial["loss"], metrics.key("val", "acc"): initial["acc"]})
     return initial
+
+
+def show_first_layer(pieces: Pieces, reporter: Reporter, run_dir: Path) -> None:
+    """A conv net's first-layer filters (of the weights the final evaluation tested) as
+    `first_layer.png` and in TensorBoard's Images tab: the lecture's "visualize the first layer"."""
+    from trainer_cli.figures import save_first_layer
+
+    grid = save_first_layer(pieces.model, run_dir / "first_layer.png")
+    if grid is not None:
+        reporter.log_image("first_layer", grid, pieces.loop.step)
 
 
 def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], started: float) -> dict[str, Any]:
