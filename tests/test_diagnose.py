@@ -13,7 +13,7 @@ from tests.conftest import run_train
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 from trainer_cli.diagnose import curves, gradcheck, initial_loss, overfit
-from trainer_cli.diagnose.verdict import Verdict, markdown, worst
+from trainer_cli.diagnose.verdict import Verdict, markdown, panel, worst
 
 
 def diagnose(make_cfg, tmp_path, *overrides):
@@ -203,6 +203,14 @@ def test_gradcheck_step_on_the_configured_model(make_cfg, tmp_path):
 
 
 # the procedure ----------------------------------------------------------------------------
+def test_the_panel_prints_commands_with_brackets_as_typed():
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(panel(Verdict("curves", "WARN", "gap", {}, ["variance"], "train 'regularization=[l2]'")))
+    assert "train 'regularization=[l2]'" in console.export_text()
+
+
 def test_worst_and_markdown():
     verdicts = [Verdict("a", "PASS", "fine"), Verdict("b", "FAIL", "bad", {"x": 1.5}, ["cause"], "train lr=1")]
     assert worst([v.status for v in verdicts]) == "FAIL"
@@ -254,3 +262,27 @@ def test_the_next_command_keeps_the_users_overrides_and_replaces_the_changed_one
     assert ctx.command("model.init=default", "diagnose=overfit") == (
         "train 'regularization=[l2,dropout]' model.init=default diagnose=overfit"
     )
+
+
+def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
+    from trainer_cli.train import run
+
+    run(make_cfg("epochs=3", "lr=1e-9", "logger=[]", "trainer.diagnose_at_end=true"), tmp_path)
+    report = read_report(tmp_path)
+    assert "## curves: FAIL" in report and "not going down" in report and "(curves.png)" in report
+    assert (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_lr_auto_trains_with_the_range_tests_suggestion(make_cfg, tmp_path):
+    from omegaconf import OmegaConf
+
+    from trainer_cli.diagnose.lr import range_test, suggest
+    from trainer_cli.train import run
+
+    cfg = make_cfg("lr=auto", "epochs=1", "logger=[]")
+    run(cfg, tmp_path)
+    recorded = OmegaConf.load(tmp_path / "resolved_config.yaml")
+    expected = float(f"{suggest(*range_test(resolve(cfg), 1e-7, 10.0, 100)):.2g}")
+    assert recorded.lr == recorded.optimizer.lr == expected != 1e-3
+    assert (tmp_path / "lr_range.png").is_file()

@@ -111,15 +111,18 @@ def resolve(cfg: DictConfig) -> DictConfig:
     trust.check_targets(resolved, resolve_objects=False)
     trust.strip_widening_keys(resolved)
 
-    if resolved.get("lr") is not None:
+    # lr=auto: the run starts with an LR range test and trains with its suggestion (train.py).
+    auto_lr = resolved.get("lr") == "auto"
+    if resolved.get("lr") is not None and not auto_lr:
         _number(resolved, "lr")
         resolved.optimizer.lr = resolved.lr
     if "lr" in resolved.optimizer:
         lr = _number(resolved, "optimizer.lr")
         if lr <= 0:
             raise UserError(f"lr: expected a number > 0, got '{lr}'")
-        resolved.lr = lr  # the effective value, whichever way it was set
-    if resolved.optimizer.get("scale_lr_with_batch"):
+        if not auto_lr:
+            resolved.lr = lr  # the effective value, whichever way it was set
+    if resolved.optimizer.get("scale_lr_with_batch") and not auto_lr:
         # Linear scaling rule (Goyal et al. 2017): k times the batch, k times the rate. The
         # rule is applied once: the resolved config records the scaled rate and the rule off.
         base = _positive_int(resolved, "optimizer.base_batch_size")

@@ -93,3 +93,36 @@ def line_plot(
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def first_layer_filters(model: Any, tile: int = 32) -> Any:
+    """The lecture's "visualize the first layer": the first convolution's kernels as a grid,
+    each scaled to [0, 1] on its own (RGB when it reads 3 channels, else one grey tile per
+    input channel's mean), enlarged pixel for pixel to about `tile` pixels; None for a model
+    without convolutions."""
+    import torch
+    import torchvision
+
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None:
+        return None
+    kernels = conv.weight.detach().float().cpu()
+    if kernels.shape[1] != 3:
+        kernels = kernels.mean(dim=1, keepdim=True)
+    low = kernels.amin(dim=(1, 2, 3), keepdim=True)
+    high = kernels.amax(dim=(1, 2, 3), keepdim=True)
+    kernels = (kernels - low) / (high - low).clamp_min(1e-12)
+    zoom = max(1, tile // kernels.shape[-1])
+    kernels = kernels.repeat_interleave(zoom, dim=-2).repeat_interleave(zoom, dim=-1)
+    return torchvision.utils.make_grid(kernels, nrow=8, padding=2, pad_value=1.0)
+
+
+def save_first_layer(model: Any, path: Path) -> Any:
+    """`first_layer.png` (see `first_layer_filters`); returns the grid, or None."""
+    import torchvision
+
+    grid = first_layer_filters(model)
+    if grid is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torchvision.utils.save_image(grid, str(path))
+    return grid

@@ -48,6 +48,14 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         faults.remove_orphans(run_dir)
     if resumed is not None and (done := finished(cfg, run_dir, resumed)) is not None:
         return done
+    if cfg.get("lr") == "auto":  # before the record: resolved_config.yaml holds the LR that trains
+        from trainer_cli.diagnose.lr import automatic_lr
+
+        if distributed.world_size() > 1:
+            raise UserError(
+                "lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr"
+            )
+        cfg = automatic_lr(cfg, run_dir)
     from trainer_cli import build, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
@@ -90,6 +98,11 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
         if distributed.is_main():
             transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
+            show_first_layer(pieces, reporter, run_dir)
+        if cfg.trainer.get("diagnose_at_end") and distributed.is_main():  # the lecture's reading of the curves
+            from trainer_cli.diagnose.curves import diagnose_history
+
+            diagnose_history(state.history, cfg, reporter, run_dir)
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
@@ -280,6 +293,16 @@ def steps_left(pieces: Pieces) -> int | None:
         train = pieces.data.train
         train.limit = min(train.epoch_limit, left * pieces.options.accumulate_grad_batches)
     return left
+
+
+def show_first_layer(pieces: Pieces, reporter: Reporter, run_dir: Path) -> None:
+    """A conv net's first-layer filters (of the weights the final evaluation tested) as
+    `first_layer.png` and in TensorBoard's Images tab: the lecture's "visualize the first layer"."""
+    from trainer_cli.figures import save_first_layer
+
+    grid = save_first_layer(pieces.model, run_dir / "first_layer.png")
+    if grid is not None:
+        reporter.log_image("first_layer", grid, pieces.loop.step)
 
 
 def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], started: float) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def run_diagnosis(
     from trainer_cli.report import Reporter
 
     cfg = resolve(cfg)
+    steps = [steps] if isinstance(steps, str) else list(steps)
     unknown = [s for s in steps if s not in STEP_NAMES]
     if unknown or not steps:
         raise UserError(f"mode.steps: unknown step '{(unknown or [''])[0]}'; accepted: {', '.join(STEP_NAMES)}")

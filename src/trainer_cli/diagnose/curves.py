@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from trainer_cli.diagnose.context import Context
 from trainer_cli.diagnose.verdict import Verdict, worst
 
@@ -219,4 +221,19 @@ def curves(ctx: Context) -> Verdict:
     verdict.numbers = {"run": str(run_dir), **verdict.numbers}
     if (run_dir / "curves.png").is_file():
         verdict.figures.append(os.path.relpath(run_dir / "curves.png", ctx.run_dir))
+    return verdict
+
+
+def diagnose_history(history: list[Row], cfg, reporter, run_dir: Path) -> Verdict:
+    """`trainer.diagnose_at_end=true`: the curves' verdict on the run that just ended,
+    printed as a panel and written to its `diagnosis.md`."""
+    from trainer_cli.diagnose.context import Context, user_overrides
+    from trainer_cli.diagnose.verdict import panel, write_markdown
+
+    options = {**OmegaConf.to_container(cfg.mode), "num_classes": int(cfg.data.num_classes)}
+    ctx = Context(cfg, run_dir, options, reporter, user_overrides(run_dir))
+    verdict = judge(history, options, ctx.command)
+    verdict.figures.append("curves.png")  # the reporter writes it as the run finishes
+    reporter.print(panel(verdict))
+    write_markdown([verdict], run_dir)
     return verdict

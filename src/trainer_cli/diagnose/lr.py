@@ -3,11 +3,15 @@ drops most) and Smith's LR range test (`lr_range`: one run whose LR grows expone
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import Any
 
 from trainer_cli.diagnose.context import Context, endless, fixed_sample, fresh, plain, train_steps, with_lr
 from trainer_cli.diagnose.overfit import identical_units
 from trainer_cli.diagnose.verdict import Verdict
+
+log = logging.getLogger("trainer_cli")
 
 # The lecture's good LRs to try (1e-1 ... 1e-4, and 3e-4 for Adam), to which the configured
 # LR is added.
@@ -203,3 +207,27 @@ def lr_range(ctx: Context) -> Verdict:
         command,
         [path.name],
     )
+
+
+def automatic_lr(cfg, run_dir) -> Any:
+    """`lr=auto`: the LR range test's suggestion (fastai's defaults: 1e-7 to 10 over 100
+    steps), plotted to `lr_range.png`; returns the config with that LR."""
+    from trainer_cli.figures import line_plot
+
+    lrs, smoothed = range_test(cfg, 1e-7, 10.0, 100)
+    if len(smoothed) < 2:
+        from trainer_cli.config import UserError
+
+        raise UserError("lr: auto found no LR: the loss diverged at once (try train diagnose=initial_loss)")
+    suggestion = float(f"{suggest(lrs, smoothed):.2g}")
+    line_plot(
+        run_dir / "lr_range.png",
+        {"smoothed loss": (lrs, smoothed)},
+        "learning rate",
+        "smoothed training loss",
+        "LR range test (lr=auto)",
+        log_x=True,
+        marks={f"chosen {suggestion:.2g}": suggestion},
+    )
+    log.info(f"lr=auto: the LR range test suggests lr {suggestion:g} ({run_dir / 'lr_range.png'})")
+    return with_lr(cfg, suggestion)

@@ -44,18 +44,20 @@ def _number(value: Any) -> str:
 
 def panel(verdict: Verdict) -> Any:
     """The verdict as a rich panel, its border in the verdict's colour."""
+    from rich.markup import escape
     from rich.panel import Panel
 
     colour = COLOURS[verdict.status]
-    lines = [f"[bold {colour}]{verdict.status}[/]  {verdict.summary}"]
-    lines += [f"  {name}: {_number(value)}" for name, value in verdict.numbers.items()]
+    # escape: a command such as 'regularization=[l2]' must print as typed, not as a style
+    lines = [f"[bold {colour}]{verdict.status}[/]  {escape(verdict.summary)}"]
+    lines += [f"  {escape(name)}: {escape(_number(value))}" for name, value in verdict.numbers.items()]
     if verdict.causes:
         lines.append("likely causes:")
-        lines += [f"  {i}. {cause}" for i, cause in enumerate(verdict.causes, 1)]
+        lines += [f"  {i}. {escape(cause)}" for i, cause in enumerate(verdict.causes, 1)]
     if verdict.figures:
-        lines.append("figures: " + ", ".join(verdict.figures))
+        lines.append("figures: " + escape(", ".join(verdict.figures)))
     if verdict.next_command:
-        lines.append(f"next: [bold]{verdict.next_command}[/]")
+        lines.append(f"next: [bold]{escape(verdict.next_command)}[/]")
     return Panel("\n".join(lines), title=f"diagnose: {verdict.step}", border_style=colour, expand=False)
 
 
