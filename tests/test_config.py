@@ -74,7 +74,8 @@ def test_every_data_option(option, make_cfg, image_folder):
 
 
 @pytest.mark.parametrize(("group", "option"), _every_option(), ids=[f"{g}={o}" for g, o in _every_option()])
-def test_every_option_of_every_group_builds_and_trains_a_step(group, option, make_cfg, tmp_path):
+def test_every_option_of_every_group_builds_and_trains_a_step(group, option, make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # loggers that default to the current folder (mlflow's ./mlruns) write there
     override = f"{group}=[{option}]" if group in _multi_select_groups() else f"{group}={option}"
     extra = [NEEDS_MODEL[option]] if option in NEEDS_MODEL else []
     cfg = make_cfg(override, "data=digits", *extra)
