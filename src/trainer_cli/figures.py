@@ -32,6 +32,8 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
     points plus a centred moving average (the lecture's way to read a noisy curve; over a
     fifth of the epochs, odd, from 1 to 9), and the learning rate on a second axis."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [int(row["epoch"]) for row in history]
     window = min(9, max(1, len(epochs) // 5) | 1)
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
@@ -42,6 +44,7 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
             axis.scatter(epochs, values, s=12, alpha=0.4, color=colour)
             axis.plot(epochs, moving_average(values, window), color=colour, label=f"{name} (mean of {window})")
         axis.set(xlabel="epoch", ylabel=quantity, title="Loss" if quantity == "loss" else "Accuracy")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axis.grid(alpha=0.3)
         axis.legend(loc="center right" if quantity == "loss" else "lower right", fontsize=8)
     if all("lr" in row for row in history):
