@@ -68,7 +68,7 @@ def hydra_main(cfg: DictConfig) -> float:
             run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's folder, for every rank
         elif int(cfg.trainer.get("devices", 1)) > 1:
             raise UserError("trainer.devices: set it on the command line (train trainer.devices=N), or use torchrun")
-        if multirun:
+        if multirun and not distributed.launched():  # a rank's GPU is its local rank's
             from trainer_cli.sweep import assign_gpu
 
             assign_gpu(cfg, HydraConfig.get().job.num)
