@@ -64,6 +64,11 @@ def test_devices_on_the_command_line():
             distributed.requested_devices([f"trainer.devices={bad}"])
 
 
+def test_printing_the_config_starts_no_processes(tmp_path):
+    result = run_train(["trainer.devices=2", "--cfg", "job"], cwd=tmp_path)
+    assert result.stdout.count("devices: 2") == 1  # printed once, by this process
+
+
 def test_other_ranks_write_no_run_folder_of_their_own(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
