@@ -64,6 +64,11 @@ def test_devices_on_the_command_line():
             distributed.requested_devices([f"trainer.devices={bad}"])
 
 
+def test_printing_the_config_starts_no_processes(tmp_path):
+    result = run_train(["trainer.devices=2", "--cfg", "job"], cwd=tmp_path)
+    assert result.stdout.count("devices: 2") == 1  # printed once, by this process
+
+
 def test_other_ranks_write_no_run_folder_of_their_own(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
@@ -76,8 +81,11 @@ def test_other_ranks_write_no_run_folder_of_their_own(monkeypatch):
 
 def test_slurm_variables_give_rank_and_first_node(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    for name, value in {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.environment_rank() == (0, 1)  # a plain `train` inside an allocation: one process
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # a task the submitit launcher started
     assert distributed.environment_rank() == (5, 8)
     assert distributed._first_slurm_node("gpu[003-005,009],cpu1") == "gpu003"
     assert distributed._first_slurm_node("node7") == "node7"
@@ -187,3 +195,34 @@ def test_two_processes_killed_and_resumed_end_with_the_same_weights(tmp_path):
     full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     resumed = checkpoint.load(last)["model"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+# Multi-node: the submitit launcher ------------------------------------------------------------------
+
+
+def test_slurm_launcher_config_composes_to_one_ddp_job_across_nodes():
+    from hydra import compose, initialize_config_dir
+
+    from trainer_cli.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=3", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_task) == (3, 4, 1)
+    assert launcher.partition == "gpu" and "export MASTER_PORT=29500" in launcher.setup
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_one_ddp_job_like_one_process(tmp_path):
+    # SLURM is absent here: the same launcher, submitit's local executor, 2 tasks = 2 ranks.
+    args = ["data=digits", "epochs=2", "batch_size=64", "trainer.device=cpu", "seed=5"]
+    run_train(["-m", "hydra/launcher=local_ddp", *args, f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
+    run_train([*args, f"hydra.run.dir={tmp_path}/one"], cwd=tmp_path)
+    assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_1_result.pkl"))) == 1  # a second task ran
+    assert_same_curves(tmp_path / "one", tmp_path / "sweep" / "0")

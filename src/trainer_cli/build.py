@@ -506,6 +506,8 @@ def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
     steps_per_epoch = 1 if full_batch(cfg) else math.ceil(len(run_data.train) / options.accumulate_grad_batches)
     if full_batch(cfg):
         _refuse_noise_with_full_batch(cfg, run_data, chosen)
+        if distributed.world_size() > 1:  # each rank's line search would take its own decisions
+            raise UserError(f"trainer.devices: {cfg.optimizer._target_} runs full-batch in one process only")
     return Pieces(
         cfg=cfg,
         device=where,

@@ -38,6 +38,8 @@ trust.install_hydra_guard()
 
 # Command-line shortcuts for the procedure switch: a value for the key chooses the mode.
 MODE_SHORTCUTS = {"data.kfold": "kfold", "ensemble": "ensemble"}
+# Hydra's flags that print and run nothing: answered in this process, whatever trainer.devices says.
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve"}
 
 
 def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -134,7 +136,7 @@ def hydra_main(cfg: DictConfig) -> float:
             run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's folder, for every rank
         elif int(cfg.trainer.get("devices", 1)) > 1:
             raise UserError("trainer.devices: set it on the command line (train trainer.devices=N), or use torchrun")
-        if multirun:
+        if multirun and not distributed.launched():  # a rank's GPU is its local rank's
             from trainer_cli.sweep import assign_gpu
 
             assign_gpu(cfg, HydraConfig.get().job.num)
@@ -324,7 +326,7 @@ def main() -> None:
     try:
         argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
         devices = distributed.requested_devices(argv)
-        if devices > 1 and not distributed.launched():
+        if devices > 1 and not distributed.launched() and not any(a in INFO_FLAGS for a in argv):
             # `train trainer.devices=N`: the same command in N processes, started by torchrun.
             if any(a in ("-m", "--multirun") for a in argv):
                 raise UserError("trainer.devices: a sweep (-m) runs one process per job; use trainer.devices=1")

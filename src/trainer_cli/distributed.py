@@ -19,6 +19,7 @@ torch is imported inside the functions, so the command line answers without load
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -28,17 +29,33 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-# SLURM's names for what torchrun calls RANK / WORLD_SIZE / LOCAL_RANK (one task per device).
-SLURM_VARIABLES = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID"}
+# What torchrun calls RANK / WORLD_SIZE / LOCAL_RANK, as the submitit launcher's tasks see
+# them (one task per device): SLURM's variables, or submitit's local executor's. Read only in
+# a task that submitit started (SUBMITIT_EXECUTOR), never in a plain `train` inside an
+# allocation (where SLURM_NTASKS may be set too).
+TASK_VARIABLES = {
+    "slurm": {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID"},
+    "local": {
+        "RANK": "SUBMITIT_LOCAL_GLOBALID",
+        "WORLD_SIZE": "SUBMITIT_LOCAL_NTASKS",
+        "LOCAL_RANK": "SUBMITIT_LOCAL_LOCALID",
+    },
+}
+
+
+def _task_variables() -> dict[str, str]:
+    names = TASK_VARIABLES.get(os.environ.get("SUBMITIT_EXECUTOR", ""), {})
+    return names if names and all(name in os.environ for name in names.values()) else {}
 
 
 def environment_rank() -> tuple[int, int]:
     """(rank, world size) as the launcher set them in the environment: torchrun's variables,
-    else SLURM's (a submitit/srun task), else (0, 1)."""
+    else those of a submitit task (SLURM or local), else (0, 1)."""
     if "WORLD_SIZE" in os.environ:
         return int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])
-    if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+    names = _task_variables()
+    if names:
+        return int(os.environ[names["RANK"]]), int(os.environ[names["WORLD_SIZE"]])
     return 0, 1
 
 
@@ -77,26 +94,28 @@ def is_main() -> bool:
 def init(device_name: str) -> None:
     """Join the process group: NCCL when this run trains on CUDA, gloo on CPUs.
 
-    Under SLURM without torchrun, the rank variables come from SLURM (see SLURM_VARIABLES)
-    and the rendezvous address is the first node of the job (MASTER_ADDR, MASTER_PORT are
-    set by the launcher config or default to the submitting node and 29500).
+    In a submitit task the rank variables come from SLURM or submitit (TASK_VARIABLES) and
+    the rendezvous address is the job's first node (MASTER_ADDR; MASTER_PORT defaults to
+    29500, set it in the launcher's `setup` to run two jobs on one node). Ranks other than
+    0 log warnings only: rank 0 speaks for the run.
     """
     import torch
     import torch.distributed as dist
 
     if _initialized():
         return
-    for torch_name, slurm_name in SLURM_VARIABLES.items():
-        if torch_name not in os.environ and slurm_name in os.environ:
-            os.environ[torch_name] = os.environ[slurm_name]
+    for torch_name, task_name in _task_variables().items():
+        os.environ.setdefault(torch_name, os.environ[task_name])
     if "MASTER_ADDR" not in os.environ and "SLURM_JOB_NODELIST" in os.environ:
         os.environ["MASTER_ADDR"] = _first_slurm_node(os.environ["SLURM_JOB_NODELIST"])
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     cuda = device_name != "cpu" and torch.cuda.is_available()
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(_local_gpu())
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if dist.get_rank() != 0:
+        logging.getLogger("trainer_cli").setLevel(logging.WARNING)
 
 
 def _first_slurm_node(nodelist: str) -> str:
@@ -121,8 +140,16 @@ def device(where: torch.device) -> torch.device:
     import torch
 
     if where.type == "cuda" and world_size() > 1 and where.index is None:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda", _local_gpu())
     return where
+
+
+def _local_gpu() -> int:
+    """This rank's GPU: its local rank, among the GPUs it sees (a SLURM task with
+    gpus_per_task=1 sees one, whatever its local rank)."""
+    import torch
+
+    return int(os.environ.get("LOCAL_RANK", 0)) % max(1, torch.cuda.device_count())
 
 
 def sync_batchnorm(model: nn.Module, enabled: bool, where: torch.device) -> nn.Module:

@@ -51,7 +51,7 @@ class DeferredNonFiniteCheck:
     def __init__(self, device: torch.device, step: int) -> None:
         self.step = torch.full((), step, device=device, dtype=torch.long)  # optimizer steps done
         self.first_step = torch.full((), -1, device=device, dtype=torch.long)
-        self.first_value = torch.zeros((), device=device)
+        self.first_value = torch.full((), float("nan"), device=device)  # this rank's bad loss (NaN: another rank's)
         self.window_finite = torch.ones((), device=device, dtype=torch.bool)
 
     def record(self, objective: torch.Tensor) -> None:
@@ -64,6 +64,11 @@ class DeferredNonFiniteCheck:
     def zero_bad_gradients_(self, parameters: list[torch.Tensor]) -> torch.Tensor:
         """Zero the gradients of a step with a non-finite loss; returns 1.0 when it did."""
         bad = ~self.window_finite
+        if distributed.world_size() > 1:
+            # DDP's all-reduce carried one rank's NaN into every rank's gradients: every rank
+            # zeroes them and stops at the same check (a tiny collective, no host sync).
+            bad = distributed.all_reduce_sum(bad.float()) > 0
+            self.first_step = torch.where(bad & (self.first_step < 0), self.step, self.first_step)
         for p in parameters:
             if p.grad is not None:
                 p.grad.masked_fill_(bad, 0.0)

@@ -223,8 +223,10 @@ def announce(pieces: Pieces, run_dir: Path) -> None:
 
 def preview_augmentation(pieces: Pieces, reporter: Reporter, run_dir: Path) -> None:
     """`augmentation.preview=true`: a grid of augmented training images (what the model sees)."""
+    from trainer_cli import distributed
+
     augment = pieces.data.train.augment
-    if not pieces.cfg.augmentation.get("preview") or augment is None:
+    if not pieces.cfg.augmentation.get("preview") or augment is None or not distributed.is_main():
         return
     from trainer_cli.data import preview_images
     from trainer_cli.data.augment import save_preview
