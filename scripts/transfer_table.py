@@ -51,8 +51,12 @@ RUNS = {
     "different, little": [
         "from scratch", "linear probe (head)", "probe stage 0", "fine-tune all",
     ],
-    "similar, lots": ["from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all"],
-    "different, lots": ["from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all"],
+    "similar, lots": [
+        "from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all", "LoRA r=4 + head",
+    ],
+    "different, lots": [
+        "from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all", "LoRA r=4 + head",
+    ],
 }  # fmt: skip
 
 
