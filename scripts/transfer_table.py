@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/transfer"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--only", action="append", help="run only this method (repeatable), e.g. 'fine-tune all'")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: kind to a shared machine)")
     args = parser.parse_args()
     results = args.out / "results.jsonl"
@@ -118,7 +119,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for cell, recipe in CELLS.items():
             for method in RUNS[cell]:
-                if (cell, method, seed) in finished:
+                if (cell, method, seed) in finished or (args.only and method not in args.only):
                     continue
                 source = "init_from=null" if method == "from scratch" else f"init_from={pretrained}"
                 overrides = [f"experiment={recipe}", f"seed={seed}", source, *METHODS[method]]
