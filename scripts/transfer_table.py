@@ -98,6 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/transfer"))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="start at this seed (a second process for later seeds)"
+    )
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--only", action="append", help="run only this method (repeatable), e.g. 'fine-tune all'")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: kind to a shared machine)")
@@ -116,7 +119,7 @@ def main() -> None:
         summary = run(compose_cfg("experiment=transfer_pretrain"), pretrained)
         print(f"pretrain: test/acc {summary['test/acc']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     finished = done(results)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.seeds):
         for cell, recipe in CELLS.items():
             for method in RUNS[cell]:
                 if (cell, method, seed) in finished or (args.only and method not in args.only):
