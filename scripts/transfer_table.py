@@ -51,8 +51,12 @@ RUNS = {
     "different, little": [
         "from scratch", "linear probe (head)", "probe stage 0", "fine-tune all",
     ],
-    "similar, lots": ["from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all"],
-    "different, lots": ["from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all"],
+    "similar, lots": [
+        "from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all", "LoRA r=4 + head",
+    ],
+    "different, lots": [
+        "from scratch", "linear probe (head)", "fine-tune last block + head", "fine-tune all", "LoRA r=4 + head",
+    ],
 }  # fmt: skip
 
 
@@ -94,7 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/transfer"))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="start at this seed (a second process for later seeds)"
+    )
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--only", action="append", help="run only this method (repeatable), e.g. 'fine-tune all'")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: kind to a shared machine)")
     args = parser.parse_args()
     results = args.out / "results.jsonl"
@@ -111,10 +119,10 @@ def main() -> None:
         summary = run(compose_cfg("experiment=transfer_pretrain"), pretrained)
         print(f"pretrain: test/acc {summary['test/acc']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     finished = done(results)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.seeds):
         for cell, recipe in CELLS.items():
             for method in RUNS[cell]:
-                if (cell, method, seed) in finished:
+                if (cell, method, seed) in finished or (args.only and method not in args.only):
                     continue
                 source = "init_from=null" if method == "from scratch" else f"init_from={pretrained}"
                 overrides = [f"experiment={recipe}", f"seed={seed}", source, *METHODS[method]]

@@ -152,11 +152,25 @@ def test_init_from_loads_matching_layers_and_reinitialises_the_head(make_cfg, tm
     with caplog.at_level("INFO", logger="trainer_cli"):
         pieces = build_run(make_cfg(*CNN, f"init_from={tmp_path / 'run'}"))
     assert pieces.cfg.init_from == str(tmp_path / "run" / "checkpoints" / "best.pt")
-    assert "re-initialised (shapes differ): 16" in caplog.text
+    assert "re-initialised (new head, or shapes differ): 16" in caplog.text
     for name, tensor in pieces.model.state_dict().items():
         if not name.startswith("16."):
             assert torch.equal(tensor, source.state_dict()[name]), name
     assert pieces.model[16].weight.shape == (10, 8)
+
+
+def test_init_from_gives_a_new_task_a_fresh_head_unless_told(make_cfg, tmp_path):
+    """Five classes to five other classes: the shapes match, but the old classifier is no start."""
+    from trainer_cli import checkpoint
+
+    source = build_run(make_cfg(*CNN, "data.classes=[0,1,2,3,4]", "seed=1")).model
+    checkpoint.save({"model": source.state_dict()}, tmp_path / "five.pt")
+    new_task = [*CNN, "data.classes=[5,6,7,8,9]", f"init_from={tmp_path / 'five.pt'}"]
+    fresh = build_run(make_cfg(*new_task)).model
+    assert not torch.equal(fresh[16].weight, source[16].weight)
+    assert torch.equal(fresh[10].weight, source[10].weight)
+    kept = build_run(make_cfg(*new_task, "finetune.reset_head=false")).model
+    assert torch.equal(kept[16].weight, source[16].weight)
 
 
 def test_init_from_of_another_architecture_is_a_one_line_error(make_cfg, tmp_path):

@@ -84,14 +84,17 @@ def _torchvision_weights_file(name: str) -> Path:
     return cached
 
 
-def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+def load_matching(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, keep_fresh: set[str] | None = None
+) -> list[str]:
     """Copy `state` into `model`; returns the layers left as initialised (shapes differ).
 
     Every tensor name must match: a layer whose shapes differ (a head for another class
     count, a first conv for other input channels) keeps its fresh initialisation, whole.
     A 3-channel first conv going to 1 channel is summed over its RGB kernels instead (a grey
     image is R = G = B, so the first activations are unchanged). Any other difference is an
-    error: the checkpoint is of another architecture.
+    error: the checkpoint is of another architecture. Layers named in `keep_fresh` keep their
+    initialisation too (the head, for a new task).
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -109,7 +112,7 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
         grey = tensor.ndim == 4 and tensor.shape[1] == 1 and theirs.ndim == 4 and theirs.shape[1] == 3
         if grey and tensor.shape[0] == theirs.shape[0] and tensor.shape[2:] == theirs.shape[2:]:
             state[name] = theirs.sum(1, keepdim=True)
-    different = sorted({k.rpartition(".")[0] for k in own if own[k].shape != state[k].shape})
+    different = sorted({k.rpartition(".")[0] for k in own if own[k].shape != state[k].shape} | (keep_fresh or set()))
     kept = {k: v for k, v in state.items() if k.rpartition(".")[0] not in different}
     model.load_state_dict(kept, strict=False)
     return different
@@ -130,6 +133,8 @@ class Finetune:
             more block every `unfreeze_every` epochs: gradual unfreezing).
         frozen_norm_eval: batch-norm layers of frozen blocks stay in eval mode (their running
             statistics are frozen too), even while the model trains.
+        reset_head: with `init_from`, the head keeps its fresh initialisation (a new task,
+            even with as many classes as the old one); false: the head is loaded too.
     """
 
     def __init__(
@@ -139,6 +144,7 @@ class Finetune:
         unfreeze_at_epoch: int | None = None,
         unfreeze_every: int | None = None,
         frozen_norm_eval: bool = True,
+        reset_head: bool = True,
     ) -> None:
         if last_k is not None:
             checks.whole_number("last_k", last_k, minimum=0)
@@ -152,7 +158,7 @@ class Finetune:
             checks.whole_number("unfreeze_every", unfreeze_every, minimum=1)
         self.last_k, self.layer_lr_decay = last_k, float(layer_lr_decay)
         self.unfreeze_at_epoch, self.unfreeze_every = unfreeze_at_epoch, unfreeze_every
-        self.frozen_norm_eval = frozen_norm_eval
+        self.frozen_norm_eval, self.reset_head = frozen_norm_eval, reset_head
         self._hooks: list[Any] = []
 
     def prepare(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
@@ -250,7 +256,7 @@ class ProbeStage(Finetune):
     it frozen: the lecture's "linear classifiers from different stages" (sweep `stage`)."""
 
     def __init__(self, stage: int = 0, frozen_norm_eval: bool = True) -> None:
-        super().__init__(last_k=0, frozen_norm_eval=frozen_norm_eval)
+        super().__init__(last_k=0, frozen_norm_eval=frozen_norm_eval, reset_head=False)  # a new head anyway
         checks.whole_number("stage", stage, minimum=0)
         self.stage = stage
 
@@ -301,8 +307,14 @@ class LoRA(Finetune):
     frozen and changed by a trained rank-`rank` delta; the head (new for the target
     classes) trains whole. `finish` merges the deltas: a plain model with equal outputs."""
 
-    def __init__(self, rank: int = 4, alpha: float = 8.0, targets: tuple[str, ...] = ("Linear", "Conv2d")) -> None:
-        super().__init__(last_k=0)
+    def __init__(
+        self,
+        rank: int = 4,
+        alpha: float = 8.0,
+        targets: tuple[str, ...] = ("Linear", "Conv2d"),
+        reset_head: bool = True,
+    ) -> None:
+        super().__init__(last_k=0, reset_head=reset_head)
         checks.whole_number("rank", rank, minimum=1)
         checks.positive("alpha", alpha)
         kinds = {"Linear": nn.Linear, "Conv2d": nn.Conv2d}
@@ -342,9 +354,13 @@ def adapt(cfg: Any, model: nn.Module, tuning: Finetune, init_weights: bool) -> n
     source = cfg.get("init_from")
     if source and init_weights:
         state, where = initial_state(str(source))
-        fresh = load_matching(model, state, str(source))
+        head = set()
+        if tuning.reset_head:  # a new task: the old task's classifier is no start
+            head_modules = {id(m) for m in tuning.blocks(model)[-1][1].modules()}
+            head = {n for n, m in model.named_modules() if id(m) in head_modules and m._parameters}
+        fresh = load_matching(model, state, str(source), head)
         cfg.init_from = where
-        reinitialised = f"; re-initialised (shapes differ): {', '.join(fresh)}" if fresh else ""
+        reinitialised = f"; re-initialised (new head, or shapes differ): {', '.join(fresh)}" if fresh else ""
         log.info(f"init_from: {where}{reinitialised}")
     shape = (int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
     return tuning.prepare(model, shape)
