@@ -85,7 +85,12 @@ def hydra_main(cfg: DictConfig) -> float:
             return float("nan")
         # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
-        from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
+
+        class NonFiniteLoss(Exception):  # a stand-in: no torch, no NaN (config errors stay fast)
+            pass
+
+        if "trainer_cli.loop" in sys.modules:
+            from trainer_cli.loop import NonFiniteLoss  # type: ignore[assignment]
 
         if isinstance(error, Preempted):
             print(error, file=sys.stderr)
@@ -255,6 +260,18 @@ def hydra_error_line(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+def _discard_hydra_run_folder() -> None:
+    """The folder Hydra made for a single run that failed before writing anything (not a resume)."""
+    from trainer_cli.faults import discard_empty_run_folder
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.get("output_dir")
+    if output_dir and hydra_cfg.mode == RunMode.RUN and hydra_cfg.output_subdir is not None:
+        discard_empty_run_folder(Path(output_dir))
+
+
 def main() -> None:
     """The `train` console command: Hydra's main with one-line errors and no tracebacks."""
     register_resolvers()
@@ -271,6 +288,7 @@ def main() -> None:
     except UserError as error:
         if debug:
             raise
+        _discard_hydra_run_folder()  # e.g. a refused logging config, found after Hydra made the folder
         print(f"error: {shorten(str(error))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
