@@ -103,6 +103,7 @@ def test_a_full_disk_during_a_checkpoint_write(tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no half-written file
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_during_a_checkpoint_write(tmp_path):
     """The real limit (RLIMIT_FSIZE) in a child process: EFBIG, not a SIGXFSZ kill."""
     import subprocess

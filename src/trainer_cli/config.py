@@ -94,17 +94,17 @@ def resolve(cfg: DictConfig) -> DictConfig:
         if "Missing mandatory value" in message:
             raise UserError(f"{key}: a value is required (set it with {key}=...)") from None
         raise UserError(f"{key or 'config'}: {message}") from None
+    # The trust check, stage 1 (no import): after interpolations, every `_target_` under a
+    # trusted root; no config may widen trust. `build.instantiate` checks the objects.
+    trust.check_no_widening(resolved)
+    trust.check_targets(resolved, resolve_objects=False)
+    trust.strip_widening_keys(resolved)
     unknown = [str(key) for key in resolved if str(key) not in known_top_level_keys()]
     if unknown:
         raise UserError(
             f"{unknown[0][:80]}: unknown key (misspelt, or a `+key=` outside the config groups); "
             f"accepted top-level keys: {', '.join(sorted(known_top_level_keys() - {'hydra', 'resume_with'}))}"
         )
-    # The trust check, stage 1 (no import): after interpolations, every `_target_` under a
-    # trusted root; no config may widen trust. `build.instantiate` checks the objects.
-    trust.check_no_widening(resolved)
-    trust.check_targets(resolved, resolve_objects=False)
-    trust.strip_widening_keys(resolved)
 
     if resolved.get("lr") is not None:
         _number(resolved, "lr")
