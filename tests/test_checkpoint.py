@@ -21,7 +21,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"^checkpoint: cannot write .*\(disk full\); the previous checkpoint"):
         checkpoint.save({"epoch": 2, "w": torch.zeros(3)}, path)
     assert checkpoint.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind

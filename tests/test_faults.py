@@ -64,7 +64,10 @@ def _stop_at(monkeypatch, at_call: int, action=None) -> None:
 
 # The stop is checked after every step and after each epoch's checkpoint (call 22): mid-epoch 1,
 # the epoch's last step before validation, after the epoch's checkpoint, mid-epoch 2.
-@pytest.mark.parametrize(("call", "step"), [(5, 5), (21, 21), (22, 21), (31, 30)])
+@pytest.mark.parametrize(
+    ("call", "step"),
+    [(5, 5), pytest.param(21, 21, marks=pytest.mark.slow), pytest.param(22, 21, marks=pytest.mark.slow), (31, 30)],
+)
 def test_a_stop_request_resumes_bit_for_bit(call, step, reference, make_cfg, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     _stop_at(monkeypatch, call)

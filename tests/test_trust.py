@@ -150,7 +150,7 @@ INTERPOLATIONS = [
     ("model:\n  evil: '${oc.decode:\"{_target_: os.system, _args_: [touch MARKER]}\"}'\n", "model.evil._target_"),
     ("tgt: os.system\nmodel:\n  evil: {_target_: '${tgt}', _args_: [touch MARKER]}\n", "model.evil._target_"),
     (
-        "tgt: torch.os.system\nmodel:\n  evil: {_target_: '${tgt}', _args_: [touch MARKER]}\n",
+        "model:\n  tgt: torch.os.system\n  evil: {_target_: '${model.tgt}', _args_: [touch MARKER]}\n",
         "model.evil._target_",
     ),
     ("stash: {_target_: os.system, _args_: [touch MARKER]}\nmodel:\n  evil: ${stash}\n", "model.evil._target_"),

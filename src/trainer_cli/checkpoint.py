@@ -96,10 +96,33 @@ def save(state: dict[str, Any], path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        # A full disk, a file-size limit, a read-only folder: torch's zip writer reports a short
+        # write as a RuntimeError ("unexpected pos"), so the likely cause is looked up here.
+        if isinstance(error, (OSError, RuntimeError)):
+            reason = _write_failure(error, path.parent)
+            raise UserError(
+                f"checkpoint: cannot write {path} ({reason}); the previous checkpoint is intact; "
+                "free some space and continue with `train resume=<run folder>`"
+            ) from None
         raise
+
+
+def _write_failure(error: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: the OS's reason, else the disk's or the file-size limit."""
+    import resource
+
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"File too large: the file-size limit is {limit:,} bytes (ulimit -f)"
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    if free < 64 * 2**20:
+        return f"No space left on device: {free:,} bytes free"
+    return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
 
 
 def load(path: Path, map_location: str | torch.device = "cpu", key: str = "resume") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,14 @@ def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
         if not group.startswith("hydra"):
             # Multi-select groups as typed: augmentation=[flip,crop] and [none] runs differ.
             result[group] = f"[{','.join(choice)}]" if isinstance(choice, list) else choice
-    for override in hydra_cfg.overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
+    for override in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False):  # the text typed
+        key = str(override).split("=", 1)[0].lstrip("+~")
         if key in result or key == "resume":
             continue
-        value = OmegaConf.select(cfg, key, default=None)
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except Exception:  # a broken interpolation: reported by `resolve`, with its key
+            continue
         if isinstance(value, (int, float, str, bool)):
             result[key] = value
     return result
@@ -150,7 +154,12 @@ def hydra_main(cfg: DictConfig) -> float:
             return float("nan")
         # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
-        from trainer_cli.loop import NonFiniteLoss  # imported late: it imports torch
+
+        class NonFiniteLoss(Exception):  # a stand-in: no torch, no NaN (config errors stay fast)
+            pass
+
+        if "trainer_cli.loop" in sys.modules:
+            from trainer_cli.loop import NonFiniteLoss  # type: ignore[assignment]
 
         if isinstance(error, Preempted):
             print(error, file=sys.stderr)
@@ -159,7 +168,7 @@ def hydra_main(cfg: DictConfig) -> float:
             raise
         if not cfg.get("resume"):
             discard_empty_run_folder(run_dir)  # a config error leaves no run folder behind
-        message = f"error: {error}"
+        message = f"error: {shorten(str(error))}"
         if isinstance(error, NonFiniteLoss):
             last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
             message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
@@ -285,6 +294,17 @@ def _accepted_keys(key: str) -> str:
     return f"accepted keys at {where}: {', '.join(keys)}" if keys else "see `train --cfg job` for the keys"
 
 
+def shorten(message: str, limit: int = 200) -> str:
+    """One line, with any value longer than `limit` characters cut (a 1 MB override is not echoed)."""
+    line = message.splitlines()[0] if message else message
+
+    def cut(match: re.Match[str]) -> str:
+        text = match.group(0)
+        return f"{text[: limit // 2]}...({len(text):,} characters)"
+
+    return re.sub(rf"[^\s',;]{{{limit + 1},}}", cut, line)
+
+
 def hydra_error_line(error: Exception) -> str:
     """Hydra's multi-line composition errors, as one line that names the key or file."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -297,7 +317,11 @@ def hydra_error_line(error: Exception) -> str:
             return f"{group}: unknown option '{option}'; available: {', '.join(sorted(options))}"
         return f"config file '{missing}' not found"
     if isinstance(error, OverrideParseException):
-        return f"cannot parse override: {str(error).splitlines()[0]}"
+        line = str(error).splitlines()[0]
+        if not line.isascii():
+            key = line.rpartition(": ")[2].split("=", 1)[0]
+            return f"{key}: cannot parse a value with non-ASCII characters unquoted; quote it: '{key}=\"...\"'"
+        return f"cannot parse override: {line}"
     if isinstance(error, ConfigCompositionException):
         first = str(error).splitlines()[0]
         if "Could not override" in first or "Could not append" in first:
@@ -307,6 +331,18 @@ def hydra_error_line(error: Exception) -> str:
             return hydra_error_line(error.__cause__) if isinstance(error.__cause__, Exception) else first
         return first
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _discard_hydra_run_folder() -> None:
+    """The folder Hydra made for a single run that failed before writing anything (not a resume)."""
+    from trainer_cli.faults import discard_empty_run_folder
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.get("output_dir")
+    if output_dir and hydra_cfg.mode == RunMode.RUN and hydra_cfg.output_subdir is not None:
+        discard_empty_run_folder(Path(output_dir))
 
 
 def main() -> None:
@@ -336,7 +372,8 @@ def main() -> None:
     except UserError as error:
         if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        _discard_hydra_run_folder()  # e.g. a refused logging config, found after Hydra made the folder
+        print(f"error: {shorten(str(error))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted; continue with `train resume=<run folder>`", file=sys.stderr)
@@ -344,13 +381,20 @@ def main() -> None:
     except Exception as error:
         if debug:
             raise
+        import yaml
         from hydra.errors import HydraException
 
+        if isinstance(error, yaml.YAMLError):  # a config file that is not valid YAML
+            mark = getattr(error, "problem_mark", None)
+            where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            print(f"error: {where}: YAML syntax error ({problem}); fix the file", file=sys.stderr)
+            sys.exit(2)
         if isinstance(error, HydraException):
-            print(f"error: {hydra_error_line(error)}", file=sys.stderr)
+            print(f"error: {shorten(hydra_error_line(error))}", file=sys.stderr)
             sys.exit(2)
         if isinstance(error, OSError):
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {shorten(str(error))}", file=sys.stderr)
             sys.exit(1)
         raise
 

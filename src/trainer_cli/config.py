@@ -73,6 +73,14 @@ def explicit_keys() -> set[str] | None:
     return None if keys is None else set(keys)
 
 
+def known_top_level_keys() -> set[str]:
+    """The keys a run config may have at its top: conf/config.yaml's own, one per config group,
+    and `resume_with` (what `train resume=<run> epochs=N` changes)."""
+    own = OmegaConf.load(Path(CONF_DIR) / "config.yaml")
+    groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+    return {str(key) for key in own if key != "defaults"} | groups | {"resume_with"}
+
+
 def _number(cfg: DictConfig, key: str) -> float:
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -102,6 +110,12 @@ def resolve(cfg: DictConfig) -> DictConfig:
     except Exception as error:  # a missing value (???) or a broken interpolation
         message = str(error).splitlines()[0]
         key = getattr(error, "full_key", "") or ""
+        if "Unsupported interpolation type" in message:
+            name = message.rsplit(" ", 1)[-1]
+            raise UserError(
+                f"{key or 'config'}: unknown resolver '{name}' (configs cannot evaluate code); "
+                "known: oc.env, oc.select, oc.create, oc.decode, now, run_suffix"
+            ) from None
         if "Missing mandatory value" in message:
             raise UserError(f"{key}: a value is required (set it with {key}=...)") from None
         raise UserError(f"{key or 'config'}: {message}") from None
@@ -110,6 +124,12 @@ def resolve(cfg: DictConfig) -> DictConfig:
     trust.check_no_widening(resolved)
     trust.check_targets(resolved, resolve_objects=False)
     trust.strip_widening_keys(resolved)
+    unknown = [str(key) for key in resolved if str(key) not in known_top_level_keys()]
+    if unknown:
+        raise UserError(
+            f"{unknown[0][:80]}: unknown key (misspelt, or a `+key=` outside the config groups); "
+            f"accepted top-level keys: {', '.join(sorted(known_top_level_keys() - {'hydra', 'resume_with'}))}"
+        )
 
     # lr=auto: the run starts with an LR range test and trains with its suggestion (train.py).
     auto_lr = resolved.get("lr") == "auto"

@@ -43,6 +43,9 @@ def install_stop_handlers() -> None:
     if threading.current_thread() is threading.main_thread():
         for name in SIGNALS:
             signal.signal(getattr(signal, name), _on_signal)
+        # Over a file-size limit a write fails with EFBIG (a one-line error, the temporary
+        # file removed) instead of the process being killed mid-write.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def stop_requested() -> str | None:

@@ -124,6 +124,10 @@ class StepOptions:
     def __post_init__(self) -> None:
         self.precision = checks.choice("precision", self.precision, PRECISIONS)
         checks.choice("nan_check", self.nan_check, NAN_CHECKS)
+        if self.precision == "16" and torch.device(self.device).type != "cuda":
+            raise ValueError(
+                f"precision: '16' (fp16 with gradient scaling) needs CUDA, not {self.device}; use bf16 or 32"
+            )
         checks.positive("grad_clip_norm", self.grad_clip_norm, optional=True)
         checks.positive("grad_clip_value", self.grad_clip_value, optional=True)
         checks.whole_number("accumulate_grad_batches", self.accumulate_grad_batches)

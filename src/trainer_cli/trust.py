@@ -282,7 +282,12 @@ def install_hydra_guard() -> None:
             check_hydra_node(OmegaConf.create({"job": {"env_set": HydraConfig.get().job.get("env_set")}}))
         name = log_config._key() if isinstance(log_config, DictConfig) else "job_logging"
         check_logging(log_config, f"hydra.{name}", log_dir)
-        configure_log(log_config, verbose_config)
+        try:
+            configure_log(log_config, verbose_config)
+        except (ValueError, TypeError, AttributeError, ImportError) as error:
+            # logging.config's messages name the handler; the cause says what is wrong with it
+            cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
+            raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
 
     guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
     hydra.utils.instantiate = guarded_instantiate

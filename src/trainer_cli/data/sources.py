@@ -161,7 +161,16 @@ def _load_idx_dataset(name: str, torchvision_class: str, root: str, download: bo
             f"data.source.root: {name} files not found in '{root_path}'; put "
             f"{', '.join(s + '.gz' for s in IDX_FILES.values())} there, or set data.source.download=true"
         )
-    arrays = {key: read_idx(path) for key, path in files.items()}
+    arrays = {}
+    for key, path in files.items():
+        try:
+            arrays[key] = read_idx(path)
+        except Exception as error:  # garbage, a truncated download, another format
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(
+                f"data.source.root: cannot read {name} file '{path}' ({type(error).__name__}: {reason[:120]}); "
+                "replace it with the original IDX file (gzipped or not)"
+            ) from None
     to_images = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # noqa: E731
     to_labels = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
     classes = FASHION_CLASSES if name == "Fashion-MNIST" else [str(i) for i in range(10)]
@@ -238,11 +247,17 @@ def load_imagefolder(path: str, image_size: int, test_fraction: float = 0.2, see
 
     def open_folder(folder: Path) -> torchvision.datasets.ImageFolder:
         try:
-            return torchvision.datasets.ImageFolder(str(folder), transform=transform, loader=_rgb_loader)
+            dataset = torchvision.datasets.ImageFolder(str(folder), transform=transform, loader=_rgb_loader)
         except (FileNotFoundError, OSError) as error:
             raise UserError(
                 f"data.path: '{folder}' has no readable images in class sub-folders ({str(error).splitlines()[0]})"
             ) from None
+        if len(dataset.classes) < 2:
+            raise UserError(
+                f"data.path: '{folder}' has {len(dataset.classes)} class sub-folder ({', '.join(dataset.classes)}); "
+                "a classifier needs at least 2, one sub-folder of images per class"
+            )
+        return dataset
 
     if (root / "train").is_dir() and (root / "test").is_dir():
         train, test = open_folder(root / "train"), open_folder(root / "test")

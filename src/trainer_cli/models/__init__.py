@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer_cli import checks
 from trainer_cli.models.blocks import activation as make_activation
 from trainer_cli.models.blocks import linear, norm_1d, norm_2d, width_factor
 from trainer_cli.models.init import initialize
@@ -56,6 +57,11 @@ class MLP(nn.Sequential):
         init_std: float = 0.01,
     ) -> None:
         _check_dropout(dropout, dropconnect)
+        if widths is None:
+            checks.whole_number("width", width)
+            checks.whole_number("depth", depth, minimum=0)  # depth 0: a linear classifier
+        for size in widths or []:
+            checks.whole_number("widths", size)
         sizes = list(widths) if widths is not None else [width] * depth
         factor = width_factor(activation, maxout_k)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -131,6 +137,8 @@ class CNN(nn.Sequential):
         if pool not in ("max", "avg", "fractional"):
             raise ValueError(f"model.pool: '{pool}' is not accepted; choose one of max, avg, fractional")
         _check_dropout(dropout, dropconnect)
+        for out_channels in channels:
+            checks.whole_number("channels", out_channels)
         factor = width_factor(activation, maxout_k)
         layers: list[nn.Module] = []
         size = image_size
