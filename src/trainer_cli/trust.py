@@ -281,10 +281,20 @@ def install_hydra_guard() -> None:
             log_dir = HydraConfig.get().runtime.get("output_dir")
             check_hydra_node(OmegaConf.create({"job": {"env_set": HydraConfig.get().job.get("env_set")}}))
         name = log_config._key() if isinstance(log_config, DictConfig) else "job_logging"
-        check_logging(log_config, f"hydra.{name}", log_dir)
         try:
+            check_logging(log_config, f"hydra.{name}", log_dir)
             configure_log(log_config, verbose_config)
-        except (ValueError, TypeError, AttributeError, ImportError) as error:
+        except Exception as error:
+            if log_dir is not None:  # the folder Hydra just made for this job, still empty
+                from pathlib import Path
+
+                from trainer_cli.faults import discard_empty_run_folder
+
+                discard_empty_run_folder(Path(log_dir))
+            if isinstance(error, UserError) or not isinstance(
+                error, (ValueError, TypeError, AttributeError, ImportError)
+            ):
+                raise
             # logging.config's messages name the handler; the cause says what is wrong with it
             cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
             raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
