@@ -39,6 +39,7 @@ def test_train_with_no_arguments(tmp_path):
     assert "initial val loss" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_default_run_folder_is_under_outputs_and_unique_per_run(tmp_path):
     # Two runs started in the same second must not share a folder.
     args = [TRAIN, "epochs=1"]
@@ -49,6 +50,7 @@ def test_default_run_folder_is_under_outputs_and_unique_per_run(tmp_path):
     assert len(runs) == 2 and runs[0] != runs[1]
 
 
+@pytest.mark.slow
 def test_readme_first_command_records_the_effective_values(tmp_path):
     run_train(["optimizer=adam", "lr=1e-3", "epochs=1", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path)
     resolved = yaml.safe_load((tmp_path / "a" / "resolved_config.yaml").read_text())
@@ -56,6 +58,7 @@ def test_readme_first_command_records_the_effective_values(tmp_path):
     assert resolved["lr"] == 1e-3 and len(metrics_rows(tmp_path / "a")) == 1
 
 
+@pytest.mark.slow
 def test_multirun_grid_with_summary(tmp_path):
     result = run_train(
         ["-m", "optimizer=sgd,adam", "lr=1e-2,1e-3", "epochs=1", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path
@@ -73,6 +76,7 @@ def test_multirun_grid_with_summary(tmp_path):
     assert "Sweep" in result.stdout and "best val/acc" in result.stdout
 
 
+@pytest.mark.slow
 def test_rerun_from_saved_config_is_bit_for_bit(tmp_path):
     run_train(["epochs=3", "regularization=[dropout]", f"hydra.run.dir={tmp_path}/first"], cwd=tmp_path)
     run_train(
@@ -140,6 +144,7 @@ def test_help_lists_groups_without_importing_torch():
         (["model._target_=os.system"], "not a trusted target"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line(args, expected, tmp_path):
     args = [a.strip("'") for a in args]
     result = run_train([*args, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, check=False)
@@ -149,6 +154,7 @@ def test_bad_input_is_one_line(args, expected, tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_is_one_line_naming_the_causes(tmp_path):
     result = run_train(["optimizer=sgd", "lr=1e30", "epochs=2", f"hydra.run.dir={tmp_path}/run"], tmp_path, False)
     lines = result.stderr.strip().splitlines()

@@ -145,6 +145,7 @@ def test_resolved_config_has_no_interpolations(make_cfg):
 
 
 @pytest.mark.parametrize("option", conf_options("experiment"))
+@pytest.mark.slow
 def test_every_experiment_builds(option, make_cfg, image_folder):
     """Each recipe composes and builds on its own data set; data that needs a download is
     replaced by synthetic tensors of the same shape."""

@@ -77,6 +77,7 @@ def test_failed_runs_are_left_out(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["missing", "empty"])
+@pytest.mark.slow
 def test_folder_without_runs_is_a_one_line_error(where, tmp_path):
     folder = tmp_path / where
     if where == "empty":

@@ -101,6 +101,7 @@ def test_predict_image_folder_and_tensor_file(finished_run, make_cfg, tmp_path):
     assert [r["predicted"] for r in from_folder] == [r["predicted"] for r in rows[:5]]
 
 
+@pytest.mark.slow
 def test_predict_refuses_inputs_of_the_wrong_shape(finished_run, make_cfg, tmp_path):
     run_dir, _ = finished_run
     torch.save(torch.rand(4, 3, 8, 8), tmp_path / "rgb.pt")

@@ -218,6 +218,7 @@ def test_grid_sweep_runs_every_combination(tmp_path):
     assert (sweep / "sweep.png").is_file()
 
 
+@pytest.mark.slow
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_train(["-m", "lr=-1,0.01", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -239,6 +240,7 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert start.hparams["lr"].number_value == -1 and start.hparams["status"].string_value == "failed"
 
 
+@pytest.mark.slow
 def test_sweep_whose_every_job_failed_exits_non_zero(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_train(["-m", "lr=-1,-2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path, check=False)
@@ -247,6 +249,7 @@ def test_sweep_whose_every_job_failed_exits_non_zero(tmp_path):
     assert [r["status"] for r in summary_rows(sweep)] == ["failed", "failed"]
 
 
+@pytest.mark.slow
 def test_single_run_error_is_still_one_line_and_non_zero(tmp_path):
     result = run_train(["lr=-1", *JOB, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, check=False)
     assert result.returncode == 2
