@@ -138,7 +138,7 @@ def test_non_ascii_values_get_a_hint_to_quote():
     ("args", "start"),
     [
         (["+x=${eval:1+1}"], "error: x: unknown resolver 'eval'"),
-        (["hydra.job_logging.handlers.console.formatter=missing"], "error: hydra.job_logging: Unable to configure"),
+        (["hydra.job_logging.handlers.file.formatter=missing"], "error: hydra.job_logging: Unable to configure"),
         (["data.path=/tmp/données"], "error: data.path: cannot parse a value with non-ASCII characters"),
         (["lr=" + "x" * 100_000], "error: lr: expected a number"),
         (["--config-dir", "EXP", "+experiment=broken"], "error: EXP/experiment/broken.yaml, line 3: YAML syntax error"),

@@ -135,7 +135,7 @@ def test_a_second_writer_is_refused_and_a_killed_one_does_not_block(make_cfg, re
 def test_other_overrides_with_resume_are_refused(args, tmp_path):
     with pytest.raises(UserError) as error:
         cli.rewrite_argv([f"resume={tmp_path}", *args])
-    assert "only epochs=..., trainer.device=... are accepted" in str(error.value)
+    assert "only epochs=..., trainer.device=..., trainer.devices=... are accepted" in str(error.value)
     assert str(error.value).startswith(args[0].split("=")[0].lstrip("+"))
 
 
@@ -160,7 +160,8 @@ def test_a_config_error_leaves_no_run_folder(tmp_path):
 def test_a_signal_through_train(name, tmp_path):
     """The real command: the signal mid-run, exit 75, the resume line, then resume to the end."""
     run_dir = tmp_path / "run"
-    args = ["epochs=3", "trainer.device=cpu", "logger=[]", f"hydra.run.dir={run_dir}"]
+    # Enough epochs that the signal, sent once the first checkpoint exists, lands mid-run.
+    args = ["epochs=30", "trainer.device=cpu", "logger=[]", f"hydra.run.dir={run_dir}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen([str(Path(sys.executable).with_name("train")), *args], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -173,7 +174,7 @@ def test_a_signal_through_train(name, tmp_path):
     line = stderr.strip().splitlines()[-1]
     assert line.startswith(f"stopped by {name} at epoch") and line.endswith(f"train resume={run_dir.resolve()}")
     result = run_train([f"resume={run_dir}"], tmp_path)
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3, result.stdout[-500:]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 30, result.stdout[-500:]
 
 
 @pytest.mark.slow

@@ -110,7 +110,8 @@ def keys_set_by_user() -> set[str]:
     import yaml
 
     hydra_cfg = HydraConfig.get()
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o}
+    typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # the text, not its interpolations
+    keys = {str(o).split("=", 1)[0].lstrip("+~") for o in typed if "=" in str(o)}
     for group, choice in group_choices().items():
         for name in choice if isinstance(choice, list) else [choice]:
             path = Path(CONF_DIR, str(group), f"{name}.yaml")
@@ -265,12 +266,12 @@ def resume_overrides(args: list[str]) -> list[str]:
     for arg in args:
         key = arg.split("=", 1)[0].lstrip("+~")
         takes_value = out and out[-1] in ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
-        if arg.startswith("-") or key == "resume" or takes_value:
-            out.append(arg)
+        if arg.startswith("-") or key in ("resume", "trainer.devices") or takes_value:
+            out.append(arg)  # trainer.devices: how many processes resume it, not part of the run's config
         elif key in RESUME_OVERRIDES and "=" in arg:
             out.append(f"+resume_with.{key}={arg.split('=', 1)[1]}")
         else:
-            accepted = ", ".join(f"{k}=..." for k in RESUME_OVERRIDES)
+            accepted = ", ".join(f"{k}=..." for k in (*RESUME_OVERRIDES, "trainer.devices"))
             raise UserError(
                 f"{key[:80]}: cannot be changed when resuming (the run's saved config is what runs); "
                 f"with resume= only {accepted} are accepted (a larger epochs extends the run)"
