@@ -24,6 +24,7 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_train_with_no_arguments(tmp_path):
     result = run_train([f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
     run_dir = tmp_path / "run"
