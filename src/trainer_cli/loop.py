@@ -204,52 +204,35 @@ def train_one_epoch(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     totals: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], int]:
-    """One pass over the training batches.
+    """One pass over the training batches; returns the epoch's mean loss and accuracy and the
+    global step after it.
 
-    Returns the epoch's mean loss and accuracy and the global step after the epoch.
-    `on_log(step, scalars)` is called every `log_every_n_steps` optimizer steps with the
-    loss and accuracy since the last call, the learning rate (per parameter group), the
-    gradient norm, each penalty term, the update-to-weight ratio of each weight and the
-    throughput. `batch_transform(images, labels) -> (images, targets)` is the batch
-    regularization (cutout, mixup, cutmix); the loss then uses its (possibly soft) targets,
-    the accuracy the original labels.
-
-    With `accumulate_grad_batches` = k, one optimizer step follows every k batches, on the
-    mean of their losses (the last window of an epoch may be shorter, and is averaged over
-    its own length); the epoch never ends with gradients pending.
-
-    `on_step(step, totals)` runs after every optimizer step with the epoch's running sums
-    (mid-epoch checkpoints, stop requests); `totals` (those sums) continues an epoch resumed
-    mid-way, so its mean loss and accuracy are those of the whole epoch.
+    `batch_transform(images, labels) -> (images, targets)` is cutout/mixup/cutmix: the loss
+    uses its (soft) targets, the accuracy the labels. With `accumulate_grad_batches` = k, one
+    optimizer step (`optimizer_step`) follows every k batches, on the mean of their losses (a
+    shorter last window is averaged over its own length; no gradients are left pending).
+    `on_log(step, scalars)`, every `log_every_n_steps` steps: the window's loss and accuracy,
+    LR per group, gradient norm, penalty terms, update-to-weight ratios, throughput.
+    `on_step(step, totals)` after every step gets the epoch's running sums (mid-epoch
+    checkpoints, stop requests); `totals` continues an epoch resumed mid-way.
     """
     options = options or StepOptions()
-    device, precision, scaler = options.device, options.precision, options.scaler
-    accumulate_grad_batches, log_every_n_steps = options.accumulate_grad_batches, options.log_every_n_steps
-    grad_clip_norm, grad_clip_value = options.grad_clip_norm, options.grad_clip_value
+    device, accumulate = options.device, options.accumulate_grad_batches
     model.train()
     zero = torch.zeros((), device=device)
-    epoch_loss, epoch_correct, epoch_count = zero.clone(), zero.clone(), 0
-    if totals:
-        epoch_loss += totals["loss"]
-        epoch_correct += totals["correct"]
-        epoch_count = int(totals["count"])
-    window_loss, window_correct, window_count = zero.clone(), zero.clone(), 0
-    window_penalties: dict[str, torch.Tensor] = {}
-    window_batches = 0
-    window_start = time.perf_counter()
+    epoch = RunningSums(zero, totals)  # on the device: the host reads them at the epoch's end
+    window = RunningSums(zero) if on_log is not None else None  # since the last log line
     parameters = [p for p in model.parameters() if p.requires_grad]
-    named = distributed.unwrap(model).named_parameters()  # the names without DDP's "module." prefix
-    weights = [(name, p) for name, p in named if p.requires_grad and p.ndim >= 2]
+    # Weight matrices, by their names without DDP's "module." prefix (for the update ratios).
+    weights = [(n, p) for n, p in distributed.unwrap(model).named_parameters() if p.requires_grad and p.ndim >= 2]
     num_batches = len(batches)  # type: ignore[arg-type]
     accumulated = 1
     nonfinite = DeferredNonFiniteCheck(device, step) if options.deferred_nan_check else None
     for index, (images, labels) in enumerate(batches):
         if options.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = labels
-        if batch_transform is not None:
-            images, targets = batch_transform(images, labels)
-        with autocast(device, precision):
+        images, targets = batch_transform(images, labels) if batch_transform is not None else (images, labels)
+        with autocast(device, options.precision):
             logits = model(images)
             loss = loss_fn(logits, targets)
         terms = penalties() if penalties is not None else {}
@@ -264,85 +247,129 @@ def train_one_epoch(
             nonfinite.record(objective)
         elif not torch.isfinite(objective):
             raise NonFiniteLoss(step, float(objective.detach()))
-        if index % accumulate_grad_batches == 0:
+        if index % accumulate == 0:
             optimizer.zero_grad(set_to_none=True)
-            accumulated = min(accumulate_grad_batches, num_batches - index)
+            accumulated = min(accumulate, num_batches - index)
         if accumulated > 1:
             objective = objective / accumulated
-        if scaler is not None:
-            scaler.scale(objective).backward()
+        if options.scaler is not None:
+            options.scaler.scale(objective).backward()
         else:
             objective.backward()
 
         batch = labels.shape[0]
         detached = loss.detach().float() * batch
         correct = (logits.detach().argmax(1) == labels).sum()
-        epoch_loss += detached
-        epoch_correct += correct
-        epoch_count += batch
-        if on_log is not None:
-            window_loss += detached
-            window_correct += correct
-            window_count += batch
-            window_batches += 1
-            for name, term in terms.items():
-                window_penalties[name] = window_penalties.get(name, zero) + term.detach().float()
-        if (index + 1) % accumulate_grad_batches != 0 and index + 1 != num_batches:
+        epoch.add(detached, correct, batch)
+        if window is not None:
+            window.add(detached, correct, batch, terms)
+        if (index + 1) % accumulate != 0 and index + 1 != num_batches:
             continue
 
-        skipped = nonfinite.zero_bad_gradients_(parameters) if nonfinite is not None else None
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-            # The scaler will skip this step if a gradient overflowed: so must the decoupled decay.
-            overflow = sum(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())
-            skipped = overflow if skipped is None else torch.maximum(skipped, overflow.to(skipped.device))
-        log_now = on_log is not None and (step + 1) % log_every_n_steps == 0
-        grad_norm = None
-        if grad_clip_norm is not None:
-            grad_norm = nn.utils.clip_grad_norm_(parameters, grad_clip_norm)  # the norm before clipping
-        elif log_now:
-            grad_norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
-        if grad_clip_value is not None:
-            nn.utils.clip_grad_value_(parameters, grad_clip_value)
-        before = [p.detach().clone() for _, p in weights] if log_now else None
-        decay_weights_(optimizer, skipped)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        log_now = window is not None and (step + 1) % options.log_every_n_steps == 0
+        before = [p.detach().clone() for _, p in weights] if log_now else None  # for the update ratios
+        grad_norm = optimizer_step(optimizer, scheduler, options, parameters, nonfinite, measure_norm=log_now)
         step += 1
         if nonfinite is not None:
             nonfinite.stepped()
         if ema is not None:
             ema.update_parameters(model)
         if on_step is not None:
-            on_step(step, {"loss": epoch_loss, "correct": epoch_correct, "count": epoch_count})
-
+            on_step(step, epoch.totals())
         if log_now:
             if nonfinite is not None:
                 nonfinite.check(step)
-            seconds = time.perf_counter() - window_start
-            scalars = {
-                "train/loss_step": float(window_loss) / window_count,
-                "train/acc_step": float(window_correct) / window_count,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-                "samples_per_s": window_count / max(seconds, 1e-9),
-            }
+            scalars = window.scalars(scheduler.get_last_lr()[0], grad_norm)
             scalars.update(_group_lrs(optimizer))
-            scalars.update({f"train/penalty/{k}": float(v) / window_batches for k, v in window_penalties.items()})
             scalars.update(update_ratios(weights, before))
             on_log(step, scalars)
-            window_loss.zero_()
-            window_correct.zero_()
-            window_penalties.clear()
-            window_count, window_batches, window_start = 0, 0, time.perf_counter()
+            window.reset()
     if nonfinite is not None:
         nonfinite.check(step)
-    epoch_loss, epoch_correct, epoch_count = sum_over_ranks(epoch_loss, epoch_correct, epoch_count)
-    return {"loss": float(epoch_loss) / float(epoch_count), "acc": float(epoch_correct) / float(epoch_count)}, step
+    loss_sum, correct_sum, count = sum_over_ranks(epoch.loss, epoch.correct, epoch.count)
+    return {"loss": float(loss_sum) / float(count), "acc": float(correct_sum) / float(count)}, step
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    options: StepOptions,
+    parameters: list[torch.nn.Parameter],
+    nonfinite: DeferredNonFiniteCheck | None = None,
+    measure_norm: bool = False,
+) -> torch.Tensor | None:
+    """One optimizer step on the gradients already accumulated: unscale (fp16), clip by norm
+    and by value, the decoupled weight decay (skipped with the step when a gradient is not
+    finite), the step, the schedule's step. Returns the gradient norm before clipping when
+    clipping by norm or `measure_norm`, else None."""
+    scaler = options.scaler
+    skipped = nonfinite.zero_bad_gradients_(parameters) if nonfinite is not None else None
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+        # The scaler will skip this step if a gradient overflowed: so must the decoupled decay.
+        overflow = sum(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())
+        skipped = overflow if skipped is None else torch.maximum(skipped, overflow.to(skipped.device))
+    grad_norm = None
+    if options.grad_clip_norm is not None:
+        grad_norm = nn.utils.clip_grad_norm_(parameters, options.grad_clip_norm)  # the norm before clipping
+    elif measure_norm:
+        grad_norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+    if options.grad_clip_value is not None:
+        nn.utils.clip_grad_value_(parameters, options.grad_clip_value)
+    decay_weights_(optimizer, skipped)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    return grad_norm
+
+
+class RunningSums:
+    """A training loss and accuracy summed over batches, kept on the device (no host sync),
+    and each penalty term: of the epoch (`totals` continues one resumed mid-way) or of the
+    log window."""
+
+    def __init__(self, zero: torch.Tensor, totals: dict[str, float] | None = None) -> None:
+        self.zero = zero
+        self.loss, self.correct = zero.clone(), zero.clone()
+        self.reset()
+        if totals:
+            self.loss += totals["loss"]
+            self.correct += totals["correct"]
+            self.count = int(totals["count"])
+
+    def totals(self) -> dict[str, Any]:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
+
+    def add(
+        self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int, terms: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        self.loss += loss_sum
+        self.correct += correct
+        self.count += count
+        self.batches += 1
+        for name, term in (terms or {}).items():
+            self.penalties[name] = self.penalties.get(name, self.zero) + term.detach().float()
+
+    def scalars(self, lr: float, grad_norm: torch.Tensor) -> dict[str, float]:
+        seconds = time.perf_counter() - self.start
+        scalars = {
+            "train/loss_step": float(self.loss) / self.count,
+            "train/acc_step": float(self.correct) / self.count,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "samples_per_s": self.count / max(seconds, 1e-9),
+        }
+        scalars.update({f"train/penalty/{k}": float(v) / self.batches for k, v in self.penalties.items()})
+        return scalars
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.correct.zero_()
+        self.penalties: dict[str, torch.Tensor] = {}
+        self.count, self.batches, self.start = 0, 0, time.perf_counter()
 
 
 def sum_over_ranks(
