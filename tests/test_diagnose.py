@@ -13,7 +13,7 @@ from tests.conftest import run_train
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 from trainer_cli.diagnose import curves, gradcheck, initial_loss, overfit
-from trainer_cli.diagnose.verdict import Verdict, markdown, panel, worst
+from trainer_cli.verdict import Verdict, markdown, panel, worst
 
 
 def diagnose(make_cfg, tmp_path, *overrides):
@@ -265,9 +265,9 @@ def test_the_next_command_keeps_the_users_overrides_and_replaces_the_changed_one
 
 
 def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
-    from trainer_cli.train import run
+    from trainer_cli.cli import execute
 
-    run(make_cfg("epochs=3", "lr=1e-9", "logger=[]", "trainer.diagnose_at_end=true"), tmp_path)
+    execute(make_cfg("epochs=3", "lr=1e-9", "logger=[]", "trainer.diagnose_at_end=true"), tmp_path)
     report = read_report(tmp_path)
     assert "## curves: FAIL" in report and "not going down" in report and "(curves.png)" in report
     assert (tmp_path / "curves.png").is_file()
@@ -277,11 +277,11 @@ def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
 def test_lr_auto_trains_with_the_range_tests_suggestion(make_cfg, tmp_path):
     from omegaconf import OmegaConf
 
+    from trainer_cli.cli import execute
     from trainer_cli.diagnose.lr import range_test, suggest
-    from trainer_cli.train import run
 
     cfg = make_cfg("lr=auto", "epochs=1", "logger=[]")
-    run(cfg, tmp_path)
+    execute(cfg, tmp_path)
     recorded = OmegaConf.load(tmp_path / "resolved_config.yaml")
     expected = float(f"{suggest(*range_test(resolve(cfg), 1e-7, 10.0, 100)):.2g}")
     assert recorded.lr == recorded.optimizer.lr == expected != 1e-3

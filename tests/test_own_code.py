@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_run, run_train
-from trainer_cli.config import TRUST_ENV, UserError, set_explicit_keys
+from trainer_cli.config import UserError, set_explicit_keys
+from trainer_cli.trust import TRUST_ENV
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Add your own model / data set / augmentation / optimizer"

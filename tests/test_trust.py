@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import run_train
 from trainer_cli import cli, trust
-from trainer_cli.config import TRUST_ENV, UserError
+from trainer_cli.config import UserError
+from trainer_cli.trust import TRUST_ENV
 
 
 class _Touch:

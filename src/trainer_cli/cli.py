@@ -23,19 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from trainer_cli import distributed, metrics, trust
 from trainer_cli.config import (
     CONF_DIR,
-    TRUST_ENV,
     UserError,
     register_resolvers,
     resolve,
     set_explicit_keys,
-    user_trusted_modules,
 )
+from trainer_cli.trust import TRUST_ENV, user_trusted_modules
 
 log = logging.getLogger("trainer_cli")
-
-# Hydra's own callbacks, sweeper, launcher and logging handlers pass the trust check too; at
-# import, so that sweep workers (which import this module to run `hydra_main`) are guarded.
-trust.install_hydra_guard()
 
 # Command-line shortcuts for the procedure switch: a value for the key chooses the mode.
 MODE_SHORTCUTS = {"data.kfold": "kfold", "ensemble": "ensemble"}
@@ -48,10 +43,23 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
 
     Returns the procedure's summary.
     """
-    resolve(cfg)  # config mistakes are reported before torch is even imported
+    resolved = resolve(cfg)  # config mistakes are reported before torch is even imported
     from trainer_cli import build
 
-    return build.procedure(cfg)(cfg, run_dir, hparams)
+    if resolved.get("lr") == "auto":  # before the run: its resolved_config.yaml holds the LR that trains
+        from trainer_cli.diagnose.lr import automatic_lr
+
+        if distributed.world_size() > 1:
+            raise UserError(
+                "lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr"
+            )
+        cfg = automatic_lr(resolved, run_dir)
+    summary = build.procedure(cfg)(cfg, run_dir, hparams)
+    if resolved.trainer.get("diagnose_at_end") and distributed.is_main() and (run_dir / "metrics.csv").is_file():
+        from trainer_cli.diagnose.curves import diagnose_finished_run
+
+        diagnose_finished_run(run_dir)  # the lecture's reading of the curves of the run that just ended
+    return summary
 
 
 def group_choices() -> dict[str, str | list[str]]:
@@ -344,6 +352,65 @@ def _discard_hydra_run_folder() -> None:
     output_dir = hydra_cfg.runtime.get("output_dir")
     if output_dir and hydra_cfg.mode == RunMode.RUN and hydra_cfg.output_subdir is not None:
         discard_empty_run_folder(Path(output_dir))
+
+
+def install_hydra_guard() -> None:
+    """Route Hydra's own instantiation of callbacks, sweepers and launchers, and its logging
+    set-up, through the trust check (trust.py; idempotent). Installed when this module is
+    imported, so sweep workers (which import the task function's module) are guarded too."""
+    import hydra.core.plugins
+    import hydra.core.utils
+    import hydra.utils
+    from hydra._internal import hydra as internal_hydra
+
+    if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
+        return
+    instantiate = hydra.utils.instantiate
+    configure_log = hydra.core.utils.configure_log
+
+    def guarded_instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
+        # Hydra passes the plugin class itself as `_target_` (from its own registry).
+        if "_target_" in kwargs:
+            trust.check_object("hydra", trust.check_path("hydra", kwargs["_target_"]))
+        key = config._get_full_key(None) if isinstance(config, DictConfig) else ""
+        key = key if key.startswith("hydra") else f"hydra.{key}".rstrip(".")
+        trust.check_targets(config, key)
+        return instantiate(config, *args, **kwargs)
+
+    def guarded_configure_log(log_config: Any, verbose_config: Any = False) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        log_dir = None
+        if HydraConfig.initialized():
+            log_dir = HydraConfig.get().runtime.get("output_dir")
+            trust.check_hydra_node(OmegaConf.create({"job": {"env_set": HydraConfig.get().job.get("env_set")}}))
+        name = log_config._key() if isinstance(log_config, DictConfig) else "job_logging"
+        try:
+            trust.check_logging(log_config, f"hydra.{name}", log_dir)
+            configure_log(log_config, verbose_config)
+        except Exception as error:
+            if log_dir is not None:  # the folder Hydra just made for this job, still empty
+                from trainer_cli.faults import discard_empty_run_folder
+
+                discard_empty_run_folder(Path(log_dir))
+            if isinstance(error, UserError) or not isinstance(
+                error, (ValueError, TypeError, AttributeError, ImportError)
+            ):
+                raise
+            # logging.config's messages name the handler; the cause says what is wrong with it
+            cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
+            raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
+
+    guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
+    hydra.utils.instantiate = guarded_instantiate
+    hydra.core.plugins.instantiate = guarded_instantiate
+    hydra.core.utils.configure_log = guarded_configure_log
+    internal_hydra.configure_log = guarded_configure_log
+
+
+# Hydra's own callbacks, sweeper, launcher and logging handlers pass the trust check too; at
+# import, so that sweep workers (which import this module to run `hydra_main`) are guarded.
+install_hydra_guard()
 
 
 def main() -> None:

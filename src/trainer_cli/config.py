@@ -11,6 +11,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainer_cli import trust
+from trainer_cli.errors import UserError
+
+__all__ = ["CONF_DIR", "UserError", "resolve"]
+
 
 def _conf_dir() -> str:
     """The config groups: the copy an installed wheel ships as `trainer_cli/conf` (setup.py),
@@ -22,10 +27,6 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
-
-
-class UserError(Exception):
-    """A mistake in the user's input: reported as one line, without a traceback."""
 
 
 # Keys of an optimizer node that are not constructor arguments: the linear scaling rule
@@ -45,16 +46,6 @@ def register_resolvers() -> None:
         # Cached so the run folder's name is computed once per process; the pid and a
         # random part keep two runs started in the same second in different folders.
         OmegaConf.register_new_resolver("run_suffix", lambda: f"{os.getpid()}{os.urandom(2).hex()}", use_cache=True)
-
-
-# The user's own widening of trust: `train --trust mypackage` (repeatable) or this variable,
-# comma-separated module names. Never read from a config file or a checkpoint.
-TRUST_ENV = "TRAINER_CLI_TRUST"
-
-
-def user_trusted_modules() -> list[str]:
-    """The modules the user trusts on top of the defaults (`--trust`, $TRAINER_CLI_TRUST)."""
-    return [name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip()]
 
 
 # The dotted keys the user set for this job (`model.width=64`, or the model keys a chosen
@@ -103,8 +94,6 @@ def resolve(cfg: DictConfig) -> DictConfig:
     The result has every interpolation resolved, so it is exactly what ran: it is written
     to the run folder and into every checkpoint.
     """
-    from trainer_cli import trust
-
     try:
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     except Exception as error:  # a missing value (???) or a broken interpolation
@@ -131,7 +120,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
             f"accepted top-level keys: {', '.join(sorted(known_top_level_keys() - {'hydra', 'resume_with'}))}"
         )
 
-    # lr=auto: the run starts with an LR range test and trains with its suggestion (train.py).
+    # lr=auto: the run starts with an LR range test and trains with its suggestion (cli.execute).
     auto_lr = resolved.get("lr") == "auto"
     if resolved.get("lr") is not None and not auto_lr:
         _number(resolved, "lr")

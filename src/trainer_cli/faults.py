@@ -22,7 +22,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from trainer_cli.config import UserError, user_trusted_modules
+from trainer_cli.config import UserError
+from trainer_cli.trust import user_trusted_modules
 
 PREEMPTED_EXIT = 75
 SIGNALS = ("SIGTERM", "SIGUSR1")

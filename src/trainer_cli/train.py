@@ -48,14 +48,6 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         faults.remove_orphans(run_dir)
     if resumed is not None and (done := finished(cfg, run_dir, resumed)) is not None:
         return done
-    if cfg.get("lr") == "auto":  # before the record: resolved_config.yaml holds the LR that trains
-        from trainer_cli.diagnose.lr import automatic_lr
-
-        if distributed.world_size() > 1:
-            raise UserError(
-                "lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr"
-            )
-        cfg = automatic_lr(cfg, run_dir)
     from trainer_cli import build, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
@@ -99,10 +91,6 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         if distributed.is_main():
             transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
             show_first_layer(pieces, reporter, run_dir)
-        if cfg.trainer.get("diagnose_at_end") and distributed.is_main():  # the lecture's reading of the curves
-            from trainer_cli.diagnose.curves import diagnose_history
-
-            diagnose_history(state.history, cfg, reporter, run_dir)
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
         run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
@@ -268,9 +256,9 @@ def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
     """The lecture's first sanity check: with C classes and small random weights the
     initial loss should be close to ln C. Logged as the validation curves' step 0, with its
     verdict in the verdict's colour (`train diagnose=initial_loss` explains it)."""
-    from trainer_cli.diagnose.initial_loss import judge
-    from trainer_cli.diagnose.verdict import COLOURS
     from trainer_cli.loop import evaluate
+    from trainer_cli.verdict import COLOURS
+    from trainer_cli.verdict import judge_initial_loss as judge
 
     initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision)
     verdict = judge(initial["loss"], pieces.data.num_classes)

@@ -27,7 +27,17 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from trainer_cli.config import TRUST_ENV, UserError, user_trusted_modules
+from trainer_cli.errors import UserError
+
+# The user's own widening of trust: `train --trust mypackage` (repeatable) or this variable,
+# comma-separated module names. Never read from a config file or a checkpoint.
+TRUST_ENV = "TRAINER_CLI_TRUST"
+
+
+def user_trusted_modules() -> list[str]:
+    """The modules the user trusts on top of the defaults (`--trust`, $TRAINER_CLI_TRUST)."""
+    return [name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip()]
+
 
 HINT = f"trust your own module with `train --trust <module>` (or {TRUST_ENV}=<module>)"
 
@@ -248,59 +258,3 @@ def check_hydra_node(hydra_cfg: Any, log_dir: str | None = None) -> None:
     for name in plain(env, "hydra.job.env_set") or {}:
         if str(name).startswith(PROTECTED_ENV):
             raise UserError(f"hydra.job.env_set.{name}: a config may not set this variable for its jobs")
-
-
-def install_hydra_guard() -> None:
-    """Route Hydra's own instantiation of callbacks, sweepers and launchers, and its logging
-    set-up, through the trust check (idempotent). Installed when `trainer_cli.cli` is imported,
-    so sweep workers (which import the task function's module) are guarded too."""
-    import hydra.core.plugins
-    import hydra.core.utils
-    import hydra.utils
-    from hydra._internal import hydra as internal_hydra
-
-    if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
-        return
-    instantiate = hydra.utils.instantiate
-    configure_log = hydra.core.utils.configure_log
-
-    def guarded_instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
-        # Hydra passes the plugin class itself as `_target_` (from its own registry).
-        if "_target_" in kwargs:
-            check_object("hydra", check_path("hydra", kwargs["_target_"]))
-        key = config._get_full_key(None) if isinstance(config, DictConfig) else ""
-        key = key if key.startswith("hydra") else f"hydra.{key}".rstrip(".")
-        check_targets(config, key)
-        return instantiate(config, *args, **kwargs)
-
-    def guarded_configure_log(log_config: Any, verbose_config: Any = False) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        log_dir = None
-        if HydraConfig.initialized():
-            log_dir = HydraConfig.get().runtime.get("output_dir")
-            check_hydra_node(OmegaConf.create({"job": {"env_set": HydraConfig.get().job.get("env_set")}}))
-        name = log_config._key() if isinstance(log_config, DictConfig) else "job_logging"
-        try:
-            check_logging(log_config, f"hydra.{name}", log_dir)
-            configure_log(log_config, verbose_config)
-        except Exception as error:
-            if log_dir is not None:  # the folder Hydra just made for this job, still empty
-                from pathlib import Path
-
-                from trainer_cli.faults import discard_empty_run_folder
-
-                discard_empty_run_folder(Path(log_dir))
-            if isinstance(error, UserError) or not isinstance(
-                error, (ValueError, TypeError, AttributeError, ImportError)
-            ):
-                raise
-            # logging.config's messages name the handler; the cause says what is wrong with it
-            cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
-            raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
-
-    guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
-    hydra.utils.instantiate = guarded_instantiate
-    hydra.core.plugins.instantiate = guarded_instantiate
-    hydra.core.utils.configure_log = guarded_configure_log
-    internal_hydra.configure_log = guarded_configure_log

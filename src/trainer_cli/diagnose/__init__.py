@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from trainer_cli.config import UserError, resolve
-from trainer_cli.diagnose.verdict import Verdict, panel, worst, write_markdown
+from trainer_cli.verdict import Verdict, panel, worst, write_markdown
 
 log = logging.getLogger("trainer_cli")
 

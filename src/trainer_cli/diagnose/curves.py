@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from trainer_cli.diagnose.context import Context
-from trainer_cli.diagnose.verdict import Verdict, worst
+from trainer_cli.verdict import Verdict, worst
 
 Row = dict[str, Any]
 
@@ -224,11 +224,22 @@ def curves(ctx: Context) -> Verdict:
     return verdict
 
 
+def diagnose_finished_run(run_dir: Path) -> Verdict:
+    """`trainer.diagnose_at_end=true` (cli.execute, after the run): the curves' verdict on the
+    run that just ended, from its metrics.csv and resolved_config.yaml."""
+    from trainer_cli.report import Reporter
+
+    with Reporter(run_dir) as reporter:
+        return diagnose_history(
+            read_history(run_dir), OmegaConf.load(run_dir / "resolved_config.yaml"), reporter, run_dir
+        )
+
+
 def diagnose_history(history: list[Row], cfg, reporter, run_dir: Path) -> Verdict:
     """`trainer.diagnose_at_end=true`: the curves' verdict on the run that just ended,
     printed as a panel and written to its `diagnosis.md`."""
     from trainer_cli.diagnose.context import Context, user_overrides
-    from trainer_cli.diagnose.verdict import panel, write_markdown
+    from trainer_cli.verdict import panel, write_markdown
 
     options = {**OmegaConf.to_container(cfg.mode), "num_classes": int(cfg.data.num_classes)}
     ctx = Context(cfg, run_dir, options, reporter, user_overrides(run_dir))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainer_cli.diagnose.context import Context, fixed_sample, fresh
-from trainer_cli.diagnose.verdict import Verdict
+from trainer_cli.verdict import Verdict
 
 # Relative errors in float64 (CS231n's rule of thumb): below 1e-4 is right even across a
 # ReLU kink; 1e-4 to 1e-2 is uncomfortable; above 1e-2 the gradient is probably wrong.

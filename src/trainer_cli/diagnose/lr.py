@@ -9,7 +9,7 @@ from typing import Any
 
 from trainer_cli.diagnose.context import Context, endless, fixed_sample, fresh, plain, train_steps, with_lr
 from trainer_cli.diagnose.overfit import identical_units
-from trainer_cli.diagnose.verdict import Verdict
+from trainer_cli.verdict import Verdict
 
 log = logging.getLogger("trainer_cli")
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainer_cli.diagnose.context import Context, fixed_sample, fresh, plain, train_steps
-from trainer_cli.diagnose.verdict import Verdict
+from trainer_cli.verdict import Verdict
 
 # The loss counts as flat when the last pass keeps more than this share of the first loss.
 FLAT_FRACTION = 0.9
