@@ -51,6 +51,23 @@ def make_cfg():
     return _compose
 
 
+def wait_for_epoch(victim: subprocess.Popen, run_dir: Path, epoch: int, timeout: float = 240) -> Path:
+    """Wait until the running `victim`'s last.pt holds `epoch` (it must still be running, to
+    be killed mid-run); returns that checkpoint's path."""
+    import time
+
+    from trainer_cli import checkpoint
+
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while time.time() < deadline and victim.poll() is None:
+        if last.is_file() and checkpoint.load(last)["epoch"] >= epoch:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    return last
+
+
 def build_run(cfg: DictConfig):
     """The pieces of a run from a composed config, as `train` builds them (where a value
     that a constructor refuses becomes a one-line UserError)."""

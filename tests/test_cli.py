@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import TRAIN, run_train
+from tests.conftest import TRAIN, run_train, wait_for_epoch
 from trainer_cli import checkpoint
 
 
@@ -97,13 +96,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
         [TRAIN, *args, f"hydra.run.dir={tmp_path}/killed"], cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 240
-    while time.time() < deadline and victim.poll() is None:
-        if last.is_file() and checkpoint.load(last)["epoch"] >= 2:
-            break
-        time.sleep(0.05)
-    assert victim.poll() is None, "the run finished before it could be killed"
+    last = wait_for_epoch(victim, tmp_path / "killed", 2)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not (tmp_path / "killed" / "metrics.json").exists()

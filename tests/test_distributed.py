@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import run_train
+from tests.conftest import run_train, wait_for_epoch
 from trainer_cli import checkpoint, distributed
 from trainer_cli.config import UserError
 from trainer_cli.data.loaders import TensorLoader
@@ -179,13 +178,7 @@ def test_two_processes_killed_and_resumed_end_with_the_same_weights(tmp_path):
         [*torchrun, *args, f"hydra.run.dir={tmp_path}/killed"], cwd=tmp_path, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"),
     )  # fmt: skip
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 240
-    while time.time() < deadline and victim.poll() is None:
-        if last.is_file() and checkpoint.load(last)["epoch"] >= 2:
-            break
-        time.sleep(0.05)
-    assert victim.poll() is None, "the run finished before it could be killed"
+    last = wait_for_epoch(victim, tmp_path / "killed", 2)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not (tmp_path / "killed" / "metrics.json").exists()
