@@ -103,3 +103,32 @@ def test_cli_selects_loggers_together_and_records_multi_select_choices(tmp_path,
     assert found.data.params["regularization"] == "[l2,dropout]"
     assert found.data.params["logger"] == "[tensorboard,mlflow]"
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow  # MLflow's import and a training run: seconds
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_mlflow_run_that_raises_is_not_marked_finished(tmp_path, monkeypatch, error, status):
+    pytest.importorskip("mlflow")
+    from hydra import compose, initialize_config_dir
+    from mlflow.tracking import MlflowClient
+
+    import trainer_cli.loop
+    from trainer_cli.config import CONF_DIR, register_resolvers
+    from trainer_cli.train import run
+
+    register_resolvers()
+    store = tmp_path / "mlruns"
+    overrides = ["epochs=2", "logger=[mlflow]", f"logger.mlflow.tracking_uri={store}", "logger.mlflow.experiment=t"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+
+    def crash(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(trainer_cli.loop, "train_one_epoch", crash)
+    with pytest.raises(type(error)):
+        run(cfg, tmp_path / "run")
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (found,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert found.info.status == status

@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 
 from trainer_cli import distributed, metrics
+from trainer_cli.faults import Preempted
 
 log = logging.getLogger("trainer_cli")
 
@@ -101,7 +102,7 @@ class Sink:
     Methods are called by the `Reporter` only: `log_scalars` (any step), `log_epoch` (the
     end of an epoch: its row and the whole history so far), `log_histogram`, `log_image`,
     `log_hparams` (the run's hyperparameters and final metrics), `log_summary` (the end of
-    the run), then `close`.
+    the run), then `end` (how the run ended: "ok", "stopped" or "failed") and `close`.
     """
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
@@ -118,7 +119,17 @@ class Sink:
 
     def flush(self) -> None: ...
 
+    def end(self, outcome: str) -> None: ...
+
     def close(self) -> None: ...
+
+
+def outcome(error: BaseException | None) -> str:
+    """How a run ended, for the sinks: "ok", "stopped" (a stop request or Ctrl-C: it can be
+    resumed) or "failed"."""
+    if error is None:
+        return "ok"
+    return "stopped" if isinstance(error, (Preempted, KeyboardInterrupt)) else "failed"
 
 
 class RunFiles(Sink):
@@ -215,10 +226,11 @@ class Reporter:
     def __enter__(self) -> Reporter:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, error: BaseException | None, traceback: Any) -> None:
         if self.progress is not None:
             self.progress.stop()
         for sink in self.sinks:
+            sink.end(outcome(error))
             sink.close()
 
     # Console ------------------------------------------------------------------------------

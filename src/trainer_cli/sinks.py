@@ -116,7 +116,7 @@ class MLflow(Sink):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             id_file.write_text(self.run_id + "\n")
         self.pending: list[Any] = []
-        self.status = "FINISHED"
+        self.status = "FINISHED"  # until the run says otherwise (log_summary, end)
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -157,6 +157,11 @@ class MLflow(Sink):
             for start in range(0, len(self.pending), 1000):  # MLflow's limit per batch
                 self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
             self.pending = []
+
+    def end(self, outcome: str) -> None:
+        # A run that raised never reaches log_summary: without this it would show FINISHED.
+        if outcome != "ok":
+            self.status = "KILLED" if outcome == "stopped" else "FAILED"
 
     def close(self) -> None:
         self.flush()
