@@ -85,8 +85,11 @@ def test_last_k_trains_exactly_the_last_k_blocks_and_the_head(make_cfg):
     assert len(expected) == 7  # conv weight, BN weight/bias/mean/var of block3; head weight/bias
 
 
-def test_unfreeze_at_epoch_changes_what_trains_at_that_epoch(make_cfg):
-    pieces = build_run(make_cfg(*CNN, "finetune=last_k", "finetune.last_k=0", "finetune.unfreeze_at_epoch=2"))
+# A decoupled decay must not shrink a block that is still frozen (only tensors with a gradient decay).
+@pytest.mark.parametrize("decay", [[], ["regularization=[l2]", "regularization.l2.decoupled=true"]], ids=["", "l2"])
+def test_unfreeze_at_epoch_changes_what_trains_at_that_epoch(make_cfg, decay):
+    overrides = [*CNN, *decay, "finetune=last_k", "finetune.last_k=0", "finetune.unfreeze_at_epoch=2"]
+    pieces = build_run(make_cfg(*overrides))
     first_conv = pieces.model[0].weight
     # The optimizer holds every parameter that trains in some epoch, from the start.
     assert any(first_conv is p for g in pieces.optimizer.param_groups for p in g["params"])

@@ -108,12 +108,15 @@ def decay_weights_(optimizer: torch.optim.Optimizer, skipped: torch.Tensor | Non
 
     `skipped`: a 0-d tensor on the device, 1.0 when the optimizer step is skipped (the fp16
     grad scaler found an overflow, or the loss was not finite): then the weights are left as
-    they are too, decided on the device without a host sync.
+    they are too, decided on the device without a host sync. Like torch's AdamW, only the
+    parameters that have a gradient decay: a block still frozen (`finetune.unfreeze_at_epoch`)
+    stays exactly as it is.
     """
     for group in optimizer.param_groups:
         decay = group.get("decoupled_l2", 0.0)
-        if decay and group["params"]:
+        params = [p for p in group["params"] if p.grad is not None]
+        if decay and params:
             factor = 1.0 - float(group["lr"]) * decay
             if skipped is not None:
                 factor = 1.0 - (1.0 - factor) * (1.0 - skipped)
-            torch._foreach_mul_(group["params"], factor)
+            torch._foreach_mul_(params, factor)
