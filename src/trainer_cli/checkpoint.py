@@ -83,7 +83,13 @@ def restore(stateful: dict[str, Any], checkpoint: dict[str, Any]) -> None:
             continue
         if name not in checkpoint:
             raise UserError(f"resume: the checkpoint has no '{name}' state; it was written by another configuration")
-        obj.load_state_dict(checkpoint[name])
+        obj.load_state_dict(trained_weights(checkpoint) if name == "model" else checkpoint[name])
+
+
+def trained_weights(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The weights of the model as it trained: `model`, except after a LoRA run, whose `model`
+    is the merged plain model and `trained_model` the one with its adapters."""
+    return checkpoint.get("trained_model", checkpoint["model"])
 
 
 def save(state: dict[str, Any], path: Path) -> None:

@@ -359,7 +359,7 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
     best_path = run_dir / "checkpoints" / "best.pt"
     if pieces.cfg.trainer.checkpoint.save_best and best_path.is_file():
         best = checkpoint.load(best_path, map_location=device)
-        pieces.model.load_state_dict(best["model"])
+        pieces.model.load_state_dict(checkpoint.trained_weights(best))
         if pieces.ema is not None:
             pieces.ema.load_state_dict(best["ema"])
     if pieces.ema is not None:

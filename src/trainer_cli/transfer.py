@@ -368,13 +368,18 @@ def adapt(cfg: Any, model: nn.Module, tuning: Finetune, init_weights: bool) -> n
 
 def merge_saved_models(tuning: Finetune, model: nn.Module, run_dir: Path) -> None:
     """After a LoRA run: best.pt, last.pt and the snapshots hold the merged, plain model (any
-    `model` config builds it, `init_from` and ensembles read it)."""
+    `model` config builds it, `init_from` and ensembles read it). Each also keeps the model as
+    it trained, adapters and all (`trained_model`), so `resume=<run> epochs=N` extends the run
+    exactly."""
     from trainer_cli import checkpoint
 
     if type(tuning).finish is Finetune.finish:
         return
     for path in sorted((run_dir / "checkpoints").glob("*.pt")):
         state = checkpoint.load(path)
+        if "trained_model" in state:  # merged already (an extended run's older files)
+            continue
         model.load_state_dict(state["model"])
+        state["trained_model"] = state["model"]
         state["model"] = tuning.finish(model)
         checkpoint.save(state, path)
