@@ -25,9 +25,11 @@ def test_max_steps_stops_mid_epoch_and_the_schedule_ends_there(make_cfg, tmp_pat
 def test_limit_batches_cut_training_and_validation(make_cfg, tmp_path):
     from trainer_cli.train import run
 
-    pieces = build_run(make_cfg("trainer.limit_train_batches=3", "trainer.limit_val_batches=0.5"))
+    limits = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=0.5", "trainer.limit_test_batches=2"]
+    pieces = build_run(make_cfg(*limits))
     assert pieces.steps_per_epoch == 3 and len(list(pieces.data.train)) == 3
     assert len(list(pieces.data.val)) == 1  # 144 validation images, batch 64: 3 batches, half of them
+    assert len(list(pieces.data.test)) == 2  # of the test set's 6
     summary = run(make_cfg("trainer.limit_train_batches=3", "logger=[none]"), tmp_path)
     assert summary["steps"] == 6 and summary["epochs_run"] == 2
 

@@ -391,7 +391,8 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> li
 
 class LimitedBatches:
     """The first `limit` batches of a loader, each epoch (`trainer.limit_train_batches`,
-    `trainer.limit_val_batches`, `trainer.max_steps`); everything else is the loader's."""
+    `trainer.limit_val_batches`, `trainer.limit_test_batches`, `trainer.max_steps`); everything
+    else is the loader's."""
 
     def __init__(self, loader: Any, limit: int) -> None:
         self.loader, self.limit = loader, limit
@@ -423,10 +424,11 @@ def _batch_limit(cfg: DictConfig, key: str, available: int) -> int | None:
 
 def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
     """Quick checks on part of the data (like Lightning's `limit_*_batches`): the training
-    and validation loaders cut to their first batches; `trainer.max_steps` also wraps the
+    validation and test loaders cut to their first batches; `trainer.max_steps` also wraps the
     training loader, so the run can stop mid-epoch (`train.steps_left`)."""
     train_limit = _batch_limit(cfg, "limit_train_batches", len(run_data.train))
     val_limit = _batch_limit(cfg, "limit_val_batches", len(run_data.val))
+    test_limit = _batch_limit(cfg, "limit_test_batches", len(run_data.test))
     max_steps = cfg.trainer.get("max_steps")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise UserError(f"trainer.max_steps: expected a whole number >= 1 or null, got '{max_steps}'")
@@ -434,6 +436,8 @@ def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
         run_data.train = LimitedBatches(run_data.train, train_limit or len(run_data.train))
     if val_limit is not None:
         run_data.val = LimitedBatches(run_data.val, val_limit)
+    if test_limit is not None:
+        run_data.test = LimitedBatches(run_data.test, test_limit)
     return run_data
 
 
