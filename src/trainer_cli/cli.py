@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +408,11 @@ def install_hydra_guard() -> None:
     hydra.core.utils.configure_log = guarded_configure_log
     internal_hydra.configure_log = guarded_configure_log
 
+
+# conf/hydra/launcher/joblib.yaml replaces Hydra's config of that name on purpose (trainer_cli's
+# joblib launcher, trainer_cli/launchers.py); Hydra checks it against its own and warns, in
+# every sweep worker too (which import this module first).
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
 
 # Hydra's own callbacks, sweeper, launcher and logging handlers pass the trust check too; at
 # import, so that sweep workers (which import this module to run `hydra_main`) are guarded.

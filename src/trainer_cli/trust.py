@@ -61,6 +61,7 @@ TRUSTED_MODULES = (
     "torchvision.transforms",
     "trainer_cli",
     "hydra_plugins.trainer_cli_search",
+    "hydra_plugins.trainer_cli_launchers",
     "hydra_plugins.hydra_optuna_sweeper",
     "hydra_plugins.hydra_joblib_launcher",
     "hydra_plugins.hydra_submitit_launcher",
