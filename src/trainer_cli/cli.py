@@ -144,6 +144,10 @@ def hydra_main(cfg: DictConfig) -> float:
     hparams = hparams_from_hydra(cfg)
     set_explicit_keys(keys_set_by_user())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # a sweep worker (joblib, submitit) stops on SIGTERM/SIGUSR1 like a single run
+        from trainer_cli.faults import install_stop_handlers
+
+        install_stop_handlers()
     try:
         if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks
             distributed.init(str(cfg.trainer.device))
@@ -157,14 +161,17 @@ def hydra_main(cfg: DictConfig) -> float:
         summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+        from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
+
+        if multirun and isinstance(error, Preempted):
+            return stopped_job(cfg, run_dir, error)
         if multirun and not debug:
             # One failing job must not end the sweep: its metrics.json records the failure,
             # and NaN tells the sweeper (the Optuna sweeper records a failed trial).
             record_failure(cfg, run_dir, error, hparams)
             return float("nan")
-        # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
-        from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
 
+        # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
         class NonFiniteLoss(Exception):  # a stand-in: no torch, no NaN (config errors stay fast)
             pass
 
@@ -172,7 +179,8 @@ def hydra_main(cfg: DictConfig) -> float:
             from trainer_cli.loop import NonFiniteLoss  # type: ignore[assignment]
 
         if isinstance(error, Preempted):
-            print(error, file=sys.stderr)
+            if distributed.is_main():  # one line for the run, not one per rank
+                distributed.report_stop(str(error))
             sys.exit(PREEMPTED_EXIT)
         if not isinstance(error, (UserError, NonFiniteLoss)) or debug:
             raise
@@ -189,6 +197,23 @@ def hydra_main(cfg: DictConfig) -> float:
     if summary.get("verdict") == "FAIL" and not multirun:  # a diagnosis that failed: scripts see it
         sys.exit(1)
     return metrics.objective(summary, str(cfg.optimized_metric))
+
+
+def stopped_job(cfg: DictConfig, run_dir: Path, error: Exception) -> float:
+    """A sweep job stopped by a signal, its checkpoint written: `metrics.json` says preempted and
+    how to continue; the sweep goes on (NaN to the sweeper). Stopped by submitit's preemption
+    signal, the job is requeued instead, and continues from its checkpoint."""
+    from trainer_cli import faults
+    from trainer_cli.report import record_failure as write_failure
+
+    log.warning(str(error))
+    if distributed.is_main():
+        folder = Path(str(cfg.resume)) if cfg.get("resume") else run_dir
+        write_failure(folder, error, {}, [], status="preempted")
+    distributed.teardown()
+    faults.requeue_with_submitit()  # exits the process when submitit's signal stopped the job
+    faults.clear_stop_request()  # this job's stop is done: a worker's next job runs
+    return float("nan")
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, hparams: dict[str, Any]) -> None:
