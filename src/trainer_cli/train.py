@@ -76,7 +76,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             train_metrics, state.step = pieces.train_epoch(
                 pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
                 pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
-                ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial,
+                ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial if distributed.is_main() else None,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             improved, early_stopped = state.end_epoch(row, metric, stopping)
@@ -184,6 +184,11 @@ def step_checkpoints(
             return
         state.step = step
         state.partial = {name: float(value) for name, value in totals.items()}
+        if distributed.world_size() > 1:  # the sums over every rank's shard; rank 0 alone continues them
+            from trainer_cli.loop import sum_over_ranks
+
+            loss, correct, count = sum_over_ranks(totals["loss"], totals["correct"], totals["count"])
+            state.partial = {"loss": float(loss), "correct": float(correct), "count": int(count)}
         reporter.flush()  # curves first, then the checkpoint
         snapshot = checkpoint.snapshot(pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), state.epoch, step)
         if distributed.is_main():
