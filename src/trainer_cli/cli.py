@@ -381,9 +381,10 @@ def _discard_hydra_run_folder() -> None:
 
 
 def install_hydra_guard() -> None:
-    """Route Hydra's own instantiation of callbacks, sweepers and launchers, and its logging
-    set-up, through the trust check (trust.py; idempotent). Installed when this module is
-    imported, so sweep workers (which import the task function's module) are guarded too."""
+    """Route Hydra's own instantiation of callbacks, sweepers and launchers, its logging set-up
+    and the `pkg://` entries of `hydra.searchpath` through the trust check (trust.py;
+    idempotent). Installed when this module is imported, so sweep workers (which import the
+    task function's module) are guarded too."""
     import hydra.core.plugins
     import hydra.core.utils
     import hydra.utils
@@ -391,8 +392,11 @@ def install_hydra_guard() -> None:
 
     if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
         return
+    from hydra._internal.config_repository import ConfigRepository
+
     instantiate = hydra.utils.instantiate
     configure_log = hydra.core.utils.configure_log
+    initialize_sources = ConfigRepository.initialize_sources
 
     def guarded_instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
         # Hydra passes the plugin class itself as `_target_` (from its own registry).
@@ -427,11 +431,19 @@ def install_hydra_guard() -> None:
             cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
             raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
 
+    def guarded_initialize_sources(self: Any, config_search_path: Any) -> None:
+        # `hydra.searchpath` (from the primary config or an override): a pkg:// entry imports its module.
+        added = [e for e in config_search_path.get_path() if str(e.provider).startswith("hydra.searchpath")]
+        for i, entry in enumerate(added):
+            trust.check_searchpath(f"hydra.searchpath[{i}]", entry.path)
+        initialize_sources(self, config_search_path)
+
     guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
     hydra.utils.instantiate = guarded_instantiate
     hydra.core.plugins.instantiate = guarded_instantiate
     hydra.core.utils.configure_log = guarded_configure_log
     internal_hydra.configure_log = guarded_configure_log
+    ConfigRepository.initialize_sources = guarded_initialize_sources  # type: ignore[method-assign]
 
 
 # conf/hydra/launcher/joblib.yaml replaces Hydra's config of that name on purpose (trainer_cli's
