@@ -203,11 +203,11 @@ STOPPED_RUN = ["data=synthetic", "data.source.num_train=6000", "model.width=256"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["launcher", "rank 1"])
-def test_sigterm_stops_every_rank_at_one_step_and_resumes_to_the_same_weights(target, two_process_run, tmp_path):
-    """SIGTERM to `train trainer.devices=2` (torchrun's agent passes it to both ranks), or to
-    rank 1 alone (the ranks agree on the stop): rank 0 writes one checkpoint, the launcher
-    exits 75 with the resume line, and the resumed run ends with the uninterrupted weights."""
+@pytest.mark.parametrize(("target", "name"), [("launcher", "SIGTERM"), ("rank 1", "SIGTERM"), ("launcher", "SIGUSR1")])
+def test_a_stop_signal_stops_every_rank_at_one_step_and_resumes_exactly(target, name, two_process_run, tmp_path):
+    """SIGTERM (or SIGUSR1) to `train trainer.devices=2` (torchrun's agent passes it to both
+    ranks), or to rank 1 alone (the ranks agree on the stop): rank 0 writes one checkpoint, the
+    launcher exits 75 with the resume line, and the resumed run ends with the uninterrupted weights."""
     run_dir = tmp_path / "stopped"
     train = str(Path(sys.executable).with_name("train"))
     victim = subprocess.Popen([train, *STOPPED_RUN, "trainer.devices=2", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
@@ -216,7 +216,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resumes_to_the_same_weights(ta
     rank0 = int((run_dir / ".lock").read_text().split()[1])
     ranks = [int(pid) for pid in Path(f"/proc/{victim.pid}/task/{victim.pid}/children").read_text().split()]
     assert rank0 in ranks and len(ranks) == 2
-    os.kill(victim.pid if target == "launcher" else next(pid for pid in ranks if pid != rank0), signal.SIGTERM)
+    os.kill(victim.pid if target == "launcher" else next(pid for pid in ranks if pid != rank0), getattr(signal, name))
     _, stderr = victim.communicate(timeout=120)
     assert victim.returncode == 75, stderr[-2000:]
     line = stderr.strip().splitlines()[-1]

@@ -330,10 +330,10 @@ def launch(argv: list[str], processes: int) -> int:
 
     from trainer_cli.faults import PREEMPTED_EXIT
 
-    args = parse_args(["--standalone", f"--nproc-per-node={processes}", "-m", "trainer_cli", *argv])
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
     # The signals torchrun's agent passes on to the ranks: its defaults, and SLURM's warning.
-    os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
+    signals = "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+    args = parse_args(["--standalone", f"--nproc-per-node={processes}", signals, "-m", "trainer_cli", *argv])
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
     stop_file = tempfile.NamedTemporaryFile(prefix="trainer_cli_stop_", delete=False)  # noqa: SIM115
     stop_file.close()
     os.environ[STOP_FILE_ENV] = stop_file.name
