@@ -190,6 +190,47 @@ def test_two_processes_killed_and_resumed_end_with_the_same_weights(tmp_path):
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """An uninterrupted 2-process run of STOPPED_RUN."""
+    folder = tmp_path_factory.mktemp("two_processes")
+    run_train([*STOPPED_RUN, "trainer.devices=2", f"hydra.run.dir={folder}/full"], cwd=folder)
+    return folder / "full"
+
+
+STOPPED_RUN = ["data=synthetic", "data.source.num_train=6000", "model.width=256", "epochs=4", "trainer.device=cpu",
+               "logger=[]"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "name"), [("launcher", "SIGTERM"), ("rank 1", "SIGTERM"), ("launcher", "SIGUSR1")])
+def test_a_stop_signal_stops_every_rank_at_one_step_and_resumes_exactly(target, name, two_process_run, tmp_path):
+    """SIGTERM (or SIGUSR1) to `train trainer.devices=2` (torchrun's agent passes it to both
+    ranks), or to rank 1 alone (the ranks agree on the stop): rank 0 writes one checkpoint, the
+    launcher exits 75 with the resume line, and the resumed run ends with the uninterrupted weights."""
+    run_dir = tmp_path / "stopped"
+    train = str(Path(sys.executable).with_name("train"))
+    victim = subprocess.Popen([train, *STOPPED_RUN, "trainer.devices=2", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_epoch(victim, run_dir, 1)
+    rank0 = int((run_dir / ".lock").read_text().split()[1])
+    ranks = [int(pid) for pid in Path(f"/proc/{victim.pid}/task/{victim.pid}/children").read_text().split()]
+    assert rank0 in ranks and len(ranks) == 2
+    os.kill(victim.pid if target == "launcher" else next(pid for pid in ranks if pid != rank0), getattr(signal, name))
+    _, stderr = victim.communicate(timeout=120)
+    assert victim.returncode == 75, stderr[-2000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("stopped by") and line.endswith(f"continue with: train resume={run_dir.resolve()}")
+    assert stderr.count("checkpoint written") == 1  # rank 0's line, once
+    stopped = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert 0 < stopped["step"] < 4 * 94 and stopped["step"] == int(line.split("step ")[1].split(";")[0])
+    run_train([f"resume={run_dir}", "trainer.devices=2"], cwd=tmp_path)
+    assert_same_curves(two_process_run, run_dir)
+    full = checkpoint.load(two_process_run / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
 # Multi-node: the submitit launcher ------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -80,6 +81,31 @@ def test_a_stop_request_resumes_bit_for_bit(call, step, reference, make_cfg, tmp
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == step
     cli.execute(make_cfg(f"resume={run_dir}"), run_dir)
     _same(reference, run_dir)
+
+
+@pytest.mark.slow
+def test_a_run_started_again_in_its_stopped_folder_continues_only_its_own_checkpoint(
+    reference, make_cfg, tmp_path, monkeypatch
+):
+    """What a requeued sweep job does: the same config in the same folder continues the marked
+    checkpoint bit for bit; another config there, or an unmarked checkpoint, starts anew."""
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run_dir, other):
+        _stop_at(monkeypatch, 5)
+        with pytest.raises(faults.Preempted):
+            train.run(make_cfg(*RUN), folder)
+        monkeypatch.undo()
+    assert json.loads((run_dir / faults.PREEMPTED_MARK).read_text()) == {"step": 5, "signal": "SIGTERM"}
+    train.run(make_cfg(*RUN), run_dir)  # no resume=: the folder's own stopped run continues
+    _same(reference, run_dir)
+    assert not (run_dir / faults.PREEMPTED_MARK).exists()  # finished: nothing left to continue
+    # Another config in a stopped folder (someone else's run folder, or a changed command): anew.
+    train.run(make_cfg(*RUN, "seed=1"), other)
+    train.run(make_cfg(*RUN, "seed=1"), tmp_path / "seed_1")
+    _same(tmp_path / "seed_1", other)
+    # A marked step that is not the checkpoint's (the run went on after its stop): anew.
+    (run_dir / faults.PREEMPTED_MARK).write_text(json.dumps({"step": 5, "signal": "SIGTERM"}))
+    assert train.own_stopped_checkpoint(make_cfg(*RUN), run_dir) is None
 
 
 def test_every_n_steps_survives_a_kill(reference, make_cfg, tmp_path, monkeypatch):
@@ -182,3 +208,61 @@ def test_a_config_error_through_train_leaves_no_folder(tmp_path):
     result = run_train(["model.width=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, check=False)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: model.width")
     assert not (tmp_path / "run").exists()
+
+
+# Sweeps: a worker stopped by SIGTERM; submitit's preemption signal requeues -----------------------
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, run_dir: Path, timeout: float = 240) -> int:
+    """Wait until the job in `run_dir` has written a checkpoint; returns its process id (the
+    run folder's lock says which process writes it)."""
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        assert process.poll() is None, "the sweep ended before its job could be stopped"
+        time.sleep(0.2)
+    return int((run_dir / ".lock").read_text().split()[1])
+
+
+def _train(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    return subprocess.Popen([str(Path(sys.executable).with_name("train")), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_sweep_worker_stopped_by_sigterm_is_recorded_preempted_and_resumable(tmp_path):
+    sweep = tmp_path / "sweep"
+    job = ["epochs=30", "trainer.device=cpu", "logger=[]"]
+    process = _train(["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *job,
+                      f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
+    worker = _wait_for_checkpoint(process, sweep / "0")
+    assert worker != process.pid  # a joblib worker, not the sweep's own process
+    os.kill(worker, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = {row["job"]: row for row in csv.DictReader(f)}
+    assert rows["1"]["status"] == "ok" and rows["0"]["status"] == "preempted"
+    assert rows["0"]["error"].endswith(f"continue with: train resume={(sweep / '0').resolve()}")
+    assert json.loads((sweep / "0" / faults.PREEMPTED_MARK).read_text())["signal"] == "SIGTERM"
+    run_train([f"resume={sweep / '0'}"], tmp_path)
+    summary = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert summary["status"] == "ok" and summary["epochs_run"] == 30
+
+
+@pytest.mark.slow
+def test_submitit_requeues_a_preempted_job_that_continues_bit_for_bit(tmp_path):
+    """submitit's local executor, as on SLURM: its preemption signal (SIGUSR2) to the job; the
+    run checkpoints, submitit requeues the job, which continues in its folder from that
+    checkpoint, and ends as an uninterrupted run does."""
+    sweep = tmp_path / "sweep"
+    job = ["epochs=12", "trainer.device=cpu", "logger=[]", "model.width=32"]
+    process = _train(["-m", "hydra/launcher=submitit_local", *job, f"hydra.sweep.dir={sweep}"], tmp_path)
+    os.kill(_wait_for_checkpoint(process, sweep / "0"), signal.SIGUSR2)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
+    assert "stopped by SIGUSR2" in logs and "Requeued job" in logs
+    assert f"continuing the run stopped by SIGUSR2 in {sweep / '0'}" in logs
+    run_train([*job, f"hydra.run.dir={tmp_path / 'uninterrupted'}"], tmp_path)
+    _same(tmp_path / "uninterrupted", sweep / "0")

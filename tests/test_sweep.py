@@ -240,6 +240,35 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert start.hparams["lr"].number_value == -1 and start.hparams["status"].string_value == "failed"
 
 
+# A model the test trusts on its command line (never a hook a shared config could reach): its
+# constructor SIGKILLs its own process, as the OOM killer would, for one width of the sweep.
+SELF_KILLING_MODEL = """
+import os, signal
+from trainer_cli.models import MLP
+
+class Net(MLP):
+    def __init__(self, **kwargs):
+        if str(kwargs["width"]) == os.environ["KILL_AT_WIDTH"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__init__(**kwargs)
+"""
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_dies_is_recorded_as_killed_and_the_sweep_finishes(tmp_path, monkeypatch):
+    (tmp_path / "victim.py").write_text(SELF_KILLING_MODEL)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("KILL_AT_WIDTH", "17")
+    sweep = tmp_path / "sweep"
+    result = run_train(["-m", "--trust", "victim", "model._target_=victim.Net", "model.width=16,17,18",
+                        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *JOB, f"hydra.sweep.dir={sweep}"],
+                       tmp_path)  # fmt: skip
+    assert {r["model.width"]: r["status"] for r in summary_rows(sweep)} == {"16": "ok", "17": "killed", "18": "ok"}
+    assert not (sweep / "1" / "metrics.json").exists()
+    assert "Traceback" not in result.stderr and "validated against ConfigStore" not in result.stderr
+    assert "its worker died again, alone; recorded as killed" in result.stdout
+
+
 @pytest.mark.slow
 def test_sweep_whose_every_job_failed_exits_non_zero(tmp_path):
     sweep = tmp_path / "sweep"

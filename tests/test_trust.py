@@ -195,6 +195,72 @@ def test_the_users_own_trust_widens(make_cfg, monkeypatch):
     assert "not a trusted target" not in str(error.value)
 
 
+# hydra.searchpath: a pkg:// entry imports its package (running its __init__), from the primary
+# config (a shared or saved config run with --config-path) or an override (a sweeper's too).
+SEARCHPATHS = [
+    ("primary", "pkg://evilpkg", "hydra.searchpath[0]"),
+    ("primary", "pkg://evilpkg.conf", "hydra.searchpath[0]"),
+    ("primary", "pkg://evilpkg/conf", "hydra.searchpath[0]"),
+    ("primary", "pkg://trainer_cli.conf', 'pkg://evilpkg", "hydra.searchpath[1]"),
+    ("override", "pkg://evilpkg", "hydra.searchpath[0]"),
+    ("experiment", "pkg://evilpkg", "hydra.searchpath"),  # only the primary config may set it (Hydra)
+]
+
+
+@pytest.mark.parametrize(("where", "entry", "key"), SEARCHPATHS)
+def test_a_searchpath_cannot_import_an_untrusted_package(where, entry, key, marker, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    package = tmp_path / "packages" / "evilpkg"
+    (package / "conf").mkdir(parents=True)
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (package / "conf" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "packages"))
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    searchpath = f"hydra:\n  searchpath: ['{entry}']\n"
+    primary = searchpath if where == "primary" else "defaults:\n  - _self_\n  - experiment: null\n"
+    (conf / "config.yaml").write_text(primary + "epochs: 1\n")
+    (conf / "experiment" / "evil.yaml").write_text(f"# @package _global_\n{searchpath}")
+    overrides = {"override": [f"hydra.searchpath=[{entry}]"], "experiment": ["experiment=evil"]}.get(where, [])
+    assert cli.install_hydra_guard is not None  # the guard is on (importing cli installs it)
+    with (
+        initialize_config_dir(config_dir=str(conf), version_base="1.3"),
+        pytest.raises((UserError, ConfigCompositionException)) as error,
+    ):
+        compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    line = f"error: {cli.hydra_error_line(error.value)}"
+    assert "\n" not in line and key in line, line
+    if isinstance(error.value, UserError):
+        _one_line_naming(error.value, key)
+        assert "--trust" in str(error.value)
+
+
+def test_a_searchpath_to_the_projects_own_or_a_trusted_package_or_a_folder(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    package = tmp_path / "packages" / "mypkg"
+    (package / "conf" / "model").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "conf" / "__init__.py").write_text("")
+    (package / "conf" / "model" / "tiny.yaml").write_text("width: 3\n")
+    folder = tmp_path / "more" / "model"
+    folder.mkdir(parents=True)
+    (folder / "small.yaml").write_text("width: 5\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "packages"))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    searchpath = f"['pkg://mypkg.conf', 'file://{tmp_path / 'more'}']"
+    (conf / "config.yaml").write_text(f"defaults:\n  - _self_\n  - model: null\nhydra:\n  searchpath: {searchpath}\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(UserError, match="pkg://mypkg.conf"):
+            compose(config_name="config", overrides=["model=tiny"])
+        monkeypatch.setenv(TRUST_ENV, "mypkg")  # the user's own act
+        assert compose(config_name="config", overrides=["model=tiny"]).model.width == 3
+        assert compose(config_name="config", overrides=["model=small"]).model.width == 5
+
+
 def _checkpoint(folder: Path, cfg, name: str = "last.pt", **extra) -> None:
     (folder / "checkpoints").mkdir(parents=True)
     state = {"config": OmegaConf.to_yaml(cfg), "epoch": 1, "step": 1, "model": {}, **extra}

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,10 @@ def hydra_main(cfg: DictConfig) -> float:
     hparams = hparams_from_hydra(cfg)
     set_explicit_keys(keys_set_by_user())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # a sweep worker (joblib, submitit) stops on SIGTERM/SIGUSR1 like a single run
+        from trainer_cli.faults import install_stop_handlers
+
+        install_stop_handlers()
     try:
         if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks
             distributed.init(str(cfg.trainer.device))
@@ -156,14 +161,17 @@ def hydra_main(cfg: DictConfig) -> float:
         summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
+        from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
+
+        if multirun and isinstance(error, Preempted):
+            return stopped_job(cfg, run_dir, error)
         if multirun and not debug:
             # One failing job must not end the sweep: its metrics.json records the failure,
             # and NaN tells the sweeper (the Optuna sweeper records a failed trial).
             record_failure(cfg, run_dir, error, hparams)
             return float("nan")
-        # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
-        from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
 
+        # Exit here, not in main(): Hydra would first print its own "Error executing job" line.
         class NonFiniteLoss(Exception):  # a stand-in: no torch, no NaN (config errors stay fast)
             pass
 
@@ -171,7 +179,8 @@ def hydra_main(cfg: DictConfig) -> float:
             from trainer_cli.loop import NonFiniteLoss  # type: ignore[assignment]
 
         if isinstance(error, Preempted):
-            print(error, file=sys.stderr)
+            if distributed.is_main():  # one line for the run, not one per rank
+                distributed.report_stop(str(error))
             sys.exit(PREEMPTED_EXIT)
         if not isinstance(error, (UserError, NonFiniteLoss)) or debug:
             raise
@@ -188,6 +197,23 @@ def hydra_main(cfg: DictConfig) -> float:
     if summary.get("verdict") == "FAIL" and not multirun:  # a diagnosis that failed: scripts see it
         sys.exit(1)
     return metrics.objective(summary, str(cfg.optimized_metric))
+
+
+def stopped_job(cfg: DictConfig, run_dir: Path, error: Exception) -> float:
+    """A sweep job stopped by a signal, its checkpoint written: `metrics.json` says preempted and
+    how to continue; the sweep goes on (NaN to the sweeper). Stopped by submitit's preemption
+    signal, the job is requeued instead, and continues from its checkpoint."""
+    from trainer_cli import faults
+    from trainer_cli.report import record_failure as write_failure
+
+    log.warning(str(error))
+    if distributed.is_main():
+        folder = Path(str(cfg.resume)) if cfg.get("resume") else run_dir
+        write_failure(folder, error, {}, [], status="preempted")
+    distributed.teardown()
+    faults.requeue_with_submitit()  # exits the process when submitit's signal stopped the job
+    faults.clear_stop_request()  # this job's stop is done: a worker's next job runs
+    return float("nan")
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, hparams: dict[str, Any]) -> None:
@@ -355,9 +381,10 @@ def _discard_hydra_run_folder() -> None:
 
 
 def install_hydra_guard() -> None:
-    """Route Hydra's own instantiation of callbacks, sweepers and launchers, and its logging
-    set-up, through the trust check (trust.py; idempotent). Installed when this module is
-    imported, so sweep workers (which import the task function's module) are guarded too."""
+    """Route Hydra's own instantiation of callbacks, sweepers and launchers, its logging set-up
+    and the `pkg://` entries of `hydra.searchpath` through the trust check (trust.py;
+    idempotent). Installed when this module is imported, so sweep workers (which import the
+    task function's module) are guarded too."""
     import hydra.core.plugins
     import hydra.core.utils
     import hydra.utils
@@ -365,8 +392,11 @@ def install_hydra_guard() -> None:
 
     if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
         return
+    from hydra._internal.config_repository import ConfigRepository
+
     instantiate = hydra.utils.instantiate
     configure_log = hydra.core.utils.configure_log
+    initialize_sources = ConfigRepository.initialize_sources
 
     def guarded_instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
         # Hydra passes the plugin class itself as `_target_` (from its own registry).
@@ -401,12 +431,25 @@ def install_hydra_guard() -> None:
             cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
             raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
 
+    def guarded_initialize_sources(self: Any, config_search_path: Any) -> None:
+        # `hydra.searchpath` (from the primary config or an override): a pkg:// entry imports its module.
+        added = [e for e in config_search_path.get_path() if str(e.provider).startswith("hydra.searchpath")]
+        for i, entry in enumerate(added):
+            trust.check_searchpath(f"hydra.searchpath[{i}]", entry.path)
+        initialize_sources(self, config_search_path)
+
     guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
     hydra.utils.instantiate = guarded_instantiate
     hydra.core.plugins.instantiate = guarded_instantiate
     hydra.core.utils.configure_log = guarded_configure_log
     internal_hydra.configure_log = guarded_configure_log
+    ConfigRepository.initialize_sources = guarded_initialize_sources  # type: ignore[method-assign]
 
+
+# conf/hydra/launcher/joblib.yaml replaces Hydra's config of that name on purpose (trainer_cli's
+# joblib launcher, trainer_cli/launchers.py); Hydra checks it against its own and warns, in
+# every sweep worker too (which import this module first).
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
 
 # Hydra's own callbacks, sweeper, launcher and logging handlers pass the trust check too; at
 # import, so that sweep workers (which import this module to run `hydra_main`) are guarded.

@@ -114,8 +114,58 @@ def init(device_name: str) -> None:
     if cuda:
         torch.cuda.set_device(_local_gpu())
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    global _stop_group
+    _stop_group = dist.new_group(backend="gloo") if cuda else None  # StopVote's flags live on the CPU
     if dist.get_rank() != 0:
         logging.getLogger("trainer_cli").setLevel(logging.WARNING)
+
+
+_stop_group: Any = None  # the gloo group of StopVote when the run's own group is NCCL
+
+
+class StopVote:
+    """Whether any rank was asked to stop (SIGTERM/SIGUSR1 reach one rank, or every rank at
+    slightly different moments): the same answer on every rank at the same step, so that all
+    stop together and rank 0's checkpoint holds every rank's state.
+
+    `step(requested)`, after every optimizer step, starts an all-reduce of this rank's request
+    (a CPU flag, gloo: no GPU sync) and returns the previous step's result, which is done by
+    then: the ranks stop one step after the request, without a wait per step. `now(requested)`
+    is a blocking vote (the end of an epoch). One process: the request itself, at once.
+    """
+
+    def __init__(self) -> None:
+        self.pending: Any = None
+        self.flag: Any = None
+
+    def step(self, requested: Any) -> bool:
+        if world_size() == 1:
+            return bool(requested)
+        import torch
+        import torch.distributed as dist
+
+        if self.pending is not None:
+            self.pending.wait()
+            self.pending = None
+            if self.flag.item() > 0:
+                return True  # no new vote: every rank stops here, none left in flight
+        self.flag = torch.tensor([1.0 if requested else 0.0])
+        self.pending = dist.all_reduce(self.flag, group=_stop_group, async_op=True)
+        return False
+
+    def now(self, requested: Any) -> bool:
+        if world_size() == 1:
+            return bool(requested)
+        import torch
+        import torch.distributed as dist
+
+        earlier = False
+        if self.pending is not None:  # every rank has the same vote in flight (they step together)
+            self.pending.wait()
+            self.pending, earlier = None, self.flag.item() > 0
+        flag = torch.tensor([1.0 if requested or earlier else 0.0])
+        dist.all_reduce(flag, group=_stop_group)
+        return flag.item() > 0
 
 
 def _first_slurm_node(nodelist: str) -> str:
@@ -247,18 +297,62 @@ def requested_devices(argv: list[str]) -> int:
     return count
 
 
+# Where rank 0 of `train trainer.devices=N` leaves its stop line for the launcher to print last.
+STOP_FILE_ENV = "TRAINER_CLI_STOP_FILE"
+
+
+def report_stop(line: str) -> None:
+    """Rank 0's line of a run stopped by a signal (checkpoint written, how to continue): for the
+    launcher of `train trainer.devices=N` to print as the last line, else printed here."""
+    import sys
+
+    if os.environ.get(STOP_FILE_ENV):
+        with open(os.environ[STOP_FILE_ENV], "w") as f:
+            f.write(line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def launch(argv: list[str], processes: int) -> int:
     """`train trainer.devices=N`: start N processes of `python -m trainer_cli <argv>` on this
     machine through torchrun's own launcher (`torch.distributed.run`, standalone rendezvous),
-    and return the exit status (the first failing rank's error lines are already printed)."""
+    and return the exit status (the first failing rank's error lines are already printed).
+
+    SIGTERM or SIGUSR1 to this process: torchrun's agent passes it to every rank (they stop
+    at the same step, rank 0 writes the checkpoint) and waits for them (30 s, then SIGKILL);
+    then rank 0's stop line is printed and the status is 75, as for one process."""
+    import signal
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    args = parse_args(["--standalone", f"--nproc-per-node={processes}", "-m", "trainer_cli", *argv])
+    from trainer_cli.faults import PREEMPTED_EXIT
+
+    # The signals torchrun's agent passes on to the ranks: its defaults, and SLURM's warning.
+    signals = "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+    args = parse_args(["--standalone", f"--nproc-per-node={processes}", signals, "-m", "trainer_cli", *argv])
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
+    stop_file = tempfile.NamedTemporaryFile(prefix="trainer_cli_stop_", delete=False)  # noqa: SIM115
+    stop_file.close()
+    os.environ[STOP_FILE_ENV] = stop_file.name
     try:
         run(args)
+        status = 0
     except ChildFailedError as error:
         codes = [failure.exitcode for failure in error.failures.values()]
-        return next((code for code in codes if code > 0), 1)
-    return 0
+        status = next((code for code in codes if code > 0), 1)
+    except SignalException as error:
+        status = 128 + int(error.sigval)
+        if error.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+    finally:
+        os.environ.pop(STOP_FILE_ENV, None)
+        with open(stop_file.name) as f:
+            line = f.read().strip()
+        os.unlink(stop_file.name)
+    if line:  # rank 0 wrote its checkpoint and stopped: the resume line, last
+        print(line, file=sys.stderr)
+        return PREEMPTED_EXIT
+    return status

@@ -7,6 +7,13 @@
 - One run folder, one writer: `lock_run_folder` holds an `fcntl.flock` on `<run>/.lock` for the
   run's life; the kernel drops it when the process dies, so a killed run never leaves it stuck.
 - `remove_orphans` deletes the `*.tmp` files a kill during a checkpoint write leaves.
+- A stopped run marks its checkpoint (`preempted.json`: the step and the signal): a run started
+  again in the same folder with the same config (a requeued or re-run sweep job, a restarted
+  pod) continues from it (train.resume_point).
+- In a job that submitit started, submitit's own preemption/timeout signal (SIGUSR2, which
+  SLURM sends `signal_delay_s` before the time limit) stops the run the same way; then
+  submitit's handler, deferred until the checkpoint is written, requeues the job
+  (`requeue_with_submitit`).
 
 This module imports no torch.
 """
@@ -27,8 +34,10 @@ from trainer_cli.trust import user_trusted_modules
 
 PREEMPTED_EXIT = 75
 SIGNALS = ("SIGTERM", "SIGUSR1")
+PREEMPTED_MARK = "preempted.json"
 _requested: list[str] = []
 _held: dict[str, IO[str]] = {}  # this process's run-folder locks
+_deferred: dict[str, Any] = {}  # submitit's handler of its preemption signal, run after the checkpoint
 
 
 class Preempted(Exception):
@@ -40,10 +49,17 @@ def _on_signal(signum: int, _frame: Any) -> None:
 
 
 def install_stop_handlers() -> None:
-    """SIGTERM and SIGUSR1 ask the run to stop after the current step (main thread only)."""
+    """SIGTERM and SIGUSR1 ask the run to stop after the current step (main thread only); in a
+    submitit job, submitit's preemption signal too (its handler then runs after the checkpoint)."""
     if threading.current_thread() is threading.main_thread():
         for name in SIGNALS:
             signal.signal(getattr(signal, name), _on_signal)
+        submitit_signal = _submitit_signal()
+        if submitit_signal is not None:
+            handler = signal.getsignal(submitit_signal)
+            if type(getattr(handler, "__self__", None)).__module__.startswith("submitit."):
+                _deferred[submitit_signal.name] = handler
+                signal.signal(submitit_signal, _on_signal)
         # Over a file-size limit a write fails with EFBIG (a one-line error, the temporary
         # file removed) instead of the process being killed mid-write.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -63,13 +79,51 @@ def clear_stop_request() -> None:
     _requested.clear()
 
 
+def _submitit_signal() -> signal.Signals | None:
+    """The signal submitit's job handler checkpoints and requeues on (SIGUSR2 unless set), in a
+    process that submitit started; None elsewhere."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def requeue_with_submitit() -> None:
+    """After the checkpoint of a run that submitit's preemption signal stopped: run submitit's
+    own handler, deferred until now. It calls the launcher's `checkpoint()` (Hydra's submitit
+    launcher resubmits the same job: same overrides, same job folder, where the run continues
+    from `preempted.json`'s checkpoint) and requeues; it exits the process. Else a no-op."""
+    name = stop_requested()
+    if name is not None and name in _deferred:
+        _deferred[name](getattr(signal, name), None)
+
+
+def mark_preempted(run_dir: Path, step: int) -> None:
+    """Mark `last.pt` (just written at `step`) as the checkpoint of a run stopped on request."""
+    mark = run_dir / PREEMPTED_MARK
+    temporary = mark.with_name(f".{mark.name}.tmp")
+    temporary.write_text(json.dumps({"step": step, "signal": stop_requested() or "a stop request"}) + "\n")
+    os.replace(temporary, mark)
+
+
+def preempted_mark(run_dir: Path) -> dict[str, Any] | None:
+    """The mark `mark_preempted` left in `run_dir`, or None."""
+    try:
+        mark = json.loads((run_dir / PREEMPTED_MARK).read_text())
+    except (OSError, ValueError):
+        return None
+    return mark if isinstance(mark, dict) and isinstance(mark.get("step"), int) else None
+
+
 def resume_command(run_dir: Path) -> str:
     """The command that continues the run: its real folder, and the user's own trust."""
     trust = "".join(f" --trust {shlex.quote(name)}" for name in user_trusted_modules())
     return f"train{trust} resume={shlex.quote(str(Path(run_dir).resolve()))}"
 
 
-def preempted(run_dir: Path, epoch: int, step: int) -> Preempted:
+def preempted(run_dir: Path, epoch: int, step: int, *, writer: bool = True) -> Preempted:
+    """The stop of a run whose checkpoint at `step` is written (marked by the `writer`, rank 0)."""
+    if writer:
+        mark_preempted(run_dir, step)
     name = stop_requested() or "a stop request"
     return Preempted(
         f"stopped by {name} at epoch {epoch + 1}, step {step}; checkpoint written; "

@@ -353,14 +353,17 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def record_failure(run_dir: Path, error: BaseException, hparams: dict[str, Any], sinks: list[Sink] = ()) -> None:
+def record_failure(
+    run_dir: Path, error: BaseException, hparams: dict[str, Any], sinks: list[Sink] = (), status: str = "failed"
+) -> None:
     """A failed sweep job: metrics.json says status failed and why, and the job's
     hyperparameters still reach the loggers (TensorBoard's HParams tab lists it, with no
-    metrics), so every job of a sweep is there, the failed ones too."""
+    metrics), so every job of a sweep is there, the failed ones too. `status="preempted"`: a
+    job stopped by a signal, its checkpoint written; the error says how to continue it."""
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    summary = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(error).__name__}: {reason}"}
+    summary = {"status": status, "run_dir": str(run_dir), "error": f"{type(error).__name__}: {reason}"}
     with Reporter(run_dir, list(sinks)) as reporter:
-        reporter.finish(summary, {**hparams, "status": "failed"} if hparams else {}, {})
+        reporter.finish(summary, {**hparams, "status": status} if hparams else {}, {})
 
 
 def print_results(summary: dict[str, Any]) -> None:

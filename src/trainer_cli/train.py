@@ -63,7 +63,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         announce(pieces, run_dir)
         preview_augmentation(pieces, reporter, run_dir)
         on_log = step_logger(pieces, reporter)
-        on_step = step_checkpoints(pieces, reporter, run_dir)
+        stop = distributed.StopVote()  # several processes stop at the same step
+        on_step = step_checkpoints(pieces, reporter, run_dir, stop)
         if resumed is None:
             check_initial_loss(pieces, reporter)
         early_stopped = False
@@ -75,15 +76,15 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             train_metrics, state.step = pieces.train_epoch(
                 pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
                 pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
-                ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial,
+                ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial if distributed.is_main() else None,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             improved, early_stopped = state.end_epoch(row, metric, stopping)
             reporter.end_epoch(state.step, row, state.history)
             reporter.flush()  # curves first, then checkpoints: a resume never lacks a step before its checkpoint
             save_checkpoints(pieces, run_dir, best=improved)
-            if faults.stop_requested():
-                raise faults.preempted(run_dir, state.epoch, state.step)
+            if stop.now(faults.stop_requested()):
+                raise faults.preempted(run_dir, state.epoch, state.step, writer=distributed.is_main())
             if early_stopped:
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
@@ -97,6 +98,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         reporter.finish(summary, {**run_hparams, **(hparams or {})}, final)
     print_results(summary)
     if lock is not None:
+        (run_dir / faults.PREEMPTED_MARK).unlink(missing_ok=True)  # the run is whole: nothing to continue
         lock.close()
     return summary
 
@@ -105,7 +107,7 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
     """A new run: the config as given, in `run_dir`. With `resume=<run folder>`: that
     folder, its last checkpoint, and the config saved in it (checked like any config)."""
     if not cfg.get("resume"):
-        return cfg, run_dir, None
+        return cfg, run_dir, own_stopped_checkpoint(cfg, run_dir)
     from trainer_cli import checkpoint
 
     run_dir = Path(str(cfg.resume))
@@ -127,6 +129,27 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
     return resolve(saved), run_dir, resumed
 
 
+def own_stopped_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """A run started in a folder that holds its own stopped run continues it: a sweep job that
+    submitit requeued after preemption, or that is run again in its sweep folder, a pod
+    restarted with the same command. Only `last.pt` marked by the stop handler (`preempted.json`,
+    at the same step), and only when the config saved in it is this run's own config, so no
+    file in the folder decides what runs; it loads with the safe loader, as any resume."""
+    mark = faults.preempted_mark(run_dir)
+    path = run_dir / "checkpoints" / "last.pt"
+    if mark is None or not path.is_file():
+        return None
+    from trainer_cli import checkpoint
+
+    state = checkpoint.load_run(path)
+    if state["step"] != mark["step"] or state["config"] != OmegaConf.to_yaml(cfg):
+        log.warning(f"{run_dir} holds a stopped run of another config (or a later checkpoint); starting anew")
+        return None
+    log.info(f"continuing the run stopped by {mark.get('signal')} in {run_dir} (epoch {state['epoch']}, "
+             f"step {state['step']})")  # fmt: skip
+    return state
+
+
 def finished(cfg: DictConfig, run_dir: Path, resumed: dict[str, Any]) -> dict[str, Any] | None:
     """A resumed run that already finished (and is not extended) changes nothing: its summary."""
     saved_epochs = int(resumed.get("saved_epochs", cfg.epochs))
@@ -139,9 +162,12 @@ def finished(cfg: DictConfig, run_dir: Path, resumed: dict[str, Any]) -> dict[st
     return summary
 
 
-def step_checkpoints(pieces: Pieces, reporter: Reporter, run_dir: Path) -> Callable[[int, dict[str, Any]], None]:
+def step_checkpoints(
+    pieces: Pieces, reporter: Reporter, run_dir: Path, vote: Any = None
+) -> Callable[[int, dict[str, Any]], None]:
     """The loop's `on_step`: a mid-epoch `last.pt` every `trainer.checkpoint.every_n_steps`
-    optimizer steps, and when SIGTERM/SIGUSR1 asked the run to stop (then `faults.Preempted`).
+    optimizer steps, and when SIGTERM/SIGUSR1 asked the run to stop (then `faults.Preempted`;
+    `vote`, a `distributed.StopVote`: every rank stops at the same step).
     The checkpoint holds the epoch's running sums and the loader's position in the epoch, so
     a resume continues the same epoch bit for bit."""
     from trainer_cli import checkpoint, distributed
@@ -150,19 +176,25 @@ def step_checkpoints(pieces: Pieces, reporter: Reporter, run_dir: Path) -> Calla
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise UserError(f"trainer.checkpoint.every_n_steps: expected a whole number >= 1 or null, got '{every}'")
     state = pieces.loop
+    vote = vote or distributed.StopVote()
 
     def on_step(step: int, totals: dict[str, Any]) -> None:
-        stop = faults.stop_requested()
+        stop = vote.step(faults.stop_requested())
         if not stop and not (every and step % every == 0):
             return
         state.step = step
         state.partial = {name: float(value) for name, value in totals.items()}
+        if distributed.world_size() > 1:  # the sums over every rank's shard; rank 0 alone continues them
+            from trainer_cli.loop import sum_over_ranks
+
+            loss, correct, count = sum_over_ranks(totals["loss"], totals["correct"], totals["count"])
+            state.partial = {"loss": float(loss), "correct": float(correct), "count": int(count)}
         reporter.flush()  # curves first, then the checkpoint
         snapshot = checkpoint.snapshot(pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), state.epoch, step)
         if distributed.is_main():
             checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
         if stop:
-            raise faults.preempted(run_dir, state.epoch, step)
+            raise faults.preempted(run_dir, state.epoch, step, writer=distributed.is_main())
 
     return on_step
 

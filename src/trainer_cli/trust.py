@@ -15,7 +15,8 @@ uses (torch optimizers, `torch.nn` modules, torchvision models and transforms, t
 public API, the project's sweepers and Hydra's core plugins, the logging handlers of
 `conf/hydra/job_logging`); never a file, process, import or deserialisation function. Widening
 is the user's own act: `train --trust <module>` or `TRAINER_CLI_TRUST=mod1,mod2`, never a
-config file or a checkpoint. This module imports no torch.
+config file or a checkpoint. A `pkg://` entry of `hydra.searchpath` imports its module, so it
+names a trusted one too (`check_searchpath`). This module imports no torch.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ TRUSTED_MODULES = (
     "torchvision.transforms",
     "trainer_cli",
     "hydra_plugins.trainer_cli_search",
+    "hydra_plugins.trainer_cli_launchers",
     "hydra_plugins.hydra_optuna_sweeper",
     "hydra_plugins.hydra_joblib_launcher",
     "hydra_plugins.hydra_submitit_launcher",
@@ -239,6 +241,31 @@ def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from _strings(value, f"{path}[{i}]")
+
+
+# `pkg://` modules a `hydra.searchpath` entry may name without the user's trust: the project's
+# own config package and Hydra's (Hydra imports its plugins at start-up anyway).
+SEARCHPATH_ROOTS = ("trainer_cli", "hydra", "hydra_plugins")
+
+
+def check_searchpath(key: str, entry: str) -> None:
+    """A `hydra.searchpath` entry (the primary config's, or an override's, a sweeper's too).
+
+    `pkg://<module>` imports that module to read configs from it, which runs its code: only
+    the project's own package, Hydra's, or a module the user trusts (`--trust`). `file://`
+    and plain folders are read as YAML, which runs nothing, and every `_target_` of what they
+    hold passes the check like any config: allowed.
+    """
+    if not str(entry).startswith("pkg://"):
+        return
+    module = str(entry)[len("pkg://") :].strip("/").replace("/", ".")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise refuse(key, f"'{str(entry)[:80]}'")
+    if not _under(module, [*SEARCHPATH_ROOTS, *_user()]):
+        raise UserError(
+            f"{key}: 'pkg://{module[:80]}' would import '{module.split('.')[0][:40]}' (running its code), which is "
+            f"not trusted; {HINT}"
+        )
 
 
 def check_hydra_node(hydra_cfg: Any, log_dir: str | None = None) -> None:
