@@ -90,12 +90,12 @@ def group_choices() -> dict[str, str | list[str]]:
     return {**choices, **selected}
 
 
-def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+def hparams_from_hydra(cfg: DictConfig, choices: dict[str, str | list[str]] | None = None) -> dict[str, Any]:
     """The run's hyperparameters for the HParams tab and the loggers: every group choice
-    (multi-select ones too) and the command line's values."""
+    (multi-select ones too, `group_choices()` unless given) and the command line's values."""
     hydra_cfg = HydraConfig.get()
     result: dict[str, Any] = {}
-    for group, choice in group_choices().items():
+    for group, choice in (group_choices() if choices is None else choices).items():
         if not group.startswith("hydra"):
             # Multi-select groups as typed: augmentation=[flip,crop] and [none] runs differ.
             result[group] = f"[{','.join(choice)}]" if isinstance(choice, list) else choice
@@ -112,7 +112,7 @@ def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def keys_set_by_user() -> set[str]:
+def keys_set_by_user(choices: dict[str, str | list[str]] | None = None) -> set[str]:
     """The dotted keys this job's command line sets: `key=value` overrides, and the keys that
     chosen `# @package _global_` options (regularization switches, experiments) set."""
     import yaml
@@ -120,7 +120,7 @@ def keys_set_by_user() -> set[str]:
     hydra_cfg = HydraConfig.get()
     typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # the text, not its interpolations
     keys = {str(o).split("=", 1)[0].lstrip("+~") for o in typed if "=" in str(o)}
-    for group, choice in group_choices().items():
+    for group, choice in (group_choices() if choices is None else choices).items():
         for name in choice if isinstance(choice, list) else [choice]:
             path = Path(CONF_DIR, str(group), f"{name}.yaml")
             if group.startswith("hydra") or not path.is_file() or "@package _global_" not in path.read_text():
@@ -140,8 +140,9 @@ def keys_set_by_user() -> set[str]:
 def hydra_main(cfg: DictConfig) -> float:
     """Hydra's task function: runs one job and returns `optimized_metric` for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    hparams = hparams_from_hydra(cfg)
-    set_explicit_keys(keys_set_by_user())
+    choices = group_choices()  # Hydra recomputes the defaults list for it: once per job
+    hparams = hparams_from_hydra(cfg, choices)
+    set_explicit_keys(keys_set_by_user(choices))
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks

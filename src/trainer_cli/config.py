@@ -113,11 +113,12 @@ def resolve(cfg: DictConfig) -> DictConfig:
     trust.check_no_widening(resolved)
     trust.check_targets(resolved, resolve_objects=False)
     trust.strip_widening_keys(resolved)
-    unknown = [str(key) for key in resolved if str(key) not in known_top_level_keys()]
+    known = known_top_level_keys()  # once: it reads conf/config.yaml
+    unknown = [str(key) for key in resolved if str(key) not in known]
     if unknown:
         raise UserError(
             f"{unknown[0][:80]}: unknown key (misspelt, or a `+key=` outside the config groups); "
-            f"accepted top-level keys: {', '.join(sorted(known_top_level_keys() - {'hydra', 'resume_with'}))}"
+            f"accepted top-level keys: {', '.join(sorted(known - {'hydra', 'resume_with'}))}"
         )
 
     # lr=auto: the run starts with an LR range test and trains with its suggestion (cli.execute).
