@@ -144,17 +144,21 @@ def hydra_main(cfg: DictConfig) -> float:
     hparams = hparams_from_hydra(cfg, choices)
     set_explicit_keys(keys_set_by_user(choices))
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    summary: dict[str, Any] | None = None
     try:
         if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks
             distributed.init(str(cfg.trainer.device))
             run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's folder, for every rank
+        elif multirun and distributed.requested_devices([f"trainer.devices={cfg.trainer.get('devices', 1)}"]) > 1:
+            summary = run_job_in_processes(int(cfg.trainer.devices), run_dir)  # this job as one torchrun
         elif int(cfg.trainer.get("devices", 1)) > 1:
             raise UserError("trainer.devices: set it on the command line (train trainer.devices=N), or use torchrun")
-        if multirun and not distributed.launched():  # a rank's GPU is its local rank's
-            from trainer_cli.sweep import assign_gpu
+        if summary is None:
+            if multirun and not distributed.launched():  # a rank's GPU is its local rank's
+                from trainer_cli.sweep import assign_gpu
 
-            assign_gpu(cfg, HydraConfig.get().job.num)
-        summary = execute(cfg, run_dir, hparams)
+                assign_gpu(cfg, HydraConfig.get().job.num)
+            summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
         if multirun and not debug:
@@ -189,6 +193,30 @@ def hydra_main(cfg: DictConfig) -> float:
     if summary.get("verdict") == "FAIL" and not multirun:  # a diagnosis that failed: scripts see it
         sys.exit(1)
     return metrics.objective(summary, str(cfg.optimized_metric))
+
+
+def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
+    """A sweep job with `trainer.devices=N`: the job's own overrides, in its job folder, run
+    as one N-process run through torchrun, as `train trainer.devices=N` runs them; returns
+    the summary that run wrote (metrics.json). The jobs of the sweep run one after another
+    (basic launcher) or side by side (joblib): each job is one torchrun."""
+    import json
+
+    hydra_cfg = HydraConfig.get()
+    argv = ["--config-name", str(hydra_cfg.job.config_name)]
+    for source in hydra_cfg.runtime.config_sources:  # --config-path / --config-dir as the sweep had them
+        if source.schema == "file" and source.provider == "main" and Path(source.path) != Path(CONF_DIR):
+            argv += ["--config-path", str(source.path)]
+        elif source.schema == "file" and source.provider == "command-line":
+            argv += ["--config-dir", str(source.path)]
+    argv += [*hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
+    log.info(f"job {hydra_cfg.job.num}: {devices} processes (torchrun)")
+    code = distributed.launch(argv, devices)
+    metrics_file = run_dir / "metrics.json"
+    if code != 0 or not metrics_file.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)  # the failure record goes there
+        raise RuntimeError(f"the {devices}-process run exited with status {code} (its error is printed above)")
+    return json.loads(metrics_file.read_text())
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, hparams: dict[str, Any]) -> None:
@@ -430,11 +458,11 @@ def main() -> None:
         sys.path.append(os.getcwd())
     try:
         argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
-        devices = distributed.requested_devices(argv)
+        # A sweep (-m) with trainer.devices=N starts one N-process run per job (run_job_in_processes).
+        sweep = any(a in ("-m", "--multirun") for a in argv)
+        devices = 1 if sweep else distributed.requested_devices(argv)
         if devices > 1 and not distributed.launched() and not any(a in INFO_FLAGS for a in argv):
             # `train trainer.devices=N`: the same command in N processes, started by torchrun.
-            if any(a in ("-m", "--multirun") for a in argv):
-                raise UserError("trainer.devices: a sweep (-m) runs one process per job; use trainer.devices=1")
             sys.exit(distributed.launch(sys.argv[1:], devices))
         sys.argv = [sys.argv[0], *argv]
         hydra_main()
