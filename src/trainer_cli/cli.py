@@ -211,10 +211,14 @@ def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
             argv += ["--config-dir", str(source.path)]
     argv += [*hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
     log.info(f"job {hydra_cfg.job.num}: {devices} processes (torchrun)")
+    record = run_dir / ".hydra"  # the sweep job's own record: the run rewrites it, a config error removes it
+    saved = {path.name: path.read_bytes() for path in record.glob("*.yaml")}
     code = distributed.launch(argv, devices)
+    record.mkdir(parents=True, exist_ok=True)
+    for name, content in saved.items():
+        (record / name).write_bytes(content)
     metrics_file = run_dir / "metrics.json"
     if code != 0 or not metrics_file.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)  # the failure record goes there
         raise RuntimeError(f"the {devices}-process run exited with status {code} (its error is printed above)")
     return json.loads(metrics_file.read_text())
 
