@@ -4,6 +4,7 @@ the launcher's command line, and end-to-end runs against one process (slow)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,44 @@ def test_ranks_together_see_the_single_process_batches(n):
 def test_evaluation_shards_count_every_sample_once(n):
     seen = torch.cat([y for rank in shards(3, n, 16, shuffle=False) for y, _ in rank])
     assert sorted(seen.tolist()) == list(range(n))
+
+
+def folder_shards(world: int, n: int, batch: int, shuffle: bool) -> list[list[tuple[list[int], float]]]:
+    """Each rank's DataLoader batches (labels = sample index) and shard weights, as an image
+    folder's loaders draw them: the same DataLoader calls and shuffle generator on every rank."""
+    from trainer_cli.data.loaders import DeviceLoader, ShardedBatchSampler
+
+    dataset = torch.utils.data.TensorDataset(torch.zeros(n, 1), torch.arange(n))
+    out = []
+    for rank in range(world):
+        generator = torch.Generator().manual_seed(0)
+        if world == 1:
+            loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator)
+        else:
+            sampler = torch.utils.data.RandomSampler(dataset, generator=generator) if shuffle else range(n)
+            batches = ShardedBatchSampler(sampler, batch, rank, world, drop_small_last=shuffle)
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, generator=generator)
+        device_loader = DeviceLoader(loader, torch.device("cpu"))
+        out.append([(y.tolist(), device_loader.shard_weight) for _, y in device_loader])
+    return out
+
+
+@pytest.mark.parametrize("n", [100, 97, 65])
+def test_image_folder_ranks_together_see_the_single_process_batches(n):
+    single = [y for y, _ in folder_shards(1, n, 16, shuffle=True)[0]]
+    ranks = folder_shards(2, n, 16, shuffle=True)
+    assert len(ranks[0]) == len(ranks[1])
+    for i, (first, second) in enumerate(zip(*ranks, strict=True)):
+        assert first[0] + second[0] == single[i]  # the same global batch (same shuffle draws), split
+        assert (first[1] + second[1]) / 2 == pytest.approx(1.0)
+        assert first[1] * len(second[0]) == pytest.approx(second[1] * len(first[0]))
+    assert len(ranks[0]) == len(single) - (1 if n % 16 == 1 else 0)
+
+
+@pytest.mark.parametrize("n", [100, 97, 1])
+def test_image_folder_evaluation_shards_count_every_sample_once(n):
+    seen = [i for rank in folder_shards(3, n, 16, shuffle=False) for y, _ in rank for i in y]
+    assert sorted(seen) == list(range(n))
 
 
 def test_devices_on_the_command_line():
@@ -120,6 +159,35 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     # Rank 0 alone wrote: one TensorBoard event file, one log file.
     assert len(list((tmp_path / "two" / "tensorboard").glob("events.*"))) == 1
     assert [p.name for p in (tmp_path / "two").glob("*.log")] == ["train.log"]
+
+
+@pytest.mark.slow
+def test_image_folder_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    # 3 classes x 25 PNGs: 60 to train and validate on, 15 held out; in batches of 16 the
+    # last training batch divides unevenly between the ranks (weighted).
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "images", classes=3, per_class=25, size=8)
+    args = ["data=imagefolder", f"data.path={folder}", "data.image_size=8", "data.num_workers=0", "epochs=3",
+            "batch_size=16", "trainer.device=cpu", "seed=5"]  # fmt: skip
+    run_train([*args, f"hydra.run.dir={tmp_path}/one"], cwd=tmp_path)
+    run_train([*args, "trainer.devices=2", f"hydra.run.dir={tmp_path}/two"], cwd=tmp_path)
+    assert_same_curves(tmp_path / "one", tmp_path / "two")
+    tests = [json.loads((tmp_path / run / "metrics.json").read_text())["test/acc"] for run in ("one", "two")]
+    assert tests[0] == tests[1]  # the test split, sharded and summed over ranks: every image once
+
+
+@pytest.mark.slow
+def test_sweep_runs_each_job_as_one_multi_process_run(tmp_path):
+    args = ["data=digits", "epochs=1", "batch_size=64", "trainer.device=cpu"]
+    sweep = run_train(["-m", *args, "trainer.devices=2", "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
+    assert "Sweep" in sweep.stdout  # the sweep's summary table
+    with open(tmp_path / "sweep" / "summary.csv") as f:
+        assert [(row["seed"], row["status"]) for row in csv.DictReader(f)] == [("0", "ok"), ("1", "ok")]
+    assert "job 1: 2 processes (torchrun)" in (tmp_path / "sweep" / "1" / "train.log").read_text()
+    # Job 1 is the run its overrides name (seed=1), trained by 2 ranks: as one process trains it.
+    run_train([*args, "seed=1", f"hydra.run.dir={tmp_path}/one"], cwd=tmp_path)
+    assert_same_curves(tmp_path / "one", tmp_path / "sweep" / "1")
 
 
 def test_sync_batchnorm_converts_only_with_several_processes_on_gpus(monkeypatch):

@@ -91,12 +91,12 @@ def group_choices() -> dict[str, str | list[str]]:
     return {**choices, **selected}
 
 
-def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+def hparams_from_hydra(cfg: DictConfig, choices: dict[str, str | list[str]] | None = None) -> dict[str, Any]:
     """The run's hyperparameters for the HParams tab and the loggers: every group choice
-    (multi-select ones too) and the command line's values."""
+    (multi-select ones too, `group_choices()` unless given) and the command line's values."""
     hydra_cfg = HydraConfig.get()
     result: dict[str, Any] = {}
-    for group, choice in group_choices().items():
+    for group, choice in (group_choices() if choices is None else choices).items():
         if not group.startswith("hydra"):
             # Multi-select groups as typed: augmentation=[flip,crop] and [none] runs differ.
             result[group] = f"[{','.join(choice)}]" if isinstance(choice, list) else choice
@@ -113,7 +113,7 @@ def hparams_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def keys_set_by_user() -> set[str]:
+def keys_set_by_user(choices: dict[str, str | list[str]] | None = None) -> set[str]:
     """The dotted keys this job's command line sets: `key=value` overrides, and the keys that
     chosen `# @package _global_` options (regularization switches, experiments) set."""
     import yaml
@@ -121,7 +121,7 @@ def keys_set_by_user() -> set[str]:
     hydra_cfg = HydraConfig.get()
     typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # the text, not its interpolations
     keys = {str(o).split("=", 1)[0].lstrip("+~") for o in typed if "=" in str(o)}
-    for group, choice in group_choices().items():
+    for group, choice in (group_choices() if choices is None else choices).items():
         for name in choice if isinstance(choice, list) else [choice]:
             path = Path(CONF_DIR, str(group), f"{name}.yaml")
             if group.startswith("hydra") or not path.is_file() or "@package _global_" not in path.read_text():
@@ -141,24 +141,29 @@ def keys_set_by_user() -> set[str]:
 def hydra_main(cfg: DictConfig) -> float:
     """Hydra's task function: runs one job and returns `optimized_metric` for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    hparams = hparams_from_hydra(cfg)
-    set_explicit_keys(keys_set_by_user())
+    choices = group_choices()  # Hydra recomputes the defaults list for it: once per job
+    hparams = hparams_from_hydra(cfg, choices)
+    set_explicit_keys(keys_set_by_user(choices))
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun:  # a sweep worker (joblib, submitit) stops on SIGTERM/SIGUSR1 like a single run
         from trainer_cli.faults import install_stop_handlers
 
         install_stop_handlers()
+    summary: dict[str, Any] | None = None
     try:
         if distributed.launched():  # one rank of torchrun / trainer.devices=N / SLURM tasks
             distributed.init(str(cfg.trainer.device))
             run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's folder, for every rank
+        elif multirun and distributed.requested_devices([f"trainer.devices={cfg.trainer.get('devices', 1)}"]) > 1:
+            summary = run_job_in_processes(int(cfg.trainer.devices), run_dir)  # this job as one torchrun
         elif int(cfg.trainer.get("devices", 1)) > 1:
             raise UserError("trainer.devices: set it on the command line (train trainer.devices=N), or use torchrun")
-        if multirun and not distributed.launched():  # a rank's GPU is its local rank's
-            from trainer_cli.sweep import assign_gpu
+        if summary is None:
+            if multirun and not distributed.launched():  # a rank's GPU is its local rank's
+                from trainer_cli.sweep import assign_gpu
 
-            assign_gpu(cfg, HydraConfig.get().job.num)
-        summary = execute(cfg, run_dir, hparams)
+                assign_gpu(cfg, HydraConfig.get().job.num)
+            summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
@@ -214,6 +219,34 @@ def stopped_job(cfg: DictConfig, run_dir: Path, error: Exception) -> float:
     faults.requeue_with_submitit()  # exits the process when submitit's signal stopped the job
     faults.clear_stop_request()  # this job's stop is done: a worker's next job runs
     return float("nan")
+
+
+def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
+    """A sweep job with `trainer.devices=N`: the job's own overrides, in its job folder, run
+    as one N-process run through torchrun, as `train trainer.devices=N` runs them; returns
+    the summary that run wrote (metrics.json). The jobs of the sweep run one after another
+    (basic launcher) or side by side (joblib): each job is one torchrun."""
+    import json
+
+    hydra_cfg = HydraConfig.get()
+    argv = ["--config-name", str(hydra_cfg.job.config_name)]
+    for source in hydra_cfg.runtime.config_sources:  # --config-path / --config-dir as the sweep had them
+        if source.schema == "file" and source.provider == "main" and Path(source.path) != Path(CONF_DIR):
+            argv += ["--config-path", str(source.path)]
+        elif source.schema == "file" and source.provider == "command-line":
+            argv += ["--config-dir", str(source.path)]
+    argv += [*hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
+    log.info(f"job {hydra_cfg.job.num}: {devices} processes (torchrun)")
+    record = run_dir / ".hydra"  # the sweep job's own record: the run rewrites it, a config error removes it
+    saved = {path.name: path.read_bytes() for path in record.glob("*.yaml")}
+    code = distributed.launch(argv, devices)
+    record.mkdir(parents=True, exist_ok=True)
+    for name, content in saved.items():
+        (record / name).write_bytes(content)
+    metrics_file = run_dir / "metrics.json"
+    if code != 0 or not metrics_file.is_file():
+        raise RuntimeError(f"the {devices}-process run exited with status {code} (its error is printed above)")
+    return json.loads(metrics_file.read_text())
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, hparams: dict[str, Any]) -> None:
@@ -472,11 +505,11 @@ def main() -> None:
         sys.path.append(os.getcwd())
     try:
         argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
-        devices = distributed.requested_devices(argv)
+        # A sweep (-m) with trainer.devices=N starts one N-process run per job (run_job_in_processes).
+        sweep = any(a in ("-m", "--multirun") for a in argv)
+        devices = 1 if sweep else distributed.requested_devices(argv)
         if devices > 1 and not distributed.launched() and not any(a in INFO_FLAGS for a in argv):
             # `train trainer.devices=N`: the same command in N processes, started by torchrun.
-            if any(a in ("-m", "--multirun") for a in argv):
-                raise UserError("trainer.devices: a sweep (-m) runs one process per job; use trainer.devices=1")
             sys.exit(distributed.launch(sys.argv[1:], devices))
         sys.argv = [sys.argv[0], *argv]
         hydra_main()

@@ -113,7 +113,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
     trust.check_no_widening(resolved)
     trust.check_targets(resolved, resolve_objects=False)
     trust.strip_widening_keys(resolved)
-    known = known_top_level_keys()
+    known = known_top_level_keys()  # once: it reads conf/config.yaml
     unknown = [str(key) for key in resolved if str(key) not in known]
     if unknown:
         raise UserError(

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from trainer_cli import checks
-from trainer_cli.config import UserError
 from trainer_cli.data.augment import Augmentation
-from trainer_cli.data.loaders import DeviceLoader, TensorLoader
+from trainer_cli.data.loaders import DeviceLoader, ShardedBatchSampler, TensorLoader
 from trainer_cli.data.preprocess import Preprocess
 from trainer_cli.data.sources import FolderData, TensorData
 from trainer_cli.data.splits import kfold_indices, split_indices
@@ -102,22 +101,31 @@ def prepare(
             shuffle_generator=shuffle_generator,
         )
 
-    if shard[1] > 1:
-        raise UserError("trainer.devices: several processes need an in-memory data set; image folders run on one")
     labels = np.array(_targets(source.train))
     train_idx, val_idx = split(labels)
     train_set = torch.utils.data.Subset(source.train, train_idx.tolist())
     val_set = torch.utils.data.Subset(source.train, val_idx.tolist())
     pin = device.type == "cuda"
 
-    def loader(dataset, shuffle: bool) -> torch.utils.data.DataLoader:
+    def loader(dataset, shuffle: bool, ranks: tuple[int, int] = shard) -> torch.utils.data.DataLoader:
+        generator = shuffle_generator if shuffle else None
+        if ranks[1] > 1:  # this rank's share of each global batch (the same draws as one process)
+            sampler = (
+                torch.utils.data.RandomSampler(dataset, generator=generator)
+                if shuffle
+                else torch.utils.data.SequentialSampler(dataset)
+            )
+            return torch.utils.data.DataLoader(
+                dataset, batch_sampler=ShardedBatchSampler(sampler, batch_size, *ranks, drop_small_last=shuffle),
+                num_workers=num_workers, pin_memory=pin, generator=generator, persistent_workers=num_workers > 0,
+            )  # fmt: skip
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin,
-            generator=shuffle_generator if shuffle else None, persistent_workers=num_workers > 0,
+            generator=generator, persistent_workers=num_workers > 0,
         )  # fmt: skip
 
     sample = torch.utils.data.Subset(train_set, list(range(min(FOLDER_STATS_SAMPLES, len(train_set)))))
-    sample_images = torch.cat([images for images, _ in loader(sample, shuffle=False)])
+    sample_images = torch.cat([images for images, _ in loader(sample, shuffle=False, ranks=(0, 1))])  # all ranks alike
     prep.fit(sample_images)
     if augment is not None:
         augment.fit(sample_images)

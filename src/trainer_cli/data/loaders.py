@@ -1,5 +1,7 @@
 """Batching: in-memory tensors indexed on the device, or a DataLoader for image folders.
 
+With several processes both shard each global batch across the ranks in the same way.
+
 Both keep the images as pixel values in [0, 1] and augment (training only) and preprocess
 each batch on the device as it is drawn.
 """
@@ -105,8 +107,61 @@ def _same(a: object, b: object) -> bool:
     return a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
 
 
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """A DataLoader's batches for one rank of several: the global batches of `sampler`
+    (`batch_size` indices each), each cut into `world_size` contiguous shares exactly as
+    TensorLoader cuts them (`torch.tensor_split`: shares differ by at most one index); this
+    rank's share is yielded.
+
+    Every rank iterates the same sampler (a RandomSampler on the shuffle generator, seeded
+    alike on every rank, or a SequentialSampler), so the ranks together see each sample of
+    the epoch once and one process with the same `batch_size` sees the same global batches.
+    PyTorch's DistributedSampler is not used: it pads a split that does not divide evenly
+    with repeated samples (a validation sample counted twice) or drops its tail, and it
+    draws its own permutation, so one process and N would train on different batches.
+    A last global batch smaller than `world_size` is dropped when `drop_small_last`
+    (training: a rank with nothing would stall DDP's gradient all-reduce); evaluation keeps
+    every sample and a rank may then skip an empty share.
+    """
+
+    def __init__(
+        self, sampler: torch.utils.data.Sampler, batch_size: int, rank: int, world_size: int, drop_small_last: bool
+    ) -> None:
+        self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
+        self.drop_small_last = drop_small_last
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return full + (1 if rest and (rest >= self.world_size or not self.drop_small_last) else 0)
+
+    def share(self, size: int) -> slice:
+        """This rank's part of a global batch of `size` indices (torch.tensor_split's cut)."""
+        base, extra = divmod(size, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (1 if self.rank < extra else 0))
+
+    def global_size(self, index: int) -> int:
+        """How many samples the global batch number `index` of the epoch holds."""
+        return min(self.batch_size, len(self.sampler) - index * self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield batch[self.share(len(batch))]
+                batch = []
+        last = batch[self.share(len(batch))]
+        if last and (len(batch) >= self.world_size or not self.drop_small_last):  # an empty share: nothing
+            yield last
+
+
 class DeviceLoader:
-    """A DataLoader whose batches are moved to the device, augmented and preprocessed there."""
+    """A DataLoader whose batches are moved to the device, augmented and preprocessed there.
+
+    With several processes its batch sampler is a ShardedBatchSampler, and `shard_weight`
+    is the current batch's share relative to an even split, as for TensorLoader.
+    """
 
     def __init__(
         self,
@@ -117,6 +172,7 @@ class DeviceLoader:
     ) -> None:
         self.loader, self.device, self.preprocess, self.augment = loader, device, preprocess, augment
         self.position = EpochPosition()
+        self.shard_weight = 1.0
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -132,6 +188,9 @@ class DeviceLoader:
             if i < skip:  # a mid-epoch resume: the same order, the batches already trained on skipped
                 continue
             self.position.batches = i + 1
+            sharded = self.loader.batch_sampler
+            if isinstance(sharded, ShardedBatchSampler):
+                self.shard_weight = len(labels) * sharded.world_size / sharded.global_size(i)
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         self.position.end_epoch()
 

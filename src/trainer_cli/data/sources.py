@@ -42,13 +42,24 @@ class FolderData:
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> TensorData:
-    """scikit-learn's embedded 8x8 digits (values 0..16), with a fixed stratified test split."""
-    from sklearn.datasets import load_digits as sklearn_digits
+    """scikit-learn's embedded 8x8 digits (values 0..16), with a fixed stratified test split.
 
-    bunch = sklearn_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
-    train_idx, test_idx = split_indices(bunch.target, test_fraction, seed)
+    Read from the file scikit-learn ships (`sklearn/datasets/data/digits.csv.gz`, as its
+    `load_digits` reads it) without importing scikit-learn, which loads SciPy: most of a
+    tiny run's start-up otherwise.
+    """
+    from importlib.util import find_spec
+
+    package = find_spec("sklearn")
+    if package is None or not package.submodule_search_locations:
+        raise UserError("data: the digits data set ships with scikit-learn; pip install scikit-learn")
+    path = Path(package.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    with gzip.open(path, mode="rt", encoding="utf-8") as file:
+        table = np.loadtxt(file, delimiter=",")  # 64 pixel columns, then the label
+    target = table[:, -1].astype(int)
+    images = torch.from_numpy(table[:, :-1].reshape(-1, 8, 8).astype(np.float32) / 16.0).unsqueeze(1)
+    labels = torch.from_numpy(target.astype(np.int64))
+    train_idx, test_idx = split_indices(target, test_fraction, seed)
     return TensorData(
         images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], [str(i) for i in range(10)]
     )
