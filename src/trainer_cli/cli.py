@@ -228,6 +228,8 @@ def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
     (basic launcher) or side by side (joblib): each job is one torchrun."""
     import json
 
+    from trainer_cli import faults
+
     hydra_cfg = HydraConfig.get()
     argv = ["--config-name", str(hydra_cfg.job.config_name)]
     for source in hydra_cfg.runtime.config_sources:  # --config-path / --config-dir as the sweep had them
@@ -244,6 +246,8 @@ def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
     for name, content in saved.items():
         (record / name).write_bytes(content)
     metrics_file = run_dir / "metrics.json"
+    if code == faults.PREEMPTED_EXIT:  # stopped by a signal, rank 0's checkpoint written
+        raise faults.Preempted(f"stopped; checkpoint written; continue with: {faults.resume_command(run_dir)}")
     if code != 0 or not metrics_file.is_file():
         raise RuntimeError(f"the {devices}-process run exited with status {code} (its error is printed above)")
     return json.loads(metrics_file.read_text())
