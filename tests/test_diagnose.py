@@ -387,10 +387,12 @@ def test_grid_and_refine_pick_the_region_where_the_answer_is_known(make_cfg, tmp
 
 
 def sweep_rows(folder):
+    """The sweep report's rows, each with the values its job ran with (from its overrides)."""
     import csv
 
     with open(folder / "summary.csv") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return [{**row, **dict(o.split("=", 1) for o in row["overrides"].split())} for row in rows]
 
 
 @pytest.mark.slow
