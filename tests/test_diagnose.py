@@ -417,3 +417,15 @@ def test_each_new_curve_rule_fires_on_a_run_with_its_pathology(make_cfg, tmp_pat
     if column is not None:
         assert float(recorded_history[-1][column]) > 0.5
     assert rule in [f.rule for f in curves.findings(recorded_history, OPTIONS)]
+
+
+def test_the_grids_put_a_constant_init_first(make_cfg, tmp_path):
+    """No LR or weight decay breaks the symmetry of identical units: the grid steps say so
+    rather than report a best point (constant init reached val acc 0.20 on digits)."""
+    from trainer_cli.diagnose.context import Context
+    from trainer_cli.diagnose.grid import symmetric
+
+    verdict = symmetric(Context(resolve(make_cfg("model.init=constant")), tmp_path, {}), "grid", {}, "grid/sweep.png")
+    assert verdict.status == "FAIL" and verdict.causes[0].startswith("bad initialization (units with identical")
+    assert "model.init=default diagnose=all" in verdict.next_command
+    assert symmetric(Context(resolve(make_cfg()), tmp_path, {}), "refine", {}, "refine/sweep.png") is None

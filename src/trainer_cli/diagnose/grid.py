@@ -126,6 +126,29 @@ def _search(ctx: Context, step: str, lrs: list[float], decays: list[float], epoc
     return numbers, best, read_history(folder / best["job"]), figure
 
 
+def symmetric(ctx: Context, step: str, numbers: dict[str, Any], figure: str) -> Verdict | None:
+    """FAIL when the initial weights have units with identical weights (a constant init): no
+    LR or weight decay breaks that symmetry, so the grid's best point says nothing."""
+    from trainer_cli.diagnose.context import fresh, plain
+    from trainer_cli.diagnose.overfit import identical_units
+
+    layers = identical_units(fresh(plain(ctx.cfg)).model)
+    if not layers:
+        return None
+    return Verdict(
+        step,
+        "FAIL",
+        "no point of the grid can help: the initial weights have units with identical weights",
+        {**numbers, "identical units": ", ".join(layers)},
+        [
+            f"bad initialization (units with identical weights in {', '.join(layers)}: a constant init breaks no "
+            "symmetry)"
+        ],
+        ctx.command("model.init=default", "diagnose=all"),
+        [figure],
+    )
+
+
 def grid(ctx: Context) -> Verdict:
     """The coarse grid: `grid_lr_factors` times the LR the `lr` step found (or the configured
     one) by `grid_weight_decays`, `grid_epochs` epochs each, with the configured schedule."""
@@ -146,6 +169,8 @@ def grid(ctx: Context) -> Verdict:
     if best_lr in (lrs[0], lrs[-1]) and len(lrs) > 1:
         numbers["note"] = "the best LR is at the edge of the grid: the refinement looks beyond it"
     next_command = ctx.command(f"lr={best_lr:g}", *regularization_overrides(ctx, best_decay), "diagnose=refine")
+    if (verdict := symmetric(ctx, "grid", numbers, figure)) is not None:
+        return verdict
     chance = 1.0 / int(ctx.cfg.data.num_classes)
     val_acc = max(float(row["val/acc"]) for row in history)
     if val_acc < 2 * chance:
@@ -211,6 +236,8 @@ def refine(ctx: Context) -> Verdict:
             "lr per epoch (best point)": f"constant {used[0]:g}" if len(used) == 1 else ", ".join(map(str, used)),
         }
     )
+    if (verdict := symmetric(ctx, "refine", numbers, figure)) is not None:
+        return verdict
     rules = {**options, "num_classes": int(cfg.data.num_classes)}
     # "Still improving" is not read here: the refinement's runs are short on purpose, and
     # training longer is the next command anyway.
