@@ -375,7 +375,7 @@ def test_grid_and_refine_pick_the_region_where_the_answer_is_known(make_cfg, tmp
     assert grid_rows[("100", "0")]["status"] == "failed"  # diverged, recorded as a failed job
     assert "best point lr 0.1, weight decay 0:" in report
     assert "train optimizer=sgd" not in report  # no Hydra record here: only the found values
-    assert "train lr=0.1 'regularization=[l2]' regularization.l2.weight_decay=0 diagnose=refine" in report
+    assert "Next:\n\n```\ntrain lr=0.1 diagnose=refine\n```" in report  # weight decay 0: no l2 to add
     assert (tmp_path / "grid" / "sweep.png").is_file() and (tmp_path / "grid" / "summary.csv").is_file()
     # refine: 0.05 and 0.1 at weight decay 0, each at a constant LR (the schedule the run used)
     refine_rows = sweep_rows(tmp_path / "refine")
@@ -417,6 +417,23 @@ def test_each_new_curve_rule_fires_on_a_run_with_its_pathology(make_cfg, tmp_pat
     if column is not None:
         assert float(recorded_history[-1][column]) > 0.5
     assert rule in [f.rule for f in curves.findings(recorded_history, OPTIONS)]
+
+
+def test_the_next_command_adds_l2_to_the_users_regularization(tmp_path):
+    from trainer_cli.diagnose.context import Context
+    from trainer_cli.diagnose.grid import regularization_overrides
+
+    mine = Context(None, tmp_path, {}, None, ["'regularization=[dropout]'", "model.width=64"])
+    assert regularization_overrides(mine, 1e-4) == [
+        "'regularization=[dropout,l2]'",
+        "regularization.l2.weight_decay=0.0001",
+    ]
+    assert mine.command("lr=0.01", *regularization_overrides(mine, 1e-5)) == (
+        "train model.width=64 lr=0.01 'regularization=[dropout,l2]' regularization.l2.weight_decay=1e-05"
+    )
+    assert regularization_overrides(mine, 0.0) == []  # no decay: nothing to add
+    with_l2 = Context(None, tmp_path, {}, None, ["'regularization=[l2]'"])
+    assert regularization_overrides(with_l2, 0.0) == ["'regularization=[l2]'", "regularization.l2.weight_decay=0"]
 
 
 def test_the_grids_put_a_constant_init_first(make_cfg, tmp_path):

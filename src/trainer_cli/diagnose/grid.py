@@ -74,9 +74,11 @@ def train_points(
 
 def regularization_overrides(ctx: Context, weight_decay: float) -> list[str]:
     """The overrides that train with L2 at `weight_decay`: the user's regularization list
-    (from their command line) plus `l2`."""
+    (from their command line) plus `l2`; none for no decay when the user chose no `l2`."""
     chosen = next((o.strip("'") for o in ctx.base_overrides if _key(o) == "regularization"), "regularization=[]")
     names = [n.strip() for n in chosen.split("=", 1)[1].strip("[]").split(",") if n.strip() not in ("", "none")]
+    if weight_decay == 0 and "l2" not in names:
+        return []
     names += [] if "l2" in names else ["l2"]
     return [f"'regularization=[{','.join(names)}]'", f"{WEIGHT_DECAY_KEY}={weight_decay:g}"]
 
