@@ -369,6 +369,13 @@ def test_coarse_to_fine_narrows_around_the_best_coarse_trials(tmp_path):
     stage_epochs = {(r["stage"], r["epochs"]) for r in rows}
     assert stage_epochs == {("coarse", "1"), ("fine", "2")}  # both stages reported, the fine one longer
     assert {int(r["job"]) for r in rows if r["stage"] == "fine"} == {3, 4}
+    # The lecture's refinement trains without LR decay: each fine job's LR, epoch after
+    # epoch, is the LR it was given; a coarse job keeps the cosine schedule (0 after its one epoch).
+    for row in rows:
+        with open(sweep / row["job"] / "metrics.csv") as f:
+            used = {float(epoch["lr"]) for epoch in csv.DictReader(f)}
+        given = job_value(sweep, row["job"], "lr")
+        assert used == {given} if row["stage"] == "fine" else used != {given}
 
 
 def test_nan_returning_job_is_a_failed_trial():

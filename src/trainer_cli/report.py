@@ -222,6 +222,10 @@ class Reporter:
         self.epoch = 0
         self.first_epoch: int | None = None
         self.started = self.last_line = time.monotonic()
+        # The epoch's training-health readings, for its row (`epoch_health`): every
+        # update/weight ratio logged in it, and the last probe's dead/saturated unit fractions.
+        self.update_ratios: list[float] = []
+        self.unit_fractions: dict[str, dict[str, float]] = {}
 
     def __enter__(self) -> Reporter:
         return self
@@ -269,6 +273,7 @@ class Reporter:
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         """The training scalars of the last `log_every_n_steps` steps."""
         self.log_scalars(step, scalars)
+        self.update_ratios += [value for tag, value in scalars.items() if tag.startswith("update_ratio/")]
         if self.plain and time.monotonic() - self.last_line >= self.plain_step_seconds:
             self.last_line = time.monotonic()
             log.info(
@@ -313,14 +318,48 @@ class Reporter:
         for sink in self.sinks:
             sink.log_scalars(step, scalars)
 
-    def log_activations(self, step: int, values: dict[str, Any]) -> None:
-        """Each activation layer's mean and std (scalars) and its histogram."""
+    def log_activations(
+        self, step: int, values: dict[str, Any], fractions: dict[str, dict[str, float]] | None = None
+    ) -> None:
+        """Each activation layer's mean and std (scalars) and its histogram; with `fractions`
+        (`models.stats.unit_fractions`), each ReLU layer's `dead_fraction` and each tanh/sigmoid
+        layer's `saturated_fraction`, kept for the epoch's row too."""
         for name, v in values.items():
             self.log_scalars(
                 step, {f"activations/{name}/mean": float(v.mean()), f"activations/{name}/std": float(v.std())}
             )
             for sink in self.sinks:
                 sink.log_histogram(f"activations/{name}", v, step)
+        if fractions is not None:
+            scalars = {
+                f"activations/{name}/{kind}": x for kind, layers in fractions.items() for name, x in layers.items()
+            }
+            self.log_scalars(step, scalars)
+            self.unit_fractions = fractions
+
+    def log_gradients(self, step: int, named_parameters: Any) -> None:
+        """A histogram of each parameter tensor's gradient (`gradients/<name>`), as the last
+        optimizer step left it."""
+        for name, parameter in named_parameters:
+            if parameter.grad is not None:
+                for sink in self.sinks:
+                    sink.log_histogram(f"gradients/{name}", parameter.grad.detach().float(), step)
+
+    def epoch_health(self) -> dict[str, Any]:
+        """The epoch's training-health columns for its row (metrics.csv), read by the curves
+        diagnosis: `update_ratio`, the median of the update/weight ratios logged in the epoch
+        (every weight matrix, every log window), and with `trainer.log_activations` the worst
+        layer's `dead_fraction` / `saturated_fraction` at the epoch's last probe, and its name."""
+        health: dict[str, Any] = {}
+        if self.update_ratios:
+            ordered = sorted(self.update_ratios)
+            health["update_ratio"] = ordered[len(ordered) // 2]
+        for kind, layers in self.unit_fractions.items():
+            if layers:
+                layer = max(layers, key=layers.__getitem__)
+                health.update({kind: layers[layer], kind.replace("fraction", "layer"): layer})
+        self.update_ratios = []
+        return health
 
     def log_image(self, tag: str, image: Any, step: int) -> None:
         for sink in self.sinks:

@@ -177,7 +177,9 @@ class CoarseToFineSweeper(PluginOptunaSweeper):
     Stage 1 ("<study>-coarse") samples the wide ranges in `params` at random for
     `coarse.n_trials` jobs of `coarse.epochs` epochs. Stage 2 ("<study>-fine") samples, for
     `fine.n_trials` jobs of `fine.epochs` epochs, the ranges spanned by the `fine.top_k` best
-    coarse trials, widened by `fine.widen` (a factor, on log ranges).
+    coarse trials, widened by `fine.widen` (a factor, on log ranges), at a constant LR (the
+    lecture's step 5: no decay; `fine.scheduler` names the scheduler option, null keeps the
+    run's).
     """
 
     def __init__(
@@ -240,7 +242,10 @@ class CoarseToFineSweeper(PluginOptunaSweeper):
         log.info(f"fine stage: {self.fine['n_trials']} trials of {self.fine['epochs']} epochs over {fine_params}")
 
         impl.study_name = f"{name}-fine"
-        impl.params = OmegaConf.create({**fine_params, "epochs": stage["fine"]["epochs"]})
+        fixed = {"epochs": stage["fine"]["epochs"]}
+        if self.fine.get("scheduler", "constant") is not None:
+            fixed["scheduler"] = self.fine.get("scheduler", "constant")
+        impl.params = OmegaConf.create({**fine_params, **fixed})
         impl.n_trials = int(self.fine["n_trials"])
         impl.sampler = optuna.samplers.RandomSampler(seed=None if self.seed is None else self.seed + 1)
         if coarse_before + fine_before:

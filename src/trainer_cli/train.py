@@ -79,6 +79,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
                 ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial if distributed.is_main() else None,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
+            row.update(reporter.epoch_health())  # update/weight ratio, dead/saturated units: for the curves rules
             improved, early_stopped = state.end_epoch(row, metric, stopping)
             reporter.end_epoch(state.step, row, state.history)
             reporter.flush()  # curves first, then checkpoints: a resume never lacks a step before its checkpoint
@@ -258,27 +259,33 @@ def preview_augmentation(pieces: Pieces, reporter: Reporter, run_dir: Path) -> N
 
 def step_logger(pieces: Pieces, reporter: Reporter) -> Callable[[int, dict[str, float]], None]:
     """The loop's `on_log`: the step scalars, and with `trainer.log_activations` each
-    activation layer's statistics on a fixed probe batch (the first validation batch), at
-    the start and then every `log_activations_every_n_steps` steps."""
+    activation layer's statistics on a fixed probe batch (the first validation batch: mean,
+    std, histogram, dead and saturated unit fractions) and each parameter's gradient
+    histogram, at the start and then every `log_activations_every_n_steps` steps."""
     trainer = pieces.cfg.trainer
     if not trainer.get("log_activations"):
         return reporter.log_step
-    from trainer_cli.models.stats import activation_stats, activation_values
+    from trainer_cli.models.stats import activation_stats, activation_values, unit_fractions
     from trainer_cli.report import print_activation_table
 
     every = trainer.get("log_activations_every_n_steps", 100)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise UserError(f"trainer.log_activations_every_n_steps: expected a whole number >= 1, got '{every}'")
     probe = next(iter(pieces.data.val))[0]
-    values = activation_values(pieces.model, probe)
-    print_activation_table(activation_stats(values))
-    reporter.log_activations(pieces.loop.step, values)
+
+    def log_probe(step: int) -> dict[str, Any]:
+        values = activation_values(pieces.model, probe)
+        reporter.log_activations(step, values, unit_fractions(pieces.model, values, probe.shape[0]))
+        reporter.log_gradients(step, pieces.model.named_parameters())  # none before the first step
+        return values
+
+    print_activation_table(activation_stats(log_probe(pieces.loop.step)))
     due = [pieces.loop.step + every]
 
     def on_log(step: int, scalars: dict[str, float]) -> None:
         reporter.log_step(step, scalars)
         if step >= due[0]:
-            reporter.log_activations(step, activation_values(pieces.model, probe))
+            log_probe(step)
             due[0] = step + every
 
     return on_log

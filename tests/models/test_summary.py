@@ -77,6 +77,20 @@ def test_run_writes_the_summary_and_logs_activation_statistics(make_cfg, tmp_pat
     # step 0, then the first logging step at or after each multiple of 8 (21 steps per epoch)
     assert steps == [0, 8, 16]
     assert all(e.value > 0 for e in events.Scalars("activations/6/std"))
+    # On the same cadence: each ReLU layer's dead-unit fraction, each parameter's gradient
+    # histogram (none at step 0, before any gradient), the gradient the last step left.
+    dead = events.Scalars("activations/3/dead_fraction")
+    assert [e.step for e in dead] == [0, 8, 16] and all(0 <= e.value < 0.5 for e in dead)
+    assert {"gradients/1.weight", "gradients/1.bias", "gradients/7.weight"} <= set(tags["histograms"])
+    gradient = events.Histograms("gradients/7.weight")
+    assert [e.step for e in gradient] == [8, 16]
+    assert all(e.histogram_value.num == 16 * 10 and e.histogram_value.sum_squares > 0 for e in gradient)
+    # The epoch's row keeps the health readings the curves rules read.
+    import csv
+
+    with open(tmp_path / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["update_ratio"]) > 0 and row["dead_layer"] in ("3", "6") and 0 <= float(row["dead_fraction"]) < 1
 
 
 def test_activation_values_use_batch_statistics_and_have_no_side_effects():

@@ -25,6 +25,7 @@ def _steps() -> dict[str, Any]:
     """The steps by the names `mode.steps` lists (imported here: they import torch)."""
     from trainer_cli.diagnose.curves import curves
     from trainer_cli.diagnose.gradcheck import gradcheck
+    from trainer_cli.diagnose.grid import grid, refine
     from trainer_cli.diagnose.initial_loss import initial_loss
     from trainer_cli.diagnose.lr import lr, lr_range
     from trainer_cli.diagnose.overfit import overfit
@@ -34,12 +35,14 @@ def _steps() -> dict[str, Any]:
         "overfit": overfit,
         "lr": lr,
         "lr_range": lr_range,
+        "grid": grid,
+        "refine": refine,
         "curves": curves,
         "gradcheck": gradcheck,
     }
 
 
-STEP_NAMES = ("initial_loss", "overfit", "lr", "lr_range", "curves", "gradcheck")
+STEP_NAMES = ("initial_loss", "overfit", "lr", "lr_range", "grid", "refine", "curves", "gradcheck")
 
 
 def run_diagnosis(

@@ -34,6 +34,9 @@ class Context:
     options: dict[str, Any]
     reporter: Reporter | None = None
     base_overrides: list[str] = field(default_factory=list)
+    # What earlier steps found, for the later ones: `lr` (the lr / lr_range steps, then the
+    # grids' best) and `weight_decay` (the grids' best).
+    found: dict[str, float] = field(default_factory=dict)
 
     def command(self, *overrides: str) -> str:
         """The command line a user types next: their own overrides, less those `overrides`

@@ -3,6 +3,7 @@ function of the per-epoch history (`metrics.csv` rows) that returns a finding or
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -32,6 +33,11 @@ class Finding:
 
 def column(history: list[Row], name: str) -> list[float]:
     return [float(row[name]) for row in history]
+
+
+def optional_column(history: list[Row], name: str) -> list[float]:
+    """A column only some epochs have (the training-health readings): its values where present."""
+    return [float(row[name]) for row in history if row.get(name) not in (None, "")]
 
 
 def diverging(history: list[Row], options: dict[str, Any]) -> Finding | None:
@@ -146,14 +152,101 @@ def still_improving(history: list[Row], options: dict[str, Any]) -> Finding | No
     return None
 
 
-RULES = (diverging, not_decreasing, labels_unrelated, high_bias, high_variance, noisy, still_improving)
+def plateau_then_drop(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """The training loss stays within 5% of its first epoch's for `plateau_epochs` (2) epochs
+    or more, then falls below 70% of it: the lecture's picture of a bad initialization (the
+    signal or the gradient is too small until the weights grow)."""
+    losses = column(history, "train/loss")
+    if not all(math.isfinite(x) for x in losses):
+        return None
+    flat = next((i for i, x in enumerate(losses) if x < 0.95 * losses[0]), len(losses))
+    if flat >= int(options.get("plateau_epochs", 2)) and flat < len(losses) and losses[-1] < 0.7 * losses[0]:
+        return Finding(
+            "plateau_then_drop",
+            "WARN",
+            f"the training loss stays flat for {flat} epochs ({losses[0]:.4g} → {losses[flat - 1]:.4g}), "
+            f"then drops to {losses[-1]:.4g}",
+            ["bad initialization (weights too small: the signal and the gradient vanish at first)"],
+            ["model.init=kaiming_normal"],
+        )
+    return None
+
+
+# The lecture's rule of thumb for ||ΔW|| / ||W|| per step (CS231n: "somewhere around 1e-3").
+UPDATE_RATIO_TARGET = 1e-3
+
+
+def update_ratio(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """The median over the epochs of the update/weight ratio (each epoch's median over its
+    weight matrices and log windows) more than `update_ratio_tolerance` (30x) from ~1e-3."""
+    ratios = optional_column(history, "update_ratio")
+    if not ratios:
+        return None
+    typical = statistics.median(ratios)
+    tolerance = float(options.get("update_ratio_tolerance", 30.0))
+    if typical > UPDATE_RATIO_TARGET * tolerance:
+        side, override = "high", "lr=<lr/10>"
+    elif typical < UPDATE_RATIO_TARGET / tolerance:
+        side, override = "low", "lr=<10x lr>"
+    else:
+        return None
+    return Finding(
+        "update_ratio",
+        "WARN",
+        f"the update/weight ratio is {typical:.2g} per step, far from ~1e-3 (more than {tolerance:g}x {side})",
+        [f"learning rate too {side}"],
+        [override],
+    )
+
+
+def dead_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """At the last epoch, more than `dead_tolerance` (40%) of a ReLU layer's units output 0
+    for every image of the probe batch (CS231n: "as much as 40% of your network can be dead")."""
+    fractions = optional_column(history, "dead_fraction")
+    tolerance = float(options.get("dead_tolerance", 0.4))
+    if not fractions or fractions[-1] <= tolerance:
+        return None
+    layer = [row.get("dead_layer") for row in history if row.get("dead_fraction") not in (None, "")][-1]
+    return Finding(
+        "dead_units",
+        "WARN",
+        f"{fractions[-1]:.0%} of the ReLU units of layer {layer} are dead (never active on the probe batch)",
+        ["dead ReLUs: learning rate too high (a large update pushed them where they never fire)", "bad initialization"],
+        ["lr=<lr/3>", "model.activation=leaky_relu"],
+    )
+
+
+def saturated_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
+    """At the last epoch, more than `saturation_tolerance` (30%) of a tanh/sigmoid layer's
+    outputs are within 0.01 of their bounds, where the local gradient is nearly 0."""
+    fractions = optional_column(history, "saturated_fraction")
+    tolerance = float(options.get("saturation_tolerance", 0.3))
+    if not fractions or fractions[-1] <= tolerance:
+        return None
+    layer = [row.get("saturated_layer") for row in history if row.get("saturated_fraction") not in (None, "")][-1]
+    return Finding(
+        "saturated_units",
+        "WARN",
+        f"{fractions[-1]:.0%} of layer {layer}'s tanh/sigmoid outputs are saturated (gradient nearly 0)",
+        ["bad initialization: weights too large (use Xavier for tanh)", "inputs not normalized"],
+        ["model.init=xavier_normal"],
+    )
+
+
+RULES = (
+    diverging, not_decreasing, labels_unrelated, high_bias, high_variance, noisy, still_improving,
+    plateau_then_drop, update_ratio, dead_units, saturated_units,
+)  # fmt: skip
+# Rules still read when the loss diverged or stayed flat (they name its cause); the others
+# (bias, variance, noise, ...) say nothing about a run that did not train.
+EXPLAIN_FAILURE = ("diverging", "not_decreasing", "labels_unrelated", "update_ratio", "dead_units", "saturated_units")
 
 
 def findings(history: list[Row], options: dict[str, Any]) -> list[Finding]:
     """Every rule's finding; a diverged or flat run is not also judged on bias or variance."""
     found = [f for rule in RULES if (f := rule(history, options)) is not None]
     if any(f.rule in ("diverging", "not_decreasing") for f in found):
-        found = [f for f in found if f.rule in ("diverging", "not_decreasing", "labels_unrelated")]
+        found = [f for f in found if f.rule in EXPLAIN_FAILURE]
     return found
 
 
@@ -178,6 +271,13 @@ def judge(history: list[Row], options: dict[str, Any], command) -> Verdict:
         "val loss / acc (last)": f"{float(last['val/loss']):.4g} / {float(last['val/acc']):.3f}",
         "best val acc": max(column(history, "val/acc")),
     }
+    ratios = optional_column(history, "update_ratio")
+    if ratios:
+        numbers["update/weight ratio (median over epochs)"] = statistics.median(ratios)
+    for kind, label in (("dead_fraction", "dead ReLU units"), ("saturated_fraction", "saturated tanh/sigmoid")):
+        values = optional_column(history, kind)
+        if values:
+            numbers[f"{label} (worst layer, last epoch)"] = f"{values[-1]:.1%}"
     if not found:
         return Verdict(
             "curves", "PASS", "loss goes down, training and validation agree, the run has converged", numbers, [], ""
@@ -205,8 +305,10 @@ def curves(ctx: Context) -> Verdict:
         run_dir = Path(str(folder))
     else:
         run_dir = ctx.run_dir / "run"
+        cfg = copy.deepcopy(ctx.cfg)
+        cfg.trainer.log_activations = True  # the dead and saturated unit rules read its probes
         try:
-            run(ctx.cfg, run_dir)
+            run(cfg, run_dir)
         except NonFiniteLoss as error:
             verdict = Verdict(
                 "curves",

@@ -51,6 +51,7 @@ def lr(ctx: Context) -> Verdict:
         before, after = loss_drop(with_lr(ctx.cfg, candidate), iterations, decay)
         drops[candidate] = (before - after) / before if math.isfinite(after) else -math.inf
     best = max(candidates, key=lambda c: drops[c])
+    ctx.found["lr"] = best  # the grid step centres on it
     numbers = {
         f"lr {c:g}": (f"loss drop {drops[c]:.1%}" if math.isfinite(drops[c]) else "diverged") for c in candidates
     }
@@ -156,6 +157,7 @@ def lr_range(ctx: Context) -> Verdict:
             ctx.command("diagnose=initial_loss"),
         )
     suggestion = suggest(lrs, smoothed)
+    ctx.found["lr"] = suggestion
     path = ctx.run_dir / "lr_range.png"
     from trainer_cli.figures import line_plot
 

@@ -56,3 +56,30 @@ def activation_values(model: nn.Module, images: torch.Tensor) -> dict[str, torch
 def activation_stats(values: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
     """Per layer (mean, std) of the activation values."""
     return {name: (float(v.mean()), float(v.std())) for name, v in values.items()}
+
+
+# A tanh or sigmoid output this close to its bounds passes back less than 2% of the gradient
+# (tanh' = 1 - y^2 < 0.02 for |y| > 0.99; sigmoid' = y(1 - y) < 0.0099 for y outside [0.01, 0.99]).
+SATURATION_MARGIN = 0.01
+
+
+@torch.no_grad()
+def unit_fractions(model: nn.Module, values: dict[str, torch.Tensor], batch_size: int) -> dict[str, dict[str, float]]:
+    """The lecture's two ways a layer stops learning, on the probe batch `values` came from:
+    `dead_fraction` per ReLU layer, the share of its units (every output element is a unit)
+    that output 0 for every image of the batch (no gradient flows through them), and
+    `saturated_fraction` per tanh/sigmoid layer, the share of its outputs within
+    `SATURATION_MARGIN` of the bounds (their local gradient is nearly 0)."""
+    modules = dict(model.named_modules())
+    fractions: dict[str, dict[str, float]] = {"dead_fraction": {}, "saturated_fraction": {}}
+    for name, value in values.items():
+        module = modules.get(name.split("#")[0])
+        if isinstance(module, nn.ReLU):
+            active = (value.view(batch_size, -1) > 0).any(dim=0)
+            fractions["dead_fraction"][name] = 1.0 - float(active.float().mean())
+        elif isinstance(module, nn.Tanh):
+            fractions["saturated_fraction"][name] = float((value.abs() > 1 - SATURATION_MARGIN).float().mean())
+        elif isinstance(module, nn.Sigmoid):
+            saturated = (value < SATURATION_MARGIN) | (value > 1 - SATURATION_MARGIN)
+            fractions["saturated_fraction"][name] = float(saturated.float().mean())
+    return fractions
