@@ -33,7 +33,6 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_joblib_launcher import joblib_launcher
-from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,7 @@ class JoblibLauncher(joblib_launcher.JoblibLauncher):
     as killed, and the other jobs run to the end."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg  # joblib: only when launching
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
