@@ -3,8 +3,9 @@
     python scripts/kill_resume.py --trials 20 --seed 0
 
 One uninterrupted reference run, then `--trials` runs of the same command, each sent SIGTERM
-or SIGKILL (chosen at random) after a random delay within the reference's wall time (so the
-kill lands in start-up, mid-epoch, at an epoch's end or during a checkpoint write), then
+or SIGKILL (chosen at random) after a random delay within a run's wall time (so the kill lands
+in start-up, mid-epoch, at an epoch's end or during a checkpoint write; a kill that would land
+after the run finished is drawn again, up to three times), then
 resumed with `train resume=<run>` until it finishes (started afresh when it was killed before
 its first checkpoint). A trial counts as identical when the final `last.pt` (model and
 optimizer tensors, step) and `metrics.json` (best/val, test, final train loss) equal the
@@ -70,16 +71,23 @@ def main() -> None:
         sys.exit(f"reference run failed: {reference.stderr.read().decode()[-2000:]}")
     wall = time.perf_counter() - began
     expected = fingerprint(work / "reference")
-    identical = 0
+    identical = interrupted = 0
     for trial in range(options.trials):
         run_dir = work / f"trial_{trial}"
         name = rng.choice(["SIGTERM", "SIGKILL"])
-        delay = rng.uniform(0.3, 1.0) * wall
-        process = start([*ARGS, f"hydra.run.dir={run_dir}"], work)
-        time.sleep(delay)
-        finished_first = process.poll() is not None
-        if not finished_first:
-            process.send_signal(getattr(signal, name))
+        for _attempt in range(3):  # a kill that lands after the run finished interrupts nothing: draw again
+            shutil.rmtree(run_dir, ignore_errors=True)
+            delay = rng.uniform(0.3, 1.0) * wall
+            began = time.perf_counter()
+            process = start([*ARGS, f"hydra.run.dir={run_dir}"], work)
+            time.sleep(delay)
+            finished_first = process.poll() is not None
+            if not finished_first:
+                process.send_signal(getattr(signal, name))
+                break
+            process.wait()
+            wall = min(wall, time.perf_counter() - began)  # the reference also paid cold caches
+        interrupted += not finished_first
         code = process.wait()
         resumes = 0
         while not finished(run_dir):
@@ -95,7 +103,8 @@ def main() -> None:
         identical += ok
         when = "after it finished" if finished_first else f"after {delay:.1f} s"
         print(f"trial {trial}: {name} {when} (exit {code}), {resumes} resume(s): {'identical' if ok else 'DIFFERENT'}")
-    print(f"identical {identical}/{options.trials} (reference wall time {wall:.1f} s; work folder {work})")
+    print(f"identical {identical}/{options.trials}, of which {interrupted} interrupted by the signal "
+          f"(run wall time {wall:.1f} s; work folder {work})")  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
 
