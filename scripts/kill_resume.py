@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 TRAIN = str(Path(sys.executable).with_name("train"))
-ARGS = ["epochs=2", "trainer.device=cpu", "logger=[]", "model.width=32", "trainer.checkpoint.every_n_steps=3"]
+ARGS = ["epochs=5", "trainer.device=cpu", "logger=[]", "model.width=32", "trainer.checkpoint.every_n_steps=3"]
 KEYS = ("best/val/acc", "best/val/loss", "test/acc", "test/loss", "final/train/loss", "steps", "epochs_run")
 
 
@@ -72,6 +72,7 @@ def main() -> None:
     wall = time.perf_counter() - began
     expected = fingerprint(work / "reference")
     identical = interrupted = 0
+    stages: dict[str, int] = {}
     for trial in range(options.trials):
         run_dir = work / f"trial_{trial}"
         name = rng.choice(["SIGTERM", "SIGKILL"])
@@ -89,6 +90,15 @@ def main() -> None:
             wall = min(wall, time.perf_counter() - began)  # the reference also paid cold caches
         interrupted += not finished_first
         code = process.wait()
+        if finished_first:
+            stage = "after it finished"
+        elif finished(run_dir):
+            stage = "after training (metrics.json written)"
+        elif (run_dir / "checkpoints" / "last.pt").is_file():
+            stage = "mid-run (resumed from its checkpoint)"
+        else:
+            stage = "before its first checkpoint"
+        stages[stage] = stages.get(stage, 0) + 1
         resumes = 0
         while not finished(run_dir):
             resumes += 1
@@ -101,10 +111,11 @@ def main() -> None:
                 break
         ok = (run_dir / "metrics.json").is_file() and same(fingerprint(run_dir), expected)
         identical += ok
-        when = "after it finished" if finished_first else f"after {delay:.1f} s"
-        print(f"trial {trial}: {name} {when} (exit {code}), {resumes} resume(s): {'identical' if ok else 'DIFFERENT'}")
+        verdict = "identical" if ok else "DIFFERENT"
+        print(f"trial {trial}: {name} after {delay:.1f} s, {stage} (exit {code}), {resumes} resume(s): {verdict}")
     print(f"identical {identical}/{options.trials}, of which {interrupted} interrupted by the signal "
           f"(run wall time {wall:.1f} s; work folder {work})")  # fmt: skip
+    print("where the signals landed: " + ", ".join(f"{stage} {n}" for stage, n in stages.items()))
     shutil.rmtree(work, ignore_errors=True)
 
 
