@@ -425,3 +425,24 @@ def test_report_has_a_column_per_swept_key_and_labels_curves_by_their_overrides(
     assert all(len(colours) == 1 for colours in by_optimizer.values())  # one colour per choice
     assert by_optimizer["sgd"] != by_optimizer["adam"]
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("xs", "scale", "ticks"),
+    [
+        ([3e-4, 1e-3, 3e-3], "log", ["0.0003", "0.001", "0.003"]),  # a grid: its values are the ticks
+        ([0.0, 1e-5, 1e-4], "symlog", ["0", "1e-05", "0.0001"]),  # a weight-decay grid with 0
+        ([0.1, 0.2, 0.3], "log", ["0.1", "0.2", "0.3"]),
+        ([-1.0, 0.0, 1.0], "linear", ["-1", "0", "1"]),
+    ],
+)
+def test_searched_value_axes_are_log_and_ticked_at_the_grids_values(xs, scale, ticks):
+    from matplotlib.figure import Figure
+
+    from trainer_cli.sweep import value_axis
+
+    axis = Figure().add_subplot()
+    axis.scatter(xs, [0.5] * len(xs))
+    value_axis(axis, xs)
+    assert axis.get_xscale() == scale
+    assert [t.get_text() for t in axis.get_xticklabels()] == ticks

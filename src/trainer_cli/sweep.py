@@ -233,8 +233,7 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
         else:
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             axis.scatter(xs, ys)
-            if min(xs) > 0:
-                axis.set_xscale("log")
+            value_axis(axis, xs)
         axis.set_xlabel(key)
         axis.set_ylabel(f"best {metric}")
         axis.set_title(f"best {metric} vs {key}")
@@ -243,6 +242,22 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def value_axis(axis: Any, xs: list[float]) -> None:
+    """A searched value's axis: log when its values are positive (symlog when a 0 joins them,
+    as a weight-decay grid's does), and a grid's few values as the ticks, written as typed."""
+    from matplotlib.ticker import NullFormatter
+
+    positive = [x for x in xs if x > 0]
+    if positive and min(xs) > 0:
+        axis.set_xscale("log")
+    elif positive and min(xs) == 0 and max(positive) / min(positive) >= 10:
+        axis.set_xscale("symlog", linthresh=min(positive))
+    axis.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap within a decade
+    distinct = sorted(set(xs))
+    if len(distinct) <= 8:
+        axis.set_xticks(distinct, [f"{x:g}" for x in distinct])
 
 
 def assign_gpu(cfg: DictConfig, job_num: int) -> None:
