@@ -42,6 +42,17 @@ def test_console_handler_keeps_file_only_records_off_the_console():
     assert not handler.filter(record)
 
 
+def test_quiet_console_keeps_warnings_and_ends_with_the_block():
+    """A diagnosis's grid points run quietly: their info lines and tables stay off the
+    console (train.log keeps them), their warnings do not."""
+    handler = report.console_handler()
+    info = logging.LogRecord("trainer_cli", logging.INFO, __file__, 1, "epoch 1/2", None, None)
+    warning = logging.LogRecord("trainer_cli", logging.WARNING, __file__, 1, "diverged", None, None)
+    with report.quiet_console():
+        assert report.console.quiet and not handler.filter(info) and handler.filter(warning)
+    assert not report.console.quiet and handler.filter(info)
+
+
 @pytest.mark.slow
 def test_piped_train_shows_each_epoch_as_it_ends(tmp_path):
     """`train | tee`: each epoch's line arrives while the run goes on, uncut, and train.log

@@ -8,6 +8,7 @@ the loggers `'logger=[...]'` selects (`TensorBoard` by default). A sink is a cla
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +55,27 @@ console = make_console()
 
 class ConsoleFilter(logging.Filter):
     """Records logged with `extra={"console": False}` go to train.log only (the console
-    already shows them: the progress bar's epoch, a printed table)."""
+    already shows them: the progress bar's epoch, a printed table); inside `quiet_console`,
+    so do all but warnings and errors."""
+
+    quiet = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if ConsoleFilter.quiet and record.levelno < logging.WARNING:
+            return False
         return getattr(record, "console", True)
+
+
+@contextlib.contextmanager
+def quiet_console() -> Iterator[None]:
+    """Runs inside a procedure (a diagnosis's grid points) that keep their files and logs but
+    leave the console to the procedure: warnings and errors still show."""
+    was = console.quiet, ConsoleFilter.quiet
+    console.quiet, ConsoleFilter.quiet = True, True
+    try:
+        yield
+    finally:
+        console.quiet, ConsoleFilter.quiet = was
 
 
 def console_handler() -> logging.Handler:

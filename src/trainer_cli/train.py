@@ -301,8 +301,9 @@ def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
 
     initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision)
     verdict = judge(initial["loss"], pieces.data.num_classes)
-    log.info(
-        f"initial val loss {initial['loss']:.4f} (ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}"
+    log.info(  # train.log only: the console gets the coloured verdict below, the same numbers
+        f"initial val loss {initial['loss']:.4f} (ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}",
+        extra={"console": False},
     )
     reporter.print(f"[{COLOURS[verdict.status]}]initial loss {verdict.status}[/]: {verdict.summary}")
     reporter.log_scalars(0, {metrics.key("val", "loss"): initial["loss"], metrics.key("val", "acc"): initial["acc"]})

@@ -54,21 +54,27 @@ def train_points(
     ctx: Context, folder: Path, points: list[tuple[float, float]], epochs: int, constant_lr: bool
 ) -> list[dict[str, Any]]:
     """Train every (lr, weight decay) point; returns the sweep report's rows, best first."""
-    from trainer_cli import sweep
+    from trainer_cli import metrics, sweep
     from trainer_cli.loop import NonFiniteLoss
-    from trainer_cli.report import console, record_failure
+    from trainer_cli.report import console, quiet_console, record_failure
     from trainer_cli.train import run
 
+    metric = str(ctx.cfg.optimized_metric)
     for number, (lr, weight_decay) in enumerate(points):
         job = folder / str(number)
         overrides = [f"lr={lr:g}", f"{WEIGHT_DECAY_KEY}={weight_decay:g}", f"epochs={epochs}"]
         overrides += ["scheduler=constant"] if constant_lr else []
         (job / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
+        point = f"{folder.name} point {number + 1}/{len(points)}: lr {lr:g}, weight decay {weight_decay:g}"
         try:
-            run(point_config(ctx.cfg, lr, weight_decay, epochs, constant_lr), job)
+            with quiet_console():  # each point's files and train.log as any run's; one line here
+                summary = run(point_config(ctx.cfg, lr, weight_decay, epochs, constant_lr), job)
+            best = summary.get(metrics.best(metric))
+            console.print(f"{point}: best {metric} " + (f"{best:.4f}" if isinstance(best, float) else str(best)))
         except NonFiniteLoss as error:  # a diverged point is a result, as a failed sweep job is
             record_failure(job, error, {"lr": lr, "weight_decay": weight_decay})
+            console.print(f"{point}: diverged")
     return sweep.report(folder, str(ctx.cfg.optimized_metric), console)
 
 
