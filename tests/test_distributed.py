@@ -190,6 +190,24 @@ def test_sweep_runs_each_job_as_one_multi_process_run(tmp_path):
     assert_same_curves(tmp_path / "one", tmp_path / "sweep" / "1")
 
 
+@pytest.mark.slow
+def test_a_failed_multi_process_sweep_job_records_the_ranks_error(tmp_path):
+    args = ["-m", "data=digits", "epochs=1", "trainer.device=cpu", "trainer.devices=2", "lr=-1"]
+    run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path, check=False)
+    with open(tmp_path / "sweep" / "summary.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert row["status"] == "failed" and "lr: expected a number > 0, got '-1.0'" in row["error"]
+
+
+def test_rank_error_is_the_lowest_ranks_last_error_line(tmp_path):
+    for rank, text in ((0, "starting\nerror: lr: expected a number > 0\n"), (1, "error: other\n"), (10, "")):
+        folder = tmp_path / "run_id" / "attempt_0" / str(rank)
+        folder.mkdir(parents=True)
+        (folder / "stderr.log").write_text(text)
+    assert distributed.rank_error(str(tmp_path)) == "lr: expected a number > 0"
+    assert distributed.rank_error(str(tmp_path / "nothing")) is None
+
+
 def test_sync_batchnorm_converts_only_with_several_processes_on_gpus(monkeypatch):
     from trainer_cli.models import CNN
 

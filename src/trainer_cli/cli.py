@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -241,13 +242,17 @@ def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
     log.info(f"job {hydra_cfg.job.num}: {devices} processes (torchrun)")
     record = run_dir / ".hydra"  # the sweep job's own record: the run rewrites it, a config error removes it
     saved = {path.name: path.read_bytes() for path in record.glob("*.yaml")}
-    code = distributed.launch(argv, devices)
+    with tempfile.TemporaryDirectory(prefix="trainer_cli_ranks_") as logs:  # each rank's output, also on the console
+        code = distributed.launch(argv, devices, log_dir=logs)
+        error = distributed.rank_error(logs)
     record.mkdir(parents=True, exist_ok=True)
     for name, content in saved.items():
         (record / name).write_bytes(content)
     metrics_file = run_dir / "metrics.json"
     if code == faults.PREEMPTED_EXIT:  # stopped by a signal, rank 0's checkpoint written
         raise faults.Preempted(f"stopped; checkpoint written; continue with: {faults.resume_command(run_dir)}")
+    if error is not None:  # the one line a rank printed (a config error, a diverged run)
+        raise UserError(error)
     if code != 0 or not metrics_file.is_file():
         raise RuntimeError(f"the {devices}-process run exited with status {code} (its error is printed above)")
     return json.loads(metrics_file.read_text())

@@ -313,14 +313,27 @@ def report_stop(line: str) -> None:
         print(line, file=sys.stderr)
 
 
-def launch(argv: list[str], processes: int) -> int:
+def rank_error(log_dir: str) -> str | None:
+    """The last `error: ...` line a rank printed, lowest rank first, from `launch`'s log_dir."""
+    from pathlib import Path
+
+    for path in sorted(Path(log_dir).glob("**/stderr.log"), key=lambda p: (len(str(p)), str(p))):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+        if lines:
+            return lines[-1][len("error: ") :]
+    return None
+
+
+def launch(argv: list[str], processes: int, log_dir: str | None = None) -> int:
     """`train trainer.devices=N`: start N processes of `python -m trainer_cli <argv>` on this
     machine through torchrun's own launcher (`torch.distributed.run`, standalone rendezvous),
     and return the exit status (the first failing rank's error lines are already printed).
 
     SIGTERM or SIGUSR1 to this process: torchrun's agent passes it to every rank (they stop
     at the same step, rank 0 writes the checkpoint) and waits for them (30 s, then SIGKILL);
-    then rank 0's stop line is printed and the status is 75, as for one process."""
+    then rank 0's stop line is printed and the status is 75, as for one process. `log_dir`:
+    each rank's stderr also goes to files there (torchrun's --log-dir and --tee), where
+    `rank_error` finds the error line a rank printed."""
     import signal
     import sys
 
@@ -332,7 +345,8 @@ def launch(argv: list[str], processes: int) -> int:
 
     # The signals torchrun's agent passes on to the ranks: its defaults, and SLURM's warning.
     signals = "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
-    args = parse_args(["--standalone", f"--nproc-per-node={processes}", signals, "-m", "trainer_cli", *argv])
+    logs = ["--log-dir", log_dir, "--tee", "2"] if log_dir else []  # stderr: where errors go
+    args = parse_args(["--standalone", f"--nproc-per-node={processes}", signals, *logs, "-m", "trainer_cli", *argv])
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
     stop_file = tempfile.NamedTemporaryFile(prefix="trainer_cli_stop_", delete=False)  # noqa: SIM115
     stop_file.close()
