@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,42 +67,58 @@ def prepare(
     shuffle_generator = torch.Generator().manual_seed(seed)
     prep = Preprocess(preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(source, TensorData):
-        train_idx, val_idx = split(source.train_y.numpy())
-        train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
-        prep.fit(source.train_x[train_idx])
-        if augment is not None:
-            augment.fit(source.train_x[train_idx])
+        return _tensor_data(source, split, prep, augment, batch_size, device, shuffle_generator, shard)
+    return _folder_data(source, split, prep, augment, batch_size, device, shuffle_generator, shard, num_workers)
 
-        # Raw pixels live on the device; each batch is augmented, then preprocessed.
-        def put(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return images.to(device), labels.to(device)
 
-        train_x, train_y = put(source.train_x[train_idx], source.train_y[train_idx])
-        val_x, val_y = put(source.train_x[val_idx], source.train_y[val_idx])
-        test_x, test_y = put(source.test_x, source.test_y)
-        return Data(
-            train=TensorLoader(
-                train_x,
-                train_y,
-                batch_size,
-                shuffle=True,
-                generator=shuffle_generator,
-                augment=augment,
-                preprocess=prep,
-                rank=shard[0],
-                world_size=shard[1],
-            ),
-            val=TensorLoader(
-                val_x, val_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]
-            ),
-            test=TensorLoader(
-                test_x, test_y, batch_size, shuffle=False, preprocess=prep, rank=shard[0], world_size=shard[1]
-            ),
-            preprocess=prep,
-            classes=source.classes,
-            shuffle_generator=shuffle_generator,
-        )
+def _tensor_data(
+    source: TensorData,
+    split: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    prep: Preprocess,
+    augment: Augmentation | None,
+    batch_size: int,
+    device: torch.device,
+    shuffle_generator: torch.Generator,
+    shard: tuple[int, int],
+) -> Data:
+    """In-memory tensors: raw pixels live on the device; each batch is augmented, then preprocessed."""
+    train_idx, val_idx = split(source.train_y.numpy())
+    train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    prep.fit(source.train_x[train_idx])
+    if augment is not None:
+        augment.fit(source.train_x[train_idx])
 
+    def loader(images: torch.Tensor, labels: torch.Tensor, **train: Any) -> TensorLoader:
+        return TensorLoader(
+            images.to(device), labels.to(device), batch_size, shuffle=bool(train), preprocess=prep,
+            rank=shard[0], world_size=shard[1], **train,
+        )  # fmt: skip
+
+    return Data(
+        train=loader(
+            source.train_x[train_idx], source.train_y[train_idx], generator=shuffle_generator, augment=augment
+        ),
+        val=loader(source.train_x[val_idx], source.train_y[val_idx]),
+        test=loader(source.test_x, source.test_y),
+        preprocess=prep,
+        classes=source.classes,
+        shuffle_generator=shuffle_generator,
+    )
+
+
+def _folder_data(
+    source: FolderData,
+    split: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    prep: Preprocess,
+    augment: Augmentation | None,
+    batch_size: int,
+    device: torch.device,
+    shuffle_generator: torch.Generator,
+    shard: tuple[int, int],
+    num_workers: int,
+) -> Data:
+    """Image folders, read by DataLoaders; each rank's batches moved to the device there.
+    Preprocessing (and augmentation) statistics come from the first training images."""
     labels = np.array(_targets(source.train))
     train_idx, val_idx = split(labels)
     train_set = torch.utils.data.Subset(source.train, train_idx.tolist())
