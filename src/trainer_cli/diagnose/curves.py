@@ -199,18 +199,26 @@ def update_ratio(history: list[Row], options: dict[str, Any]) -> Finding | None:
     )
 
 
+def last_unit_fraction(history: list[Row], kind: str, tolerance: float) -> tuple[float, Any] | None:
+    """The last recorded `<kind>_fraction` (dead or saturated units of the worst layer) and its
+    `<kind>_layer`, when above `tolerance`; else None."""
+    rows = [row for row in history if row.get(f"{kind}_fraction") not in (None, "")]
+    if not rows or float(rows[-1][f"{kind}_fraction"]) <= tolerance:
+        return None
+    return float(rows[-1][f"{kind}_fraction"]), rows[-1].get(f"{kind}_layer")
+
+
 def dead_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
     """At the last epoch, more than `dead_tolerance` (40%) of a ReLU layer's units output 0
     for every image of the probe batch (CS231n: "as much as 40% of your network can be dead")."""
-    fractions = optional_column(history, "dead_fraction")
-    tolerance = float(options.get("dead_tolerance", 0.4))
-    if not fractions or fractions[-1] <= tolerance:
+    worst = last_unit_fraction(history, "dead", float(options.get("dead_tolerance", 0.4)))
+    if worst is None:
         return None
-    layer = [row.get("dead_layer") for row in history if row.get("dead_fraction") not in (None, "")][-1]
+    fraction, layer = worst
     return Finding(
         "dead_units",
         "WARN",
-        f"{fractions[-1]:.0%} of the ReLU units of layer {layer} are dead (never active on the probe batch)",
+        f"{fraction:.0%} of the ReLU units of layer {layer} are dead (never active on the probe batch)",
         ["dead ReLUs: learning rate too high (a large update pushed them where they never fire)", "bad initialization"],
         ["lr=<lr/3>", "model.activation=leaky_relu"],
     )
@@ -219,15 +227,14 @@ def dead_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
 def saturated_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
     """At the last epoch, more than `saturation_tolerance` (30%) of a tanh/sigmoid layer's
     outputs are within 0.01 of their bounds, where the local gradient is nearly 0."""
-    fractions = optional_column(history, "saturated_fraction")
-    tolerance = float(options.get("saturation_tolerance", 0.3))
-    if not fractions or fractions[-1] <= tolerance:
+    worst = last_unit_fraction(history, "saturated", float(options.get("saturation_tolerance", 0.3)))
+    if worst is None:
         return None
-    layer = [row.get("saturated_layer") for row in history if row.get("saturated_fraction") not in (None, "")][-1]
+    fraction, layer = worst
     return Finding(
         "saturated_units",
         "WARN",
-        f"{fractions[-1]:.0%} of layer {layer}'s tanh/sigmoid outputs are saturated (gradient nearly 0)",
+        f"{fraction:.0%} of layer {layer}'s tanh/sigmoid outputs are saturated (gradient nearly 0)",
         ["bad initialization: weights too large (use Xavier for tanh)", "inputs not normalized"],
         ["model.init=xavier_normal"],
     )
