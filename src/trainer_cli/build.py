@@ -9,6 +9,7 @@ order (the random number generators are drawn in this order, so one seed is one 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -470,6 +471,12 @@ class Pieces:
     def __post_init__(self) -> None:
         if self.train_model is None:
             self.train_model = self.model
+
+    @functools.cached_property
+    def config_yaml(self) -> str:
+        """The run's config as every checkpoint saves it: fixed once built, so written once
+        (4 ms a checkpoint otherwise)."""
+        return OmegaConf.to_yaml(self.cfg)
 
     def stateful(self) -> dict[str, Any]:
         """The run's state, listed once: what a checkpoint saves and a resume restores.

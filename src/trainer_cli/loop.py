@@ -1,13 +1,16 @@
 """The explicit training loop: `train_one_epoch` and `evaluate`.
 
-The hot path stays on the device: running sums are tensors, and the host reads them only
-every `log_every_n_steps` steps (and at the end of the epoch).
+On an accelerator the hot path stays on the device: running sums are tensors, and the host
+reads them only every `log_every_n_steps` steps (and at the end of the epoch). On the CPU a
+host read costs nothing (no queue to drain), so the loop reads each step's loss once, for
+the NaN check and the sums alike, and sums Python numbers: fewer tensor operations per step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -219,8 +222,9 @@ def train_one_epoch(
     options = options or StepOptions()
     device, accumulate = options.device, options.accumulate_grad_batches
     model.train()
-    zero = torch.zeros((), device=device)
-    epoch = RunningSums(zero, totals)  # on the device: the host reads them at the epoch's end
+    host = device.type == "cpu"  # sums of Python numbers; on accelerators tensors, read at the epoch's end
+    zero = None if host else torch.zeros((), device=device)
+    epoch = RunningSums(zero, totals)
     window = RunningSums(zero) if on_log is not None else None  # since the last log line
     parameters = [p for p in model.parameters() if p.requires_grad]
     # Weight matrices, by their names without DDP's "module." prefix (for the update ratios).
@@ -245,8 +249,8 @@ def train_one_epoch(
         # and read at the next logging step (DeferredNonFiniteCheck): no per-step sync.
         if nonfinite is not None:
             nonfinite.record(objective)
-        elif not torch.isfinite(objective):
-            raise NonFiniteLoss(step, float(objective.detach()))
+        elif not math.isfinite(value := objective.item()):
+            raise NonFiniteLoss(step, value)
         if index % accumulate == 0:
             optimizer.zero_grad(set_to_none=True)
             accumulated = min(accumulate, num_batches - index)
@@ -258,8 +262,12 @@ def train_one_epoch(
             objective.backward()
 
         batch = labels.shape[0]
-        detached = loss.detach().float() * batch
         correct = (logits.detach().argmax(1) == labels).sum()
+        if host:  # the loss was read for the NaN check when it is the objective (no penalty, no shard weight)
+            detached = (value if objective is loss and nonfinite is None else loss.item()) * batch
+            correct = correct.item()
+        else:
+            detached = loss.detach().float() * batch
         epoch.add(detached, correct, batch)
         if window is not None:
             window.add(detached, correct, batch, terms)
@@ -327,13 +335,12 @@ def optimizer_step(
 
 
 class RunningSums:
-    """A training loss and accuracy summed over batches, kept on the device (no host sync),
-    and each penalty term: of the epoch (`totals` continues one resumed mid-way) or of the
-    log window."""
+    """A training loss and accuracy summed over batches, and each penalty term: of the epoch
+    (`totals` continues one resumed mid-way) or of the log window. Kept on the device (`zero`,
+    a device scalar: no host sync) or, with `zero=None`, as Python numbers (the CPU)."""
 
-    def __init__(self, zero: torch.Tensor, totals: dict[str, float] | None = None) -> None:
+    def __init__(self, zero: torch.Tensor | None, totals: dict[str, float] | None = None) -> None:
         self.zero = zero
-        self.loss, self.correct = zero.clone(), zero.clone()
         self.reset()
         if totals:
             self.loss += totals["loss"]
@@ -344,14 +351,19 @@ class RunningSums:
         return {"loss": self.loss, "correct": self.correct, "count": self.count}
 
     def add(
-        self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int, terms: dict[str, torch.Tensor] | None = None
+        self,
+        loss_sum: torch.Tensor | float,
+        correct: torch.Tensor | int,
+        count: int,
+        terms: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.loss += loss_sum
         self.correct += correct
         self.count += count
         self.batches += 1
         for name, term in (terms or {}).items():
-            self.penalties[name] = self.penalties.get(name, self.zero) + term.detach().float()
+            value = term.item() if self.zero is None else term.detach().float()
+            self.penalties[name] = self.penalties.get(name, 0.0 if self.zero is None else self.zero) + value
 
     def scalars(self, lr: float, grad_norm: torch.Tensor) -> dict[str, float]:
         seconds = time.perf_counter() - self.start
@@ -366,20 +378,26 @@ class RunningSums:
         return scalars
 
     def reset(self) -> None:
-        self.loss.zero_()
-        self.correct.zero_()
-        self.penalties: dict[str, torch.Tensor] = {}
+        if self.zero is None:
+            self.loss, self.correct = 0.0, 0
+        else:
+            self.loss, self.correct = self.zero.clone(), self.zero.clone()
+        self.penalties: dict[str, Any] = {}
         self.count, self.batches, self.start = 0, 0, time.perf_counter()
 
 
 def sum_over_ranks(
-    loss: torch.Tensor, correct: torch.Tensor, count: int
-) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
+    loss: torch.Tensor | float, correct: torch.Tensor | int, count: int
+) -> tuple[torch.Tensor | float, torch.Tensor | int, int | torch.Tensor]:
     """A metric's sums over every rank's shard (unchanged in a single process): each sample
     of the split is counted once."""
     if distributed.world_size() == 1:
         return loss, correct, count
-    totals = distributed.all_reduce_sum(torch.stack([loss.double(), correct.double(), loss.new_tensor(count).double()]))
+    if isinstance(loss, torch.Tensor):
+        stacked = torch.stack([loss.double(), correct.double(), loss.new_tensor(count).double()])
+    else:  # Python numbers (the CPU loop's sums): gloo reduces CPU tensors
+        stacked = torch.tensor([loss, correct, count], dtype=torch.float64)
+    totals = distributed.all_reduce_sum(stacked)
     return totals[0], totals[1], totals[2]
 
 

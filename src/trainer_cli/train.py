@@ -191,7 +191,7 @@ def step_checkpoints(
             loss, correct, count = sum_over_ranks(totals["loss"], totals["correct"], totals["count"])
             state.partial = {"loss": float(loss), "correct": float(correct), "count": int(count)}
         reporter.flush()  # curves first, then the checkpoint
-        snapshot = checkpoint.snapshot(pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), state.epoch, step)
+        snapshot = checkpoint.snapshot(pieces.stateful(), pieces.config_yaml, state.epoch, step)
         if distributed.is_main():
             checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
         if stop:
@@ -362,7 +362,7 @@ def save_checkpoints(pieces: Pieces, run_dir: Path, best: bool) -> None:
 
     saving = pieces.cfg.trainer.checkpoint
     snapshot = checkpoint.snapshot(
-        pieces.stateful(), OmegaConf.to_yaml(pieces.cfg), epoch=pieces.loop.epoch, step=pieces.loop.step
+        pieces.stateful(), pieces.config_yaml, epoch=pieces.loop.epoch, step=pieces.loop.step
     )
     if best and saving.save_best and distributed.is_main():
         checkpoint.save(snapshot, run_dir / "checkpoints" / "best.pt")
