@@ -111,6 +111,48 @@ def test_logged_update_ratio_and_group_lrs_are_the_real_ones(make_cfg):
     assert scalars["lr/decay"] == pytest.approx(0.05) and scalars["lr/no_decay"] == pytest.approx(0.02)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_epoch_and_logged_loss_and_accuracy_are_the_means_over_the_samples_trained(accumulate):
+    # The running sums (Python numbers on the CPU, read once per step) against the same
+    # training written out by hand: each batch's loss (at the weights it was trained with)
+    # and its correct predictions, weighted by its size; a short last batch included.
+    x, y = data(5 * 16 + 6)
+    batches = split(x, y, 16)
+    model, reference = mlp(), mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    losses, correct = [], []
+    for index, (images, labels) in enumerate(batches):
+        logits = reference(images)
+        loss = nn.functional.cross_entropy(logits, labels)
+        losses.append(loss.item() * len(labels))
+        correct.append(int((logits.argmax(1) == labels).sum()))
+        if index % accumulate == 0:
+            ref_optimizer.zero_grad()
+            window = min(accumulate, len(batches) - index)  # a short last window: its own mean
+        (loss / window).backward()
+        if (index + 1) % accumulate == 0 or index + 1 == len(batches):
+            ref_optimizer.step()
+    logged = []
+    metrics, steps = epoch(
+        model, batches, optimizer, log_every_n_steps=1, accumulate_grad_batches=accumulate,
+        on_log=lambda step, scalars: logged.append(scalars),
+    )  # fmt: skip
+    assert metrics["loss"] == pytest.approx(sum(losses) / len(y), rel=1e-6)
+    assert metrics["acc"] == sum(correct) / len(y)
+    windows = [range(i, min(i + accumulate, len(batches))) for i in range(0, len(batches), accumulate)]
+    sizes = [sum(len(batches[i][1]) for i in w) for w in windows]
+    assert [s["train/loss_step"] for s in logged] == pytest.approx(
+        [sum(losses[i] for i in w) / n for w, n in zip(windows, sizes, strict=True)], rel=1e-6
+    )
+    assert [s["train/acc_step"] for s in logged] == [
+        sum(correct[i] for i in w) / n for w, n in zip(windows, sizes, strict=True)
+    ]
+    assert steps == len(windows) and metrics["acc"] > 0
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # the same training
+
+
 def test_full_batch_lbfgs_step_lowers_the_loss_with_several_evaluations(make_cfg):
     cfg = resolve(make_cfg("optimizer=lbfgs"))
     model = mlp()
