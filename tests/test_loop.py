@@ -12,7 +12,7 @@ from torch import nn
 
 from trainer_cli import build
 from trainer_cli.config import resolve
-from trainer_cli.loop import StepOptions, train_full_batch, train_one_epoch
+from trainer_cli.loop import UPDATE_SAMPLE, StepOptions, UpdateRatios, train_full_batch, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -109,6 +109,26 @@ def test_logged_update_ratio_and_group_lrs_are_the_real_ones(make_cfg):
     ratios = {k for k in scalars if k.startswith("update_ratio/")}
     assert ratios == {"update_ratio/0.weight", "update_ratio/2.weight"}  # weight matrices only
     assert scalars["lr/decay"] == pytest.approx(0.05) and scalars["lr/no_decay"] == pytest.approx(0.02)
+
+
+def test_update_ratio_of_a_large_weight_is_read_on_a_sample_within_a_few_percent():
+    # 784x256 entries: read at UPDATE_SAMPLE of them, not copied whole at every log line.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    state = torch.get_rng_state()
+    ratios = UpdateRatios([("1.weight", model[1].weight), ("3.weight", model[3].weight)])
+    assert torch.equal(torch.get_rng_state(), state)  # its sample draws none of the run's random numbers
+    assert ratios.index[0].numel() == UPDATE_SAMPLE and ratios.index[1] is None  # 2,560 entries: all read
+    before, whole = ratios.read(), model[1].weight.detach().clone()
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    exact = float((model[1].weight.detach() - whole).norm() / whole.norm())
+    logged = ratios.since(before)
+    assert logged["update_ratio/1.weight"] == pytest.approx(exact, rel=0.05)
+    assert logged["update_ratio/1.weight"] != exact  # a sample, not the whole weight
+    assert exact > 0
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])

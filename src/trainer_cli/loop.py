@@ -228,7 +228,9 @@ def train_one_epoch(
     window = RunningSums(zero) if on_log is not None else None  # since the last log line
     parameters = [p for p in model.parameters() if p.requires_grad]
     # Weight matrices, by their names without DDP's "module." prefix (for the update ratios).
-    weights = [(n, p) for n, p in distributed.unwrap(model).named_parameters() if p.requires_grad and p.ndim >= 2]
+    ratios = UpdateRatios(
+        [(n, p) for n, p in distributed.unwrap(model).named_parameters() if p.requires_grad and p.ndim >= 2]
+    )
     num_batches = len(batches)  # type: ignore[arg-type]
     accumulated = 1
     nonfinite = DeferredNonFiniteCheck(device, step) if options.deferred_nan_check else None
@@ -275,7 +277,7 @@ def train_one_epoch(
             continue
 
         log_now = window is not None and (step + 1) % options.log_every_n_steps == 0
-        before = [p.detach().clone() for _, p in weights] if log_now else None  # for the update ratios
+        before = ratios.read() if log_now else None
         grad_norm = optimizer_step(optimizer, scheduler, options, parameters, nonfinite, measure_norm=log_now)
         step += 1
         if nonfinite is not None:
@@ -289,7 +291,7 @@ def train_one_epoch(
                 nonfinite.check(step)
             scalars = window.scalars(scheduler.get_last_lr()[0], grad_norm)
             scalars.update(_group_lrs(optimizer))
-            scalars.update(update_ratios(weights, before))
+            scalars.update(ratios.since(before))
             on_log(step, scalars)
             window.reset()
     if nonfinite is not None:
@@ -405,13 +407,45 @@ def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {f"lr/{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
 
 
-@torch.no_grad()
-def update_ratios(weights: list[tuple[str, torch.Tensor]], before: list[torch.Tensor]) -> dict[str, float]:
-    """||W_new - W_old|| / ||W_old|| per weight: the lecture's rule of thumb is about 1e-3."""
-    ratios = torch.stack(
-        [(w - b).norm() / b.norm().clamp_min(1e-12) for (_, w), b in zip(weights, before, strict=True)]
-    )
-    return {f"update_ratio/{name}": value for (name, _), value in zip(weights, ratios.tolist(), strict=True)}
+UPDATE_SAMPLE = 4096  # entries of each weight the update ratio reads (every entry of a smaller weight)
+
+
+class UpdateRatios:
+    """||W_new - W_old|| / ||W_old|| of each weight matrix over an optimizer step: the
+    lecture's rule of thumb is about 1e-3 (the curves diagnosis reads it on a log scale).
+
+    A weight of more than UPDATE_SAMPLE entries is read at a fixed sample of that many
+    (drawn once, from a generator of its own: the run's random numbers are not touched),
+    an estimate within a few percent, instead of copying every weight at every logging step
+    (for a 270k-parameter MLP on the CPU, 0.45 ms a log line). Smaller weights: exact.
+    """
+
+    def __init__(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        self.weights = weights
+        self.index = [
+            None
+            if w.numel() <= UPDATE_SAMPLE
+            else torch.randint(
+                w.numel(), (UPDATE_SAMPLE,), generator=torch.Generator(w.device).manual_seed(i), device=w.device
+            )
+            for i, (_, w) in enumerate(weights)
+        ]
+
+    @torch.no_grad()
+    def read(self) -> list[torch.Tensor]:
+        """The weights' values now (their samples), before the step."""
+        pairs = zip(self.weights, self.index, strict=True)
+        return [w.detach().clone() if i is None else torch.take(w, i) for (_, w), i in pairs]
+
+    @torch.no_grad()
+    def since(self, before: list[torch.Tensor]) -> dict[str, float]:
+        """`update_ratio/<name>` of each weight, from `before` (`read()`) to now."""
+        if not self.weights:
+            return {}
+        ratios = torch.stack(
+            [(now - old).norm() / old.norm().clamp_min(1e-12) for now, old in zip(self.read(), before, strict=True)]
+        )
+        return {f"update_ratio/{name}": value for (name, _), value in zip(self.weights, ratios.tolist(), strict=True)}
 
 
 def train_full_batch(

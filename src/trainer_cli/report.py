@@ -179,14 +179,17 @@ class TensorBoard(Sink):
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
+        """A step's scalars as one event: one summary with a value per tag (as TensorFlow's
+        merged summaries), read by TensorBoard as the same curves as an event per tag, at
+        about a tenth of the cost (each event is framed and checksummed in Python)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+        if values:
+            self.writer.file_writer.add_summary(Summary(value=values), step)
 
     def log_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        for tag in EPOCH_TAGS:
-            if tag in row:
-                self.writer.add_scalar(tag, row[tag], step)
-        self.writer.add_scalar("epoch", row["epoch"], step)
+        self.log_scalars(step, {**{tag: row[tag] for tag in EPOCH_TAGS if tag in row}, "epoch": row["epoch"]})
 
     def log_histogram(self, tag: str, values: Any, step: int) -> None:
         self.writer.add_histogram(tag, values, step)
