@@ -95,7 +95,7 @@ def test_ema_weights_equal_the_formula_after_k_steps(make_cfg):
 
 
 def test_logged_update_ratio_and_group_lrs_are_the_real_ones(make_cfg):
-    cfg = resolve(make_cfg("optimizer=sgd", "lr=0.05"))
+    cfg = resolve(make_cfg("optimizer=sgd", "lr=0.05", "optimizer.weight_decay=1e-4"))  # two groups
     model = mlp()
     optimizer = build.optimizer(cfg, model)
     optimizer.param_groups[1]["lr"] = 0.02  # the 1-D group, so the two curves differ
@@ -129,6 +129,48 @@ def test_update_ratio_of_a_large_weight_is_read_on_a_sample_within_a_few_percent
     assert logged["update_ratio/1.weight"] == pytest.approx(exact, rel=0.05)
     assert logged["update_ratio/1.weight"] != exact  # a sample, not the whole weight
     assert exact > 0
+
+
+@pytest.mark.parametrize("option", ["sgd", "momentum", "adam"])
+def test_without_decay_one_group_and_a_checkpoint_with_the_two_groups_continues_bit_for_bit(option, make_cfg):
+    # Nothing decays: the 1-D parameters need no group of their own (a second group costs
+    # the optimizer a pass of its own every step). A checkpoint written with the two groups
+    # "decay" and "no_decay" (as before) loads into the one group and steps identically.
+    from trainer_cli.optim.params import parameter_groups
+
+    cfg = resolve(make_cfg(f"optimizer={option}", "lr=0.05"))
+    x, y = data(64)
+    old, new = mlp(), mlp()
+    old_opt = type(build.optimizer(cfg, mlp()))(parameter_groups(old, 0.0, decoupled_l2=1.0), lr=0.05)
+    for group in old_opt.param_groups:
+        group["decoupled_l2"] = 0.0  # the old layout: two groups with the same options, nothing decays
+    new_opt = build.optimizer(cfg, new)
+    assert [g["name"] for g in new_opt.param_groups] == ["all"]
+    assert len(new_opt.param_groups[0]["params"]) == len(list(new.parameters()))
+    assert [
+        g["name"]
+        for g in build.optimizer(
+            resolve(make_cfg(f"optimizer={option}", "optimizer.weight_decay=0.1")), mlp()
+        ).param_groups
+    ] == ["decay", "no_decay"]
+    for batch in split(x, y, 16)[:2]:
+        epoch(old, [batch], old_opt)
+    new.load_state_dict(old.state_dict())
+    new_opt.load_state_dict(copy.deepcopy(old_opt.state_dict()))  # as a checkpoint holds it: not shared
+    epoch(old, split(x, y, 16)[2:], old_opt)
+    epoch(new, split(x, y, 16)[2:], new_opt)
+    for a, b in zip(old.parameters(), new.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resuming_an_optimizer_state_that_does_not_fit_is_one_line_naming_it(make_cfg):
+    from trainer_cli import checkpoint
+    from trainer_cli.config import UserError
+
+    decayed = build.optimizer(resolve(make_cfg("optimizer=adam", "optimizer.weight_decay=0.1")), mlp())
+    plain = build.optimizer(resolve(make_cfg("optimizer=adam")), mlp())
+    with pytest.raises(UserError, match=r"^resume: the checkpoint's 'optimizer' state does not fit this run \(.*group"):
+        checkpoint.restore({"optimizer": plain}, {"optimizer": decayed.state_dict()})
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])

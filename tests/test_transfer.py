@@ -113,7 +113,9 @@ def test_gradual_unfreezing_adds_one_block_every_n_epochs():
 def test_layer_lr_decay_gives_each_earlier_block_a_smaller_rate(make_cfg):
     from trainer_cli.loop import _group_lrs
 
-    pieces = build_run(make_cfg(*CNN, "finetune.layer_lr_decay=0.5", "lr=0.01", "scheduler=constant"))
+    pieces = build_run(
+        make_cfg(*CNN, "finetune.layer_lr_decay=0.5", "lr=0.01", "scheduler=constant", "optimizer.weight_decay=1e-4")
+    )  # with weight decay: each block's "decay" and "no_decay" groups
     lrs = _group_lrs(pieces.optimizer)
     assert lrs["lr/head.decay"] == pytest.approx(0.01)
     assert lrs["lr/block3.decay"] == pytest.approx(0.005)

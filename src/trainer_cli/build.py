@@ -33,7 +33,7 @@ from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, explicit_keys, full_batch
 from trainer_cli.data import Augmentation, Data, Preprocess, prepare
 from trainer_cli.data.mix import BatchRegularization
-from trainer_cli.optim.params import parameter_groups, penalized_parameters
+from trainer_cli.optim.params import merge_equal_groups, parameter_groups, penalized_parameters
 from trainer_cli.optim.penalties import L2, Penalties, Penalty
 from trainer_cli.optim.schedules import Scheduler
 from trainer_cli.transfer import Finetune
@@ -279,9 +279,11 @@ def optimizer(
         if tuning is not None:  # per-block groups with layer_lr_decay
             groups = tuning.param_groups(model, groups, float(cfg.optimizer.lr))
     try:  # a `_partial_` constructor runs here, after instantiate: its checks surface here
-        return make(groups)
+        built = make(groups)
     except (ValueError, TypeError) as error:
         raise UserError(_keyed(error, "optimizer", node)) from None
+    built.register_load_state_dict_pre_hook(merge_equal_groups)
+    return built
 
 
 def finetune(cfg: DictConfig) -> Finetune:

@@ -83,7 +83,13 @@ def restore(stateful: dict[str, Any], checkpoint: dict[str, Any]) -> None:
             continue
         if name not in checkpoint:
             raise UserError(f"resume: the checkpoint has no '{name}' state; it was written by another configuration")
-        obj.load_state_dict(trained_weights(checkpoint) if name == "model" else checkpoint[name])
+        try:
+            obj.load_state_dict(trained_weights(checkpoint) if name == "model" else checkpoint[name])
+        except (ValueError, KeyError) as error:  # torch's own mismatch errors (group counts, sizes)
+            raise UserError(
+                f"resume: the checkpoint's '{name}' state does not fit this run ({str(error).splitlines()[0]}); "
+                "it was written by another configuration or version of trainer_cli"
+            ) from None
 
 
 def trained_weights(checkpoint: dict[str, Any]) -> dict[str, Any]:

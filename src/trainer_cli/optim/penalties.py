@@ -114,8 +114,8 @@ def decay_weights_(optimizer: torch.optim.Optimizer, skipped: torch.Tensor | Non
     """
     for group in optimizer.param_groups:
         decay = group.get("decoupled_l2", 0.0)
-        params = [p for p in group["params"] if p.grad is not None]
-        if decay and params:
+        params = [p for p in group["params"] if p.grad is not None] if decay else None
+        if params:
             factor = 1.0 - float(group["lr"]) * decay
             if skipped is not None:
                 factor = 1.0 - (1.0 - factor) * (1.0 - skipped)
