@@ -4,7 +4,7 @@ All three train the same MLP on the same data tensors (Fashion-MNIST by default,
 the device) with the same batch size and optimizer (Adam), and evaluate on the validation
 split after every epoch:
 - `train`: the real `run()`; it also logs to TensorBoard, updates the progress bar and
-  writes two checkpoints per epoch: that is the overhead measured.
+  writes last.pt every epoch and best.pt when validation improves: that is the overhead measured.
 - hand-written: the loop a user writes by hand on tensors normalized once, up front.
 - Lightning (`pip install trainer_cli[bench]`): what a user would otherwise write, a
   LightningModule with `Trainer(logger=False)` and `DataLoader(TensorDataset)` over the same

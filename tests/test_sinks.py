@@ -132,3 +132,23 @@ def test_mlflow_run_that_raises_is_not_marked_finished(tmp_path, monkeypatch, er
     client = MlflowClient(tracking_uri=store.as_uri())
     (found,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert found.info.status == status
+
+
+def test_tensorboard_writes_a_steps_scalars_as_one_event_read_back_as_separate_curves(tmp_path):
+    # One event per log step (each event is framed and checksummed in Python), not one per tag.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from trainer_cli.report import TensorBoard
+
+    sink = TensorBoard(tmp_path)
+    sink.log_scalars(10, {"train/loss_step": 0.5, "lr": 0.01, "grad_norm": 2.0})
+    sink.log_scalars(20, {"train/loss_step": 0.25, "lr": 0.01, "grad_norm": 1.0})
+    sink.close()
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    steps = [e for e in EventFileLoader(str(events)).Load() if e.HasField("summary")]
+    assert [(e.step, len(e.summary.value)) for e in steps] == [(10, 3), (20, 3)]
+    curves = EventAccumulator(str(tmp_path / "tensorboard"))
+    curves.Reload()
+    assert [(s.step, s.value) for s in curves.Scalars("train/loss_step")] == [(10, 0.5), (20, 0.25)]
+    assert [s.value for s in curves.Scalars("grad_norm")] == [2.0, 1.0]

@@ -235,24 +235,18 @@ def train_one_epoch(
     accumulated = 1
     nonfinite = DeferredNonFiniteCheck(device, step) if options.deferred_nan_check else None
     for index, (images, labels) in enumerate(batches):
-        if options.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        images, targets = batch_transform(images, labels) if batch_transform is not None else (images, labels)
-        with autocast(device, options.precision):
-            logits = model(images)
-            loss = loss_fn(logits, targets)
-        terms = penalties() if penalties is not None else {}
-        # Several processes: this rank's share of an unevenly split batch weighs its loss, so
-        # that DDP's average of the ranks' gradients is the gradient of the global batch's mean.
-        shard_weight = getattr(batches, "shard_weight", 1.0)
-        weighted = loss * shard_weight if shard_weight != 1.0 else loss
-        objective = weighted + sum(terms.values()) if terms else weighted
+        logits, loss, terms, objective = forward(
+            model, images, labels, loss_fn, options, batch_transform, penalties, getattr(batches, "shard_weight", 1.0)
+        )
         # One check per step: free on the CPU (no async queue); on GPUs recorded on the device
         # and read at the next logging step (DeferredNonFiniteCheck): no per-step sync.
+        read = None  # the loss as read on the host for the check, when it is the objective
         if nonfinite is not None:
             nonfinite.record(objective)
         elif not math.isfinite(value := objective.item()):
             raise NonFiniteLoss(step, value)
+        elif objective is loss:
+            read = value
         if index % accumulate == 0:
             optimizer.zero_grad(set_to_none=True)
             accumulated = min(accumulate, num_batches - index)
@@ -263,16 +257,10 @@ def train_one_epoch(
         else:
             objective.backward()
 
-        batch = labels.shape[0]
-        correct = (logits.detach().argmax(1) == labels).sum()
-        if host:  # the loss was read for the NaN check when it is the objective (no penalty, no shard weight)
-            detached = (value if objective is loss and nonfinite is None else loss.item()) * batch
-            correct = correct.item()
-        else:
-            detached = loss.detach().float() * batch
-        epoch.add(detached, correct, batch)
+        loss_sum, correct = batch_sums(loss, logits, labels, host, read)
+        epoch.add(loss_sum, correct, labels.shape[0])
         if window is not None:
-            window.add(detached, correct, batch, terms)
+            window.add(loss_sum, correct, labels.shape[0], terms)
         if (index + 1) % accumulate != 0 and index + 1 != num_batches:
             continue
 
@@ -290,14 +278,53 @@ def train_one_epoch(
             if nonfinite is not None:
                 nonfinite.check(step)
             scalars = window.scalars(scheduler.get_last_lr()[0], grad_norm)
-            scalars.update(_group_lrs(optimizer))
-            scalars.update(ratios.since(before))
-            on_log(step, scalars)
+            on_log(step, {**scalars, **_group_lrs(optimizer), **ratios.since(before)})
             window.reset()
     if nonfinite is not None:
         nonfinite.check(step)
     loss_sum, correct_sum, count = sum_over_ranks(epoch.loss, epoch.correct, epoch.count)
     return {"loss": float(loss_sum) / float(count), "acc": float(correct_sum) / float(count)}, step
+
+
+def forward(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    options: StepOptions,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+    penalties: Callable[[], dict[str, torch.Tensor]] | None,
+    shard_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """A training batch's forward pass: (logits, data loss, penalty terms, objective).
+
+    The batch in channels-last format when asked, then transformed (cutout/mixup/cutmix: the
+    loss uses the transform's targets); the forward pass under autocast. The objective is the
+    data loss weighted by `shard_weight` (several processes: this rank's share of an unevenly
+    split batch, so that DDP's average of the ranks' gradients is the gradient of the global
+    batch's mean) plus the penalties.
+    """
+    if options.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    images, targets = batch_transform(images, labels) if batch_transform is not None else (images, labels)
+    with autocast(options.device, options.precision):
+        logits = model(images)
+        loss = loss_fn(logits, targets)
+    terms = penalties() if penalties is not None else {}
+    weighted = loss * shard_weight if shard_weight != 1.0 else loss
+    return logits, loss, terms, (weighted + sum(terms.values()) if terms else weighted)
+
+
+def batch_sums(
+    loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, host: bool, read: float | None = None
+) -> tuple[torch.Tensor | float, torch.Tensor | int]:
+    """A batch's loss summed over its samples and its correct predictions: Python numbers
+    when `host` (the CPU, where a host read is free; `read`, the loss already read, is not
+    read again), else device tensors (no sync)."""
+    correct = (logits.detach().argmax(1) == labels).sum()
+    if host:
+        return (loss.item() if read is None else read) * labels.shape[0], correct.item()
+    return loss.detach().float() * labels.shape[0], correct
 
 
 def optimizer_step(
