@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import build_run, run_train, write_image_folder
-from trainer_cli import checkpoint, cli
+from trainer_cli import checkpoint, cli_errors
 from trainer_cli.config import UserError, resolve
 
 
@@ -122,7 +122,7 @@ def test_a_file_size_limit_during_a_checkpoint_write(tmp_path):
 
 
 def test_long_values_are_cut_in_error_lines():
-    line = cli.shorten("lr: expected a number, got '" + "x" * 1_000_000 + "'")
+    line = cli_errors.shorten("lr: expected a number, got '" + "x" * 1_000_000 + "'")
     assert len(line) < 300 and "(1,000,000 characters)" in line
 
 
@@ -130,7 +130,7 @@ def test_non_ascii_values_get_a_hint_to_quote():
     from hydra.errors import OverrideParseException
 
     error = OverrideParseException("data.path=/tmp/données", "LexerNoViableAltException: data.path=/tmp/données")
-    assert cli.hydra_error_line(error).startswith("data.path: cannot parse a value with non-ASCII characters")
+    assert cli_errors.hydra_error_line(error).startswith("data.path: cannot parse a value with non-ASCII characters")
 
 
 @pytest.mark.slow

@@ -22,7 +22,6 @@ from typing import Any
 
 import hydra.utils
 import torch
-from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -233,11 +232,12 @@ def constructor_keys(node: DictConfig, key: str) -> DictConfig:
     asked = explicit_keys()
     if asked is None:
         return node
+    # The trust check first: looking a target up imports its module (runs its code).
+    target = trust.check_object(f"{key}._target_", trust.plain(node, key).get("_target_"))
     try:
-        # Hydra's own locator, as instantiate uses it (get_object would log a failure first).
-        parameters = inspect.signature(_locate(str(node._target_))).parameters.values()
-    except Exception:
-        return node  # instantiate reports a target it cannot import
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return node  # no signature to read: instantiate reports what is wrong
     if any(p.kind == p.VAR_KEYWORD for p in parameters):
         return node
     accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
