@@ -392,6 +392,11 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> li
     ]
 
 
+def callbacks(cfg: DictConfig) -> list[Any]:
+    """The hooks `'callbacks=[...]'` lists (trainer_cli/callbacks.py), in the listed order."""
+    return [instantiate(node, key=f"callbacks.{name}") for name, node in _selected(cfg.get("callbacks"))]
+
+
 class LimitedBatches:
     """The first `limit` batches of a loader, each epoch (`trainer.limit_train_batches`,
     `trainer.limit_val_batches`, `trainer.limit_test_batches`, `trainer.max_steps`); everything

@@ -56,12 +56,7 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
                 "lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr"
             )
         cfg = automatic_lr(resolved, run_dir)
-    summary = build.procedure(cfg)(cfg, run_dir, hparams)
-    if resolved.trainer.get("diagnose_at_end") and distributed.is_main() and (run_dir / "metrics.csv").is_file():
-        from trainer_cli.diagnose.curves import diagnose_finished_run
-
-        diagnose_finished_run(run_dir)  # the lecture's reading of the curves of the run that just ended
-    return summary
+    return build.procedure(cfg)(cfg, run_dir, hparams)
 
 
 def group_choices() -> dict[str, str | list[str]]:
