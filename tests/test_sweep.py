@@ -446,3 +446,69 @@ def test_searched_value_axes_are_log_and_ticked_at_the_grids_values(xs, scale, t
     value_axis(axis, xs)
     assert axis.get_xscale() == scale
     assert [t.get_text() for t in axis.get_xticklabels()] == ticks
+
+
+# --- seed statistics -------------------------------------------------------------------------
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| > t) for Student's t with `df` degrees of freedom, by Simpson's rule on its density."""
+    density = lambda x: math.exp(  # noqa: E731
+        math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+        - (df + 1) / 2 * math.log1p(x * x / df)
+    )  # fmt: skip
+    steps, h = 20_000, abs(t) / 20_000
+    inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+    return 1 - 2 * (h / 3) * (density(0) + inner + density(abs(t)))
+
+
+def test_seed_statistics_equal_the_hand_computed_values():
+    from trainer_cli.sweep import describe, welch
+
+    a, b = [0.90, 0.92, 0.94], [0.85, 0.87, 0.86, 0.88]
+    stats = describe(a)
+    assert stats["mean"] == pytest.approx(0.92) and stats["sd"] == pytest.approx(0.02)
+    # 95% interval: t(0.975, df=2) = 4.302653 (a t table), times sd / sqrt(3).
+    assert stats["ci95_high"] - 0.92 == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert describe([0.5])["sd"] is None and describe([0.5])["ci95_low"] is None
+    # Welch by hand: se^2 = 0.02^2/3 + (0.0005/3)/4 = 1.75e-4; t = 0.055 / sqrt(1.75e-4);
+    # df = 1.75e-4^2 / ((0.0004/3)^2/2 + (0.0005/12)^2/3).
+    t, df, p = welch(a, b)
+    assert t == pytest.approx(0.055 / math.sqrt(1.75e-4), rel=1e-9)
+    assert df == pytest.approx(1.75e-4**2 / ((0.0004 / 3) ** 2 / 2 + (0.0005 / 12) ** 2 / 3), rel=1e-9)
+    assert p == pytest.approx(student_t_two_sided_p(t, df), abs=1e-6)
+    assert 0.01 < p < 0.05
+    assert welch([0.9], b) is None and welch([0.5, 0.5], [0.5, 0.5]) is None
+
+
+def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainer_cli.sweep import report
+
+    scores = {("sgd", "0.1"): [0.90, 0.92, 0.94], ("sgd", "0.01"): [0.85, 0.87, 0.86],
+              ("adam", "0.1"): [0.50, 0.70, 0.60], ("adam", "0.01"): [0.80, 0.81, None]}  # fmt: skip
+    job = 0
+    for (optimizer, lr), values in scores.items():
+        for seed, value in enumerate(values):
+            summary = None if value is None else {"status": "ok", "best/val/acc": value, "time_s": 1.0}
+            make_job(tmp_path, job, [f"optimizer={optimizer}", f"lr={lr}", f"seed={seed}", "epochs=2"], summary,
+                     [value or 0.1] * 2)  # fmt: skip
+            job += 1
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    printed = text.getvalue()
+    written = summary_rows(tmp_path)
+    assert [(r["optimizer"], r["lr"], r["seeds"]) for r in written] == [
+        ("sgd", "0.1", "3"), ("sgd", "0.01", "3"), ("adam", "0.01", "2"), ("adam", "0.1", "3")]  # fmt: skip
+    assert float(written[0]["mean"]) == pytest.approx(0.92) and float(written[0]["sd"]) == pytest.approx(0.02)
+    assert float(written[0]["ci95_low"]) == pytest.approx(0.92 - 4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert written[2]["failed"] == "1" and written[0]["jobs"] == "0 1 2"
+    with open(tmp_path / "jobs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 12  # every job's own row is kept
+    assert "0.9200 ± 0.0200" in printed and "[0.8703, 0.9697]" in printed
+    assert "best optimizer=sgd lr=0.1 vs runner-up optimizer=sgd lr=0.01" in printed
+    assert "p = 0.0" in printed and "the best beats the runner-up" in printed
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
