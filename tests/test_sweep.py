@@ -512,3 +512,15 @@ def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(
     assert "best optimizer=sgd lr=0.1 vs runner-up optimizer=sgd lr=0.01" in printed
     assert "p = 0.0" in printed and "the best beats the runner-up" in printed
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_seeds_shortcut_expands_a_run_or_a_sweep_into_n_seeds():
+    from trainer_cli.config import UserError
+    from trainer_cli.sweep import expand_seeds
+
+    assert expand_seeds(["seeds=3", "epochs=2"]) == ["-m", "epochs=2", "seed=0,1,2"]
+    assert expand_seeds(["-m", "lr=0.1,0.01", "seeds=2"]) == ["-m", "lr=0.1,0.01", "seed=0,1"]  # multiplies
+    assert expand_seeds(["epochs=2"]) == ["epochs=2"]
+    for bad in (["seeds=0"], ["seeds=two"], ["seeds=2", "seed=5"]):
+        with pytest.raises(UserError, match="seeds"):
+            expand_seeds(bad)

@@ -7,9 +7,12 @@ Runs as a Hydra callback at the end of every multirun, and on demand for any swe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +433,48 @@ def value_axis(axis: Any, xs: list[float]) -> None:
     distinct = sorted(set(xs))
     if len(distinct) <= 8:
         axis.set_xticks(distinct, [f"{x:g}" for x in distinct])
+
+
+def expand_seeds(argv: list[str]) -> list[str]:
+    """`seeds=N` on the command line: the run or sweep repeated over `seed=0..N-1` (a multirun).
+
+    Any `seed=` given beside it is refused (two sources for one key); with `-m` the seeds
+    multiply the sweep's jobs.
+    """
+    from trainer_cli.config import UserError
+
+    given = [a for a in argv if a.split("=", 1)[0] == "seeds"]
+    if not given:
+        return argv
+    text = given[-1].split("=", 1)[1]
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"seeds: '{text}' is not accepted; a whole number of seeds >= 1 (seeds=3 runs seed=0,1,2)")
+    if any(a.split("=", 1)[0].lstrip("+~") == SEED_KEY for a in argv):
+        raise UserError("seeds: give either seeds=N or seed=..., not both")
+    out = [a for a in argv if a.split("=", 1)[0] != "seeds"]
+    out.append(f"{SEED_KEY}={','.join(str(i) for i in range(int(text)))}")
+    return out if any(a in ("-m", "--multirun") for a in out) else ["-m", *out]
+
+
+@contextlib.contextmanager
+def one_line_per_job(metric: str) -> Iterator[dict[str, Any]]:
+    """A sweep job prints one line (its swept overrides, best metric, time); its model summary,
+    epochs and results table go to its train.log and folder only. Yields the dict for the summary."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainer_cli.report import console, quiet_console
+
+    hydra_cfg = HydraConfig.get()
+    started, outcome = time.perf_counter(), {}
+    try:
+        with quiet_console():
+            yield outcome
+    finally:
+        summary = outcome.get("summary") or {}
+        best = summary.get(metrics.best(metric))
+        result = f"best {metric} {best:.4f}" if isinstance(best, float) else summary.get("status", "failed")
+        overrides = " ".join(_short(o) for o in hydra_cfg.overrides.task)
+        console.print(f"job {hydra_cfg.job.num}: {overrides}: {result} ({time.perf_counter() - started:.1f} s)")
 
 
 def assign_gpu(cfg: DictConfig, job_num: int) -> None:
