@@ -524,3 +524,33 @@ def test_seeds_shortcut_expands_a_run_or_a_sweep_into_n_seeds():
     for bad in (["seeds=0"], ["seeds=two"], ["seeds=2", "seed=5"]):
         with pytest.raises(UserError, match="seeds"):
             expand_seeds(bad)
+
+
+def test_tensorboard_names_runs_by_their_swept_overrides_and_lists_swept_hparams_first(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    from trainer_cli.report import TensorBoard
+    from trainer_cli.sweep import report
+
+    for job, (optimizer, lr) in enumerate([("sgd", 0.1), ("adam", 0.1), ("sgd", 0.01)]):
+        make_job(tmp_path, job, [f"optimizer={optimizer}", f"lr={lr}", "epochs=1"],
+                 {"status": "ok", "best/val/acc": 0.5 + job / 10}, [0.5])  # fmt: skip
+        sink = TensorBoard(tmp_path / str(job))
+        sink.log_hparams({"data": "digits", "optimizer": optimizer, "lr": lr, "epochs": 1}, {"best/val/acc": 0.5})
+        sink.close()
+    report(tmp_path, "val/acc")
+    root = tmp_path / "tensorboard"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        "optimizer=adam,lr=0.1", "optimizer=sgd,lr=0.01", "optimizer=sgd,lr=0.1"]  # fmt: skip
+    experiments = []
+    for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent("hparams")
+        assert folder == root or metadata.SESSION_START_INFO_TAG in content  # each run's own session
+        if metadata.EXPERIMENT_TAG in content:
+            experiments.append(metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG]))
+    (experiment,) = experiments  # the sweep's alone: TensorBoard takes the first it finds for every run
+    assert [(h.name, h.differs) for h in experiment.hparam_infos] == [
+        ("optimizer", True), ("lr", True), ("data", False), ("epochs", False)]  # fmt: skip

@@ -81,6 +81,7 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     if groups:
         out.print(best_versus_runner_up(groups, metric))
     plot(sweep_dir, rows, metric, groups)
+    tensorboard_runs(sweep_dir, rows, keys, metric)
     return rows
 
 
@@ -433,6 +434,89 @@ def value_axis(axis: Any, xs: list[float]) -> None:
     distinct = sorted(set(xs))
     if len(distinct) <= 8:
         axis.set_xticks(distinct, [f"{x:g}" for x in distinct])
+
+
+def run_name(row: dict[str, Any], keys: list[str]) -> str:
+    """A job's name in TensorBoard: its swept overrides, `lr=0.1,optimizer=adam` (a folder name: no `/`)."""
+    name = ",".join(f"{k}={row['values'][k]}" for k in keys if k in row["values"]) or f"job {row['job']}"
+    return name.replace("/", "_")
+
+
+def tensorboard_runs(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], metric: str) -> Path | None:
+    """`<sweep>/tensorboard/<lr=0.1,optimizer=adam>/`: each job's TensorBoard events under its
+    swept overrides (hard links, no copy), and one HParams experiment listing the swept keys first
+    (marked as differing, so shown) and the constant ones after them (hidden by default).
+
+    `tensorboard --logdir <sweep>/tensorboard` then names each run by what was swept, not `0/tensorboard`.
+    """
+    jobs = [(row, sorted((sweep_dir / row["job"] / "tensorboard").glob("events.out.tfevents.*"))) for row in rows]
+    jobs = [(row, files) for row, files in jobs if files]
+    if not jobs:
+        return None
+    import shutil
+
+    root = sweep_dir / "tensorboard"
+    names: dict[str, int] = {}
+    for row, files in sorted(jobs, key=lambda job: (len(job[0]["job"]), job[0]["job"])):
+        name = run_name(row, keys)
+        names[name] = names.get(name, 0) + 1
+        folder = root / (name if names[name] == 1 else f"{name},job={row['job']}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            target = folder / file.name
+            if target.exists():
+                target.unlink()  # a sweep's own link from an earlier report: the job's file may have grown
+            try:
+                target.hardlink_to(file)
+            except OSError:  # another file system: a copy
+                shutil.copy2(file, target)
+    write_hparams_experiment(root, [files for _, files in jobs], keys, metric)
+    return root
+
+
+def write_hparams_experiment(root: Path, event_files: list[list[Path]], keys: list[str], metric: str) -> None:
+    """The sweep's HParams experiment: swept keys first (`differs`: TensorBoard shows them), then constants."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    values: dict[str, list[Any]] = {}
+    for files in event_files:
+        for file in files:
+            for event in EventFileLoader(str(file)).Load():
+                for value in event.summary.value:
+                    if value.tag == metadata.SESSION_START_INFO_TAG:
+                        content = value.metadata.plugin_data.content
+                        start = metadata.parse_session_start_info_plugin_data(content)
+                        for key, given in start.hparams.items():
+                            values.setdefault(key, []).append(given)
+    if not values:
+        return
+    differing = [k for k in keys if k in values] + [
+        k for k in values if k not in keys and len({str(v) for v in values[k]}) > 1
+    ]
+    constant = sorted(k for k in values if k not in differing)
+    infos = []
+    for key in [*differing, *constant]:
+        kind = values[key][0].WhichOneof("kind")
+        data_type = {"number_value": api_pb2.DATA_TYPE_FLOAT64, "bool_value": api_pb2.DATA_TYPE_BOOL}.get(
+            kind, api_pb2.DATA_TYPE_STRING
+        )
+        infos.append(api_pb2.HParamInfo(name=key, type=data_type, differs=key in differing))
+    scores = [metrics.best(metric), metrics.best("val/loss" if metric != "val/loss" else "val/acc"), "test/acc"]
+    metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"hparam/{tag}")) for tag in dict.fromkeys(scores)]
+    for old in root.glob("events.out.tfevents.*"):
+        old.unlink()  # the sweep's own experiment from an earlier report
+    writer = EventFileWriter(str(root))
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metric_infos)
+    plugin_data = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
+    summary = Summary(
+        value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=metadata.create_summary_metadata(plugin_data))]
+    )
+    writer.add_event(event_pb2.Event(summary=summary))
+    writer.close()
 
 
 def expand_seeds(argv: list[str]) -> list[str]:
