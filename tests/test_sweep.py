@@ -554,3 +554,23 @@ def test_tensorboard_names_runs_by_their_swept_overrides_and_lists_swept_hparams
     (experiment,) = experiments  # the sweep's alone: TensorBoard takes the first it finds for every run
     assert [(h.name, h.differs) for h in experiment.hparam_infos] == [
         ("optimizer", True), ("lr", True), ("data", False), ("epochs", False)]  # fmt: skip
+
+
+def test_a_sweeps_jobs_load_the_same_data_node_once_each_with_its_own_tensors():
+    import torch
+
+    from trainer_cli.data import cached_source
+    from trainer_cli.data.sources import TensorData
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        return TensorData(torch.zeros(4, 1, 2, 2), torch.arange(4), torch.ones(2, 1, 2, 2), torch.arange(2), ["a", "b"])
+
+    first = cached_source("source: digits\nseed: 0\n", load)
+    first.train_x += 5  # a run's own tensors: the next job's are untouched
+    second = cached_source("source: digits\nseed: 0\n", load)
+    assert len(loads) == 1 and second.train_x.abs().sum() == 0
+    cached_source("source: digits\nseed: 1\n", load)  # another node (seed): loaded again
+    assert len(loads) == 2
