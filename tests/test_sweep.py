@@ -574,3 +574,17 @@ def test_a_sweeps_jobs_load_the_same_data_node_once_each_with_its_own_tensors():
     assert len(loads) == 1 and second.train_x.abs().sum() == 0
     cached_source("source: digits\nseed: 1\n", load)  # another node (seed): loaded again
     assert len(loads) == 2
+
+
+@pytest.mark.slow
+def test_a_seeded_sweep_prints_a_line_per_job_and_reports_each_config_over_its_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["lr=0.1,0.01", "seeds=2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)  # seeds=N: a multirun
+    assert sorted((r["lr"], r["seeds"]) for r in summary_rows(sweep)) == [("0.01", "2"), ("0.1", "2")]
+    jobs = [line for line in result.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 4 and all("best val/acc" in line for line in jobs)
+    assert "model summary" not in result.stdout and "Results" not in result.stdout  # in each job's train.log
+    assert "Results" in (sweep / "0" / "train.log").read_text()
+    assert "vs runner-up" in result.stdout and "Welch t" in result.stdout
+    assert {p.name for p in (sweep / "tensorboard").iterdir() if p.is_dir()} == {
+        f"lr={lr},seed={seed}" for lr in ("0.1", "0.01") for seed in (0, 1)}  # fmt: skip
