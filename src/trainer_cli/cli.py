@@ -159,7 +159,12 @@ def hydra_main(cfg: DictConfig) -> float:
                 from trainer_cli.sweep import assign_gpu
 
                 assign_gpu(cfg, HydraConfig.get().job.num)
-            summary = execute(cfg, run_dir, hparams)
+                from trainer_cli.sweep import one_line_per_job  # the sweep's console: one line a job
+
+                with one_line_per_job(str(cfg.optimized_metric)) as outcome:
+                    summary = outcome["summary"] = execute(cfg, run_dir, hparams)
+            else:
+                summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
@@ -508,7 +513,13 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
-        argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
+        if sys.argv[1:2] == ["compare"]:  # `train compare A B ...`: reads folders, composes no config
+            from trainer_cli.compare import main as compare
+
+            sys.exit(compare(sys.argv[2:]))
+        from trainer_cli.sweep import expand_seeds  # seeds=N: the run or sweep over N seeds
+
+        argv = distributed.worker_overrides(rewrite_argv(expand_seeds(sys.argv[1:])))
         # A sweep (-m) with trainer.devices=N starts one N-process run per job (run_job_in_processes).
         sweep = any(a in ("-m", "--multirun") for a in argv)
         devices = 1 if sweep else distributed.requested_devices(argv)
