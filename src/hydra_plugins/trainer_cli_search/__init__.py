@@ -1,11 +1,12 @@
 """Hydra instantiates sweepers only from classes defined in the `hydra_plugins` namespace:
-these name trainer_cli's search sweepers (trainer_cli/search.py) for conf/hparams_search."""
+these name trainer_cli's search sweepers (trainer_cli/sweeper.py, trainer_cli/search.py) for
+conf/hparams_search. Importing this package imports no optuna (only a search does)."""
 
-from trainer_cli import search
+from trainer_cli import search, sweeper
 
 
-class OptunaSweeper(search.OptunaSweeper):
-    """Hydra's Optuna sweeper with a resumable study in the sweep folder."""
+class OptunaSweeper(sweeper.OptunaSweeper):
+    """trainer_cli's Optuna sweeper: ask-and-tell, resumable, with pruning."""
 
 
 class CoarseToFineSweeper(search.CoarseToFineSweeper):
