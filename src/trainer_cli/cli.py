@@ -474,7 +474,6 @@ def install_hydra_guard() -> None:
             raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
 
     def guarded_initialize_sources(self: Any, config_search_path: Any) -> None:
-        drop_replaced_plugin_configs()
         # `hydra.searchpath` (from the primary config or an override): a pkg:// entry imports its module.
         added = [e for e in config_search_path.get_path() if str(e.provider).startswith("hydra.searchpath")]
         for i, entry in enumerate(added):
@@ -487,22 +486,6 @@ def install_hydra_guard() -> None:
     hydra.core.utils.configure_log = guarded_configure_log
     internal_hydra.configure_log = guarded_configure_log
     ConfigRepository.initialize_sources = guarded_initialize_sources  # type: ignore[method-assign]
-
-
-def drop_replaced_plugin_configs() -> None:
-    """Forget the configs hydra-optuna-sweeper registers when it is still installed (no longer a
-    dependency): conf/hydra/sweeper/optuna.yaml and sampler/*.yaml replace them with other keys
-    (trainer_cli/sweeper.py), which Hydra would check against the plugin's schemas and refuse."""
-    from hydra.core.config_store import ConfigStore
-
-    def prune(node: dict[str, Any]) -> None:
-        for name, value in list(node.items()):
-            if isinstance(value, dict):
-                prune(value)
-            elif getattr(value, "provider", None) == "optuna_sweeper":
-                del node[name]
-
-    prune(ConfigStore.instance().repo)
 
 
 # conf/hydra/launcher/joblib.yaml replaces Hydra's config of that name on purpose (trainer_cli's

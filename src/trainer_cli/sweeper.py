@@ -91,9 +91,11 @@ def distribution(override: Override) -> Any:
         return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
     if override.is_range_sweep():
         assert isinstance(value, RangeSweep)
+        # Hydra's range excludes its stop (as Python's): the last point is the one before it.
+        count = math.ceil((value.stop - value.start) / value.step)
         if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
-            return FloatDistribution(value.start, value.stop, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+            return FloatDistribution(value.start, value.start + (count - 1) * value.step, step=value.step)
+        return IntDistribution(int(value.start), int(value.start + (count - 1) * value.step), step=int(value.step))
     if override.is_interval_sweep():
         assert isinstance(value, IntervalSweep)
         log_scale = "log" in value.tags
