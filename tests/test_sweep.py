@@ -53,7 +53,7 @@ def test_every_search_is_a_multirun_with_its_sweeper(option):
     cfg = compose_with_hydra(f"hparams_search={option}")
     assert cfg.hydra.mode.name == "MULTIRUN"
     expected = {
-        "grid": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "grid": "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "random": "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "bayes": "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "coarse_to_fine": "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
@@ -65,20 +65,19 @@ def test_every_search_is_a_multirun_with_its_sweeper(option):
 
 
 def test_grid_expands_to_one_job_per_lr_and_weight_decay_each_reaching_its_objects(make_cfg):
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from itertools import product
 
     from trainer_cli import build
     from trainer_cli.config import resolve
+    from trainer_cli.sweeper import grid_choices, search_space
 
     params = compose_with_hydra("hparams_search=grid").hydra.sweeper.params
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
-    values = {tuple(sorted(job)) for job in jobs}
-    assert len(jobs) == len(values) == 12  # 4 learning rates x 3 weight decays, each once
-    for job in jobs[::5]:
-        chosen = dict(o.split("=", 1) for o in job)
-        cfg = resolve(make_cfg("hparams_search=grid", *job))
+    space, _ = search_space([f"{k}={v}" for k, v in params.items()])
+    grid = {key: grid_choices(dist) for key, dist in space.items()}
+    jobs = [dict(zip(grid, values, strict=True)) for values in product(*grid.values())]
+    assert len(jobs) == len({tuple(job.values()) for job in jobs}) == 12  # 4 learning rates x 3 weight decays
+    for chosen in jobs[::5]:
+        cfg = resolve(make_cfg("hparams_search=grid", *(f"{k}={v}" for k, v in chosen.items())))
         (penalty,) = build.regularization(cfg).penalties
         assert penalty.weight_decay == float(chosen["regularization.l2.weight_decay"])
         assert cfg.optimizer.lr == float(chosen["lr"])
@@ -89,15 +88,16 @@ def test_optuna_searches_propose_seeded_log_uniform_learning_rates(option):
     import optuna
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.utils import instantiate
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    from trainer_cli.sweeper import distribution
 
     def proposals(seed: int) -> list[float]:
         sweeper = compose_with_hydra(f"hparams_search={option}", f"seed={seed}").hydra.sweeper
         (override,) = OverridesParser.create().parse_overrides([f"lr={sweeper.params.lr}"])
-        distribution = create_optuna_distribution_from_override(override)
+        lr = distribution(override)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=instantiate(sweeper.sampler))
-        return [study.ask({"lr": distribution}).params["lr"] for _ in range(8)]
+        return [study.ask({"lr": lr}).params["lr"] for _ in range(8)]
 
     first, again, other = proposals(7), proposals(7), proposals(8)
     assert first == again and first != other  # seeded by `seed`
@@ -143,10 +143,10 @@ def test_narrowed_range_spans_the_top_trials_widened_and_clipped():
 
     from trainer_cli.search import narrowed
 
-    wide = optuna.distributions.LogUniformDistribution(1e-5, 1.0)
+    wide = optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
     assert narrowed(wide, [1e-3, 4e-3], widen=2.0) == "tag(log,interval(0.0005,0.008))"
     assert narrowed(wide, [0.8, 0.9], widen=2.0) == "tag(log,interval(0.4,1))"  # clipped to the coarse range
-    linear = optuna.distributions.UniformDistribution(0.0, 1.0)
+    linear = optuna.distributions.FloatDistribution(0.0, 1.0)
     assert narrowed(linear, [0.4, 0.5], widen=2.0) == "interval(0.3,0.6)"
     choices = optuna.distributions.CategoricalDistribution(["sgd", "adam", "rmsprop"])
     assert narrowed(choices, ["adam", "sgd"], widen=2.0) == "choice(sgd,adam)"
@@ -307,7 +307,7 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
     sweep = tmp_path / "bayes"
     result = run_train(["hparams_search=bayes", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
                         "optimized_metric=val/loss", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
-    assert "Sampler: TPESampler" in result.stdout + result.stderr
+    assert "sampler TPESampler" in result.stdout + result.stderr
     trials = study_trials(sweep, "bayes")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     losses = [json.loads((sweep / str(t.number) / "metrics.json").read_text())["best/val/loss"] for t in trials]
@@ -322,11 +322,13 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
+    """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
+    again in its own folder, new ones numbered after the last, the study grown to n_trials."""
     sweep = tmp_path / "random"
-    args = [TRAIN, "hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+    command = ["hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen([TRAIN, *command], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
         while not (sweep / "0" / "metrics.json").is_file() and time.monotonic() < deadline:
@@ -337,20 +339,27 @@ def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
         process.wait()
     before = study_trials(sweep, "random")
     first_job = (sweep / "0" / "metrics.json").read_text()
-    assert 1 <= len(before) < 3
+    assert 1 <= len(before) < 3 or before[-1].state.name == "RUNNING"
+    done_before = [t for t in before if t.state.name == "COMPLETE"]
 
-    run_train(["hparams_search=random", "hydra.sweeper.n_trials=2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)
+    run_train(command, tmp_path)  # the same command, in the same folder
     after = study_trials(sweep, "random")
-    assert len(after) == len(before) + 2  # the same study in the same SQLite file, grown
-    assert [t.params for t in after[: len(before)]] == [t.params for t in before]
+    assert [t.params for t in after[: len(before)]] == [t.params for t in before]  # the same study, grown
     assert "RUNNING" not in {t.state.name for t in after}  # the killed trial is marked failed
-    assert (sweep / "0" / "metrics.json").read_text() == first_job  # old job folders untouched
-    for trial in after[len(before) :]:
-        assert trial.state.name == "COMPLETE"
-        assert trial.params["lr"] == job_value(sweep, trial.number, "lr")  # numbered after the old ones
-    # Every finished trial is in the report (a trial killed before its job started has no folder).
-    finished = {t.number for t in after if t.state.name == "COMPLETE"}
-    assert finished <= {int(r["job"]) for r in summary_rows(sweep) if r["status"] == "ok"}
+    assert (sweep / "0" / "metrics.json").read_text() == first_job  # finished jobs are not run again
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    jobs = sorted(int(t.user_attrs["job"]) for t in complete)
+    assert jobs == [0, 1, 2]  # three jobs in all, each finished once, in folders 0-2
+    assert len(complete) == 3 and done_before == complete[: len(done_before)]
+    for trial in complete:
+        assert trial.params["lr"] == job_value(sweep, trial.user_attrs["job"], "lr")
+    assert {int(r["job"]) for r in summary_rows(sweep) if r["status"] == "ok"} == {0, 1, 2}
+
+    # A changed search space or fixed override is refused in one line, saying what changed.
+    changed = run_train([o if o != "epochs=1" else "epochs=2" for o in command], tmp_path, check=False)
+    assert changed.returncode == 2
+    (line,) = changed.stderr.strip().splitlines()
+    assert "fixed overrides changed" in line and "epochs: 1 -> 2" in line
 
 
 @pytest.mark.slow
@@ -379,25 +388,19 @@ def test_coarse_to_fine_narrows_around_the_best_coarse_trials(tmp_path):
 
 
 def test_nan_returning_job_is_a_failed_trial():
-    """The launcher wrapper turns main()'s NaN (a failed run) into a failed Hydra job."""
+    """main() returns NaN for a failed run: the sweeper reads it as a failure, not a value."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from trainer_cli.search import TrialFailed, _FailedJobsAsFailures
+    from trainer_cli.sweeper import job_value
 
-    def job(value):
+    def job(value, status=JobStatus.COMPLETED):
         ret = JobReturn()
-        ret.status, ret.return_value = JobStatus.COMPLETED, value
+        ret.status, ret.return_value = status, value
         return ret
 
-    class FakeLauncher:
-        def launch(self, job_overrides, initial_job_idx):
-            return [job(0.9), job(math.nan)]
-
-    ok, failed = _FailedJobsAsFailures(FakeLauncher()).launch([["a=1"], ["a=2"]], initial_job_idx=0)
-    assert ok.return_value == 0.9
-    assert failed.status == JobStatus.FAILED
-    with pytest.raises(TrialFailed):
-        _ = failed.return_value
+    assert job_value(job(0.9)) == 0.9
+    assert job_value(job(math.nan)) is None
+    assert job_value(job(RuntimeError("boom"), JobStatus.FAILED)) is None
 
 
 def test_report_has_a_column_per_swept_key_and_labels_curves_by_their_overrides(tmp_path):

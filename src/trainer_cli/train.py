@@ -40,6 +40,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
     from trainer_cli import distributed
+    from trainer_cli.search import trial_pruning
 
     # One writer per run folder (rank 0 for several processes), held until run returns.
     lock = faults.lock_run_folder(run_dir) if distributed.is_main() else None
@@ -66,6 +67,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         if resumed is None:
             check_initial_loss(pieces, reporter)
         early_stopped = False
+        pruning = trial_pruning(metric) if distributed.is_main() else None  # a sweep job whose trial may be pruned
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             if steps_left(pieces) == 0:
                 break
@@ -89,7 +91,13 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             if early_stopped:
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
+            if pruning is not None:
+                pruning.on_epoch_end(None, epoch, row)
+                if pruning.stop_training:  # the sweep's pruner stopped this trial: a pruned job, not a failed one
+                    break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
+        if pruning is not None and pruning.stop_training:
+            summary["status"] = "pruned"
         if distributed.is_main():
             transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
         hooks.end(summary)
