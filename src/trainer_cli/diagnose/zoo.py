@@ -94,3 +94,36 @@ def score(results: list[tuple[str, str]]) -> str:
 def torch_threads() -> None:
     """One thread: the zoo's runs are tiny and the machine is shared."""
     torch.set_num_threads(1)
+
+
+@dataclass
+class Diagnosis:
+    """A case's evidence and its ranked causes."""
+
+    evidence: dict[str, Any]
+    ranked: list[str]
+
+
+def compose_case(case: Case) -> Any:
+    """The case's run config: the real conf/ with the zoo's base and the case's overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from trainer_cli.config import CONF_DIR, register_resolvers, resolve
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return resolve(compose("config", [*BASE, *case.overrides]))
+
+
+def diagnose_case(case: Case, run_dir: Path) -> Diagnosis:
+    """Train the case in `run_dir` and rank the causes its evidence points at."""
+    import shutil
+
+    from trainer_cli.diagnose.examine import examine
+    from trainer_cli.diagnose.rules import findings, rank
+
+    trust_zoo_sources()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the zoo's own output folder: each measurement starts clean
+    evidence = examine(compose_case(case), run_dir)
+    return Diagnosis(evidence, [f.cause for f in rank(findings(evidence))])
