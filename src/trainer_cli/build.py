@@ -160,6 +160,8 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             fold=fold,
             augment=augmentation(cfg),
             shard=(distributed.rank(), distributed.world_size()),
+            label_noise=cfg.data.label_noise,
+            shuffle_labels=cfg.data.shuffle_labels,
         )
 
 
