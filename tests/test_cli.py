@@ -35,7 +35,7 @@ def test_train_with_no_arguments(tmp_path):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["best/val/acc"] > 0.9 and summary["test/acc"] > 0.9  # digits is easy
-    assert "best val acc" in result.stdout and "test acc (best-on-val checkpoint)" in result.stdout
+    assert "val acc at best epoch" in result.stdout and "test acc (best-on-val checkpoint)" in result.stdout
     assert "initial val loss" in (run_dir / "train.log").read_text()
 
 

@@ -433,8 +433,11 @@ def print_results(summary: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
-        ("best val acc", f"{summary['best/val/acc']:.4f} (epoch {summary['best_epoch']})"),
-        ("best val loss", f"{summary['best/val/loss']:.4f}"),
+        # Both at the best epoch by `optimized_metric` (the checkpoint the test uses), so the
+        # loss is not labelled "best": a later epoch may have had a lower one.
+        ("best epoch", f"{summary['best_epoch']}"),
+        ("val acc at best epoch", f"{summary['best/val/acc']:.4f}"),
+        ("val loss at best epoch", f"{summary['best/val/loss']:.4f}"),
         ("test acc (best-on-val checkpoint)", f"{summary['test/acc']:.4f}"),
         ("test loss", f"{summary['test/loss']:.4f}"),
         *[
