@@ -132,6 +132,8 @@ class Sink:
 
     def log_image(self, tag: str, image: Any, step: int) -> None: ...
 
+    def log_params(self, hparams: dict[str, Any]) -> None: ...  # at the start (a tracker that shows them early)
+
     def log_hparams(self, hparams: dict[str, Any], final: dict[str, float]) -> None: ...
 
     def log_summary(self, summary: dict[str, Any]) -> None: ...
@@ -339,6 +341,11 @@ class Reporter:
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         for sink in self.sinks:
             sink.log_scalars(step, scalars)
+
+    def log_params(self, hparams: dict[str, Any]) -> None:
+        """The run's hyperparameters before its first step (a failed or stopped run has them too)."""
+        for sink in self.sinks:
+            sink.log_params(hparams)
 
     def log_activations(
         self, step: int, values: dict[str, Any], fractions: dict[str, dict[str, float]] | None = None

@@ -51,6 +51,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     from trainer_cli import build, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
+    build.check_loggers(cfg)  # a missing optional package: before anything is built or written
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     pieces = build.pieces(cfg, init_weights=resumed is None)
     if resumed is not None:
@@ -59,7 +60,9 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
+    run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
     with Reporter(run_dir, sinks, planned_epochs(pieces), pieces.steps_per_epoch) as reporter:
+        reporter.log_params({**run_hparams, **(hparams or {})})  # a failed or stopped run carries them too
         announce(pieces, run_dir)
         preview_augmentation(pieces, reporter, run_dir)
         on_log = step_logger(pieces, reporter)
@@ -94,7 +97,6 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
             show_first_layer(pieces, reporter, run_dir)
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
-        run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
         reporter.finish(summary, {**run_hparams, **(hparams or {})}, final)
     print_results(summary)
