@@ -191,7 +191,9 @@ class TensorBoard(Sink):
             self.writer.file_writer.add_summary(Summary(value=values), step)
 
     def log_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.log_scalars(step, {**{tag: row[tag] for tag in EPOCH_TAGS if tag in row}, "epoch": row["epoch"]})
+        # No scalar of the epoch counter: it was TensorBoard's first card, a straight line that
+        # says nothing (metrics.csv maps epochs to steps).
+        self.log_scalars(step, {tag: row[tag] for tag in EPOCH_TAGS if tag in row})
 
     def log_histogram(self, tag: str, values: Any, step: int) -> None:
         self.writer.add_histogram(tag, values, step)
