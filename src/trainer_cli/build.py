@@ -384,6 +384,16 @@ def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:
     return instantiate(cfg.mode, key="mode")
 
 
+def check_loggers(cfg: DictConfig) -> None:
+    """Before anything is built or written: each selected sink that needs an optional package
+    (its `check_installed`) says so in one line."""
+    for name, node in _selected(cfg.get("logger")):
+        maker = instantiate(node, key=f"logger.{name}")  # a partial: nothing runs yet
+        check = getattr(getattr(maker, "func", maker), "check_installed", None)
+        if check is not None:
+            check(key=f"logger.{name}")
+
+
 def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> list[Any]:
     """The sinks `'logger=[...]'` selects, each completed with the run folder (none on ranks
     other than 0: rank 0 alone writes)."""

@@ -328,7 +328,23 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
             "hydra.job.name=train",
         ]
+        out += saved_run_console(out)
     return out
+
+
+def saved_run_console(argv: list[str]) -> list[str]:
+    """A run folder's `.hydra/config.yaml` has no defaults list, so Hydra would fall back to its
+    own `hydra/job_logging` (a second console handler in its `[..][name][LEVEL] -` format, which
+    shows the lines meant for train.log only) and its own `--help`: a re-run printed every line
+    twice. These overrides restore the project's shipped choices, as a fresh run has them (the
+    same fixed names, never read from the saved hydra.yaml: logging comes from the command line
+    or the project, not from a file), unless the command line names its own."""
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    if "hydra.searchpath" in given:  # the user's own search path: their choices, untouched
+        return []
+    extra = [f"hydra/{group}={name}" for group, name in (("job_logging", "rich"), ("help", "trainer"))]
+    extra = [a for a in extra if a.split("=", 1)[0] not in given]
+    return [*extra, f"hydra.searchpath=[file://{CONF_DIR}]"] if extra else []  # where they are found
 
 
 # What a resumed run may change: its length (a larger N extends it) and the device it runs on.

@@ -200,6 +200,8 @@ def _targets(dataset) -> list[int]:
 def preview_images(loader: TensorLoader | DeviceLoader, count: int = 64) -> torch.Tensor:
     """The first `count` training images as raw pixels, read without drawing from the
     shuffle generator (a preview must not change the run)."""
+    while not isinstance(loader, (TensorLoader, DeviceLoader)):
+        loader = loader.loader  # a wrapper such as `trainer.limit_train_batches`'s LimitedBatches
     if isinstance(loader, TensorLoader):
         return loader.images[:count]
     dataset = loader.loader.dataset
