@@ -370,7 +370,10 @@ def test_the_projects_own_conf_is_trusted(make_cfg):
         targets |= {line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("class:")}
     targets = {t for t in targets if t and "$" not in t and not t.startswith("#")}
     for target in sorted(targets):
-        trust.check_object("t", target)
+        try:
+            trust.check_object("t", target)
+        except UserError as error:  # a sampler this Optuna lacks: listed by name (test_trust_list)
+            assert "cannot find" in str(error) and target in trust.TARGETS, error
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         node = compose(config_name="config", return_hydra_config=True).hydra
     trust.check_targets(node.callbacks, "hydra.callbacks")

@@ -66,7 +66,7 @@ DESIGN = [
         ["+logger.tensorboard.evil._target_=trainer_cli.distributed.launch", "epochs=1", "data=synthetic"],
         key="logger.tensorboard.evil._target_",
     ),
-    Case("hydra callback launch", ["+hydra.callbacks.x._target_=trainer_cli.distributed.launch", *FAST], key="hydra"),
+    Case("hydra callback launch", ["+hydra.callbacks.x._target_=trainer_cli.distributed.launch", *RUN], key="hydra"),
     Case("torch.load as model", ["model._target_=torch.load", "+model.f=x.pt", "epochs=1"], key="model._target_"),
     # 4. hydra keys from files
     Case(
@@ -86,7 +86,7 @@ DESIGN = [
     ),
     Case(
         "primary config output_subdir absolute",
-        ["--config-path", "mine", "--config-name", "config", *FAST],
+        ["--config-path", "mine", "--config-name", "config", "--cfg", "job"],
         {"mine/config.yaml": "epochs: 1\nhydra:\n  output_subdir: /tmp/trainer_cli_evil_subdir\n"},
         key="hydra.output_subdir",
     ),
@@ -206,7 +206,16 @@ def attempt(case: Case, folder: Path) -> tuple[bool, str]:
     env.update(case.env)
     command = [sys.executable, "-m", "trainer_cli"] if case.module else [TRAIN]
     run_dir = folder / "run"
-    argv = case.argv if "--help" in case.argv else [f"hydra.run.dir={run_dir}", *case.argv]
+    flags, overrides, argv_in = [], [], list(case.argv)
+    while argv_in:  # Hydra's flags first, then the overrides in one piece (argparse needs them together)
+        arg = argv_in.pop(0)
+        if arg in ("--config-dir", "--config-path", "--config-name", "--cfg", "--trust"):
+            flags += [arg, argv_in.pop(0)]
+        elif arg.startswith("-"):
+            flags.append(arg)
+        else:
+            overrides.append(arg)
+    argv = flags if "--help" in flags else [*flags, *overrides, f"hydra.run.dir={run_dir}"]
     result = subprocess.run([*command, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     if marker.exists():
         return False, "the payload ran"

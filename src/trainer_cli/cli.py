@@ -36,7 +36,13 @@ def main() -> None:
     # (trainer_cli/launchers.py); Hydra checks it against its own and warns.
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
     try:
-        typed = sys.argv[1:]
+        if sys.argv[1:2] == ["compare"]:  # `train compare A B ...`: reads folders, composes no config
+            from trainer_cli.compare import main as compare
+
+            sys.exit(compare(sys.argv[2:]))
+        from trainer_cli.sweep import expand_seeds  # seeds=N: the run or sweep over N seeds
+
+        typed = expand_seeds(sys.argv[1:])
         trust.remember_typed_env(typed)
         argv = distributed.worker_overrides(rewrite_argv(typed))
         trust.load_user_modules()

@@ -59,12 +59,14 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             if values and values[0] not in ("", "null"):
                 out.append(f"mode={mode}")
                 break
-    resume = [a.split("=", 1)[1] for a in out if a.startswith("resume=")]
+    resume = [unquoted(a.split("=", 1)[1]) for a in out if a.startswith("resume=")]
     if resume and resume[0] not in ("", "null"):
         run_dir = os.path.abspath(resume[0])
         if not os.path.isdir(run_dir):
             raise UserError(f"resume: '{resume[0]}' is not a run folder")
-        out = [*resume_overrides(out), f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+        # Quoted for Hydra's parser, so any folder name (non-ASCII, spaces) reaches the run as it is.
+        out = [f"resume={quoted(run_dir)}" if a.startswith("resume=") else a for a in out]
+        out = [*resume_overrides(out), f"hydra.run.dir={quoted(run_dir)}", "hydra.output_subdir=null"]
     if any(a in ("--config-path", "-cp") or a.startswith("--config-path=") for a in out):
         # A saved run config has no hydra section: keep run folders unique all the same.
         if not any(a.startswith("hydra.run.dir=") for a in out):
@@ -73,7 +75,25 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
             "hydra.job.name=train",
         ]
+        out += saved_run_console(out)
     return out
+
+
+def saved_run_console(argv: list[str]) -> list[str]:
+    """A run folder's `.hydra/config.yaml` has no defaults list, so Hydra would fall back to its
+    own `hydra/job_logging` (a second console handler in its `[..][name][LEVEL] -` format, which
+    shows the lines meant for train.log only) and its own `--help`: a re-run printed every line
+    twice. These overrides restore the project's shipped choices, as a fresh run has them (the
+    same fixed names, never read from the saved hydra.yaml: logging comes from the command line
+    or the project, not from a file), unless the command line names its own."""
+    from trainer_cli.config import CONF_DIR
+
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    if "hydra.searchpath" in given:  # the user's own search path: their choices, untouched
+        return []
+    extra = [f"hydra/{group}={name}" for group, name in (("job_logging", "rich"), ("help", "trainer"))]
+    extra = [a for a in extra if a.split("=", 1)[0] not in given]
+    return [*extra, f"hydra.searchpath=[file://{CONF_DIR}]"] if extra else []  # where they are found
 
 
 # What a resumed run may change: its length (a larger N extends it) and the device it runs on.
@@ -98,3 +118,15 @@ def resume_overrides(args: list[str]) -> list[str]:
                 f"with resume= only {accepted} are accepted (a larger epochs extends the run)"
             )
     return out
+
+
+def unquoted(value: str) -> str:
+    """A value as the user meant it: one pair of surrounding quotes removed."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def quoted(path: str) -> str:
+    """A path as one quoted Hydra override value (Hydra unescapes only a backslash before a quote)."""
+    return "'" + path.replace("'", "\\'") + "'"

@@ -82,6 +82,10 @@ def error_line(error: BaseException) -> tuple[str, int] | None:
         return f"{where}: YAML syntax error ({problem}); fix the file", 2
     if isinstance(error, HydraException):
         return shorten(hydra_error_line(error)), 2
+    if isinstance(error, PermissionError) and error.filename:  # e.g. a read-only run folder
+        return shorten(
+            f"hydra.run.dir: cannot write '{error.filename}' (permission denied); choose a writable folder"
+        ), 2
     if isinstance(error, OSError):
         return shorten(str(error)), 1
     return None

@@ -50,7 +50,16 @@ def install_hydra_guard() -> None:
         key = config._get_full_key(None) if isinstance(config, DictConfig) else ""
         key = key if key.startswith("hydra") else f"hydra.{key}".rstrip(".")
         trust.check_targets(config, key)
-        return instantiate(config, *args, **kwargs)
+        try:
+            return instantiate(config, *args, **kwargs)
+        except Exception as error:  # e.g. `+hydra.sweeper.x=1`: an argument the class does not take
+            from hydra.errors import InstantiationException
+
+            if not isinstance(error, InstantiationException):
+                raise
+            cause = error.__cause__ if error.__cause__ is not None else error
+            reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise UserError(f"{key}: {reason[:200]}") from None
 
     def guarded_configure_log(log_config: Any, verbose_config: Any = False) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -92,6 +101,7 @@ def install_hydra_guard() -> None:
         return result
 
     guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
+    guarded_instantiate.__wrapped__ = instantiate  # type: ignore[attr-defined]  # build's door checks itself
     hydra.utils.instantiate = guarded_instantiate
     hydra.core.plugins.instantiate = guarded_instantiate
     hydra.core.utils.configure_log = guarded_configure_log

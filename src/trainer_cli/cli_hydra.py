@@ -33,6 +33,9 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
     Returns the procedure's summary.
     """
     resolved = resolve(cfg)  # config mistakes are reported before torch is even imported
+    from trainer_cli import trust
+
+    trust.check_targets(resolved)  # every target on the list before the run writes anything
     from trainer_cli import build
 
     if resolved.get("lr") == "auto":  # before the run: its resolved_config.yaml holds the LR that trains
@@ -43,12 +46,7 @@ def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = Non
                 "lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr"
             )
         cfg = automatic_lr(resolved, run_dir)
-    summary = build.procedure(cfg)(cfg, run_dir, hparams)
-    if resolved.trainer.get("diagnose_at_end") and distributed.is_main() and (run_dir / "metrics.csv").is_file():
-        from trainer_cli.diagnose.curves import diagnose_finished_run
-
-        diagnose_finished_run(run_dir)  # the lecture's reading of the curves of the run that just ended
-    return summary
+    return build.procedure(cfg)(cfg, run_dir, hparams)
 
 
 def group_choices() -> dict[str, str | list[str]]:
@@ -156,7 +154,12 @@ def hydra_main(cfg: DictConfig) -> float:
                 from trainer_cli.sweep import assign_gpu
 
                 assign_gpu(cfg, HydraConfig.get().job.num)
-            summary = execute(cfg, run_dir, hparams)
+                from trainer_cli.sweep import one_line_per_job  # the sweep's console: one line a job
+
+                with one_line_per_job(str(cfg.optimized_metric)) as outcome:
+                    summary = outcome["summary"] = execute(cfg, run_dir, hparams)
+            else:
+                summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder

@@ -1,22 +1,21 @@
-"""The trust check: a config names callables, so every object built from one passes here.
+"""The trust rules: a config names callables, so what it may build is one closed list.
 
-One rule, applied at every door where config becomes objects (`build.instantiate`, and the
-places Hydra itself instantiates: `hydra.callbacks`, the sweeper and launcher, the
-`hydra.job_logging`/`hydra_logging` handlers), on the config AFTER its interpolations are
-resolved (so `${oc.create:...}` builds nothing unchecked), in two stages:
-
-1. before anything is imported, the `_target_`'s module path must lie under a trusted root
-   (importing a module runs its code, so `evil._target_` is refused without importing `evil`);
-2. then the object the path resolves to is checked by its real defining module and name
-   (`torch.os.system` and `trainer_cli.config.os.system` resolve to `posix.system`: refused).
-
-Trusted by default: the public classes and functions of the modules the project's own `conf/`
-uses (torch optimizers, `torch.nn` modules, torchvision models and transforms, trainer_cli's
-public API, the project's sweepers and Hydra's core plugins, the logging handlers of
-`conf/hydra/job_logging`); never a file, process, import or deserialisation function. Widening
-is the user's own act: `train --trust <module>` or `TRAINER_CLI_TRUST=mod1,mod2`, never a
-config file or a checkpoint. A `pkg://` entry of `hydra.searchpath` imports its module, so it
-names a trusted one too (`check_searchpath`). This module imports no torch.
+- What a config may build (`on_list`): exactly `TARGETS` (the `_target_`s the shipped conf/
+  uses) and the `KINDS` of torch/torchvision objects the project builds (optimizers, `nn`
+  modules and losses, LR schedules, v2 transforms, torchvision's model builders), plus what
+  the user trusts on the command line (`train --trust mymod`). A module being trusted does not
+  make its functions buildable. Checked at `build.instantiate` and wherever Hydra builds (the
+  guard, `cli_guard.py`), after interpolations are resolved, on the object the target really
+  is (`torch.os.system` is `posix.system`: refused), in two stages: the module path before any
+  import (`check_path`), then the object (`check_object`).
+- Own code by name, never by folder: the current folder is off `sys.path`
+  (`forget_current_folder`); `--trust mymod` loads `mymod.py` from it by its path
+  (`load_user_modules`). Widening trust is the user's act on the command line; children get it
+  through the environment ($TRAINER_CLI_TRUST), never from a config or argv.
+- Hydra keys from files (`check_file_hydra_keys`): a config file outside conf/ sets only
+  `FILE_HYDRA_KEYS`; search path sources (`check_searchpath`); environment interpolation reads
+  only what the command line names (`guard_env`).
+This module imports no torch.
 """
 
 from __future__ import annotations
@@ -109,6 +108,14 @@ TARGETS = frozenset(
         "trainer_cli.data.augment.RandAugment",
         "trainer_cli.data.augment.TrivialAugment",
         "trainer_cli.data.augment.AugMix",
+        # conf/loss
+        "trainer_cli.losses.MulticlassSVMLoss",
+        # conf/callbacks (hooks the loop calls)
+        "trainer_cli.callbacks.AugmentationPreview",
+        "trainer_cli.callbacks.DiagnoseAtEnd",
+        "trainer_cli.callbacks.FirstLayer",
+        "trainer_cli.callbacks.LogProbes",
+        "trainer_cli.callbacks.StepCheckpoints",
         # conf/logger
         "trainer_cli.report.TensorBoard",
         "trainer_cli.sinks.CSVLogger",
@@ -125,6 +132,15 @@ TARGETS = frozenset(
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         "optuna.samplers._tpe.sampler.TPESampler",
         "optuna.samplers._random.RandomSampler",
+        "optuna.samplers._cmaes.CmaEsSampler",  # restores its own state from the study's storage (pickle)
+        "optuna.samplers._grid.GridSampler",
+        "optuna.samplers._nsga2.NSGAIISampler",
+        "optuna.samplers._qmc.QMCSampler",
+        "optuna.samplers.QMCSampler",  # conf/hydra/sweeper/sampler/qmc.yaml's name (newer Optuna)
+        "optuna.pruners._hyperband.HyperbandPruner",
+        "optuna.pruners._median.MedianPruner",
+        "optuna.pruners._nop.NopPruner",
+        "optuna.pruners._successive_halving.SuccessiveHalvingPruner",
         "logging.StreamHandler",
         "logging.FileHandler",  # its filename must lie in the run folder (see `check_logging`)
         "logging.NullHandler",
@@ -550,9 +566,12 @@ def load_user_modules(folder: str | None = None) -> None:
         sys.modules[top] = module
         try:
             spec.loader.exec_module(module)
-        except BaseException:
+        except Exception as error:
             sys.modules.pop(top, None)
-            raise
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(
+                f"--trust {name}: importing {spec.origin} failed: {type(error).__name__}: {reason[:160]}"
+            ) from None
 
 
 def check_hydra_node(hydra_cfg: Any, log_dir: str | None = None) -> None:
