@@ -228,3 +228,36 @@ def test_building_a_shipped_node_opens_runs_imports_nothing(group, option, make_
     for key, value in nodes:
         if key == "model" or group == "finetune" or "_partial_" in value or group in ("augmentation", "regularization"):
             build.instantiate(value, key=key)
+
+
+def test_a_procedure_or_a_writer_is_built_only_partial():
+    """Built whole, `run_export` or `CSVLogger` would act at once in a folder the config names."""
+    for target in ("trainer_cli.inference.run_export", "trainer_cli.sinks.CSVLogger"):
+        node = {"model": {"_target_": target, "run_dir": "/home/someone"}}
+        with pytest.raises(UserError, match=rf"^model\._target_: '{target}' is built only with `_partial_: true`"):
+            trust.check_targets(node)
+        trust.check_targets({"mode": {"_target_": target, "_partial_": True}})
+
+
+@pytest.mark.parametrize(
+    ("folder", "accepted"),
+    [
+        ("outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}", True),
+        ("runs/${hydra.job.num}", True),
+        ("/tmp/elsewhere", False),
+        ("outputs/../../x", False),
+        ("${now:..}/x", False),
+        ("~/x", False),
+        ("${data.root}", False),
+        ("${hydra.job.override_dirname}", False),
+    ],
+)
+def test_a_run_folder_from_a_file_stays_inside(folder, accepted):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"run": {"dir": folder}}})
+    if accepted:
+        trust.check_file_hydra_keys(config, "x.yaml")
+    else:
+        with pytest.raises(UserError, match=r"^hydra\.run\.dir: .* command line only"):
+            trust.check_file_hydra_keys(config, "x.yaml")

@@ -147,6 +147,22 @@ TARGETS = frozenset(
         "logging.Formatter",
     }
 )
+# Listed objects that act when called (a procedure, a writer given its run folder): a config
+# builds them only as `_partial_: true`; the code calls them with the run's own folder.
+PARTIAL_ONLY = frozenset(
+    {
+        "trainer_cli.train.run",
+        "trainer_cli.kfold.run_folds",
+        "trainer_cli.ensemble.run_ensemble",
+        "trainer_cli.diagnose.run_diagnosis",
+        "trainer_cli.inference.run_evaluate",
+        "trainer_cli.inference.run_predict",
+        "trainer_cli.inference.run_export",
+        "trainer_cli.report.TensorBoard",
+        "trainer_cli.sinks.CSVLogger",
+        "trainer_cli.sinks.MLflow",
+    }
+)
 # (2) The kinds of torch and torchvision objects the project builds: the public classes (in the
 # package's `__all__`) of these modules that derive from the base class, and torchvision's
 # registered model builders. No file, process, import or pickle function is any of these.
@@ -311,11 +327,30 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
 
     `resolve_objects=False` is stage 1 alone (no import: the fast check before torch loads).
     """
-    for where, target in _walk(plain(node, key), key):
-        if resolve_objects:
-            check_object(where, target)
-        else:
+    for where, target, parent in _walk_nodes(plain(node, key), key):
+        if not resolve_objects:
             check_path(where, target)
+            continue
+        obj = check_object(where, target)
+        if _qualified(obj) in PARTIAL_ONLY and parent.get("_partial_") is not True:
+            # Built whole, it would act at once, with a folder the config names.
+            raise UserError(
+                f"{where}: '{str(target)[:80]}' is built only with `_partial_: true` (the run supplies its folder)"
+            )
+
+
+def _walk_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, dict]]:
+    """Every (key, `_target_` value, the node holding it) in a plain container."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            where = f"{path}.{name}" if path else str(name)
+            if name == "_target_":
+                yield where, value, node
+            else:
+                yield from _walk_nodes(value, where)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk_nodes(value, f"{path}[{i}]")
 
 
 def check_no_widening(cfg: Any) -> None:
@@ -434,7 +469,7 @@ FILE_HYDRA_KEYS = (
 FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
 # The interpolations a run folder's name written in a file may use (no other key's value: a
 # task key could hold any path).
-FOLDER_INTERPOLATION = re.compile(r"\$\{(now:[^{}]*|run_suffix:|hydra[.:]job\.(num|name|id|override_dirname))\}")
+FOLDER_INTERPOLATION = re.compile(r"\$\{(now:[%A-Za-z0-9_:-]*|run_suffix:|hydra[.:]job\.(num|name|id))\}")
 
 
 def shipped_source(path: str) -> bool:
