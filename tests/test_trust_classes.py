@@ -142,7 +142,7 @@ HELD_OUT = [
     Case(
         "oc.create builds a target",
         [
-            "+evil=${oc.create:{_target_:trainer_cli.distributed.launch,argv:[x],processes:1}}",
+            "+evil='${oc.create:{_target_:trainer_cli.distributed.launch,argv:[x],processes:1}}'",
             "mode._target_=${evil._target_}",
             "epochs=1",
             "data=synthetic",
