@@ -75,7 +75,7 @@ def _keyed(error: Exception, key: str, node: Any = None) -> str:
     """A constructor's message, as one line that starts with the full config key.
 
     Constructors name their own argument (`alpha: expected a number > 0`); prefixed with
-    the node's key that reads `regularization.mixup.alpha: expected a number > 0`. An
+    the node's key that reads `mix.mixup.alpha: expected a number > 0`. An
     unexpected keyword names the key the constructor does not take.
     """
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -199,22 +199,20 @@ def augmentation(cfg: DictConfig) -> Augmentation | None:
 
 @dataclass
 class Regularization:
-    """What `'regularization=[...]'` builds, sorted by what each object is: weight penalties
-    (in the loss, or decoupled beside the step) and batch transforms (cutout, mixup, cutmix)
-    applied to training batches in the loop. Model switches (dropout, DropConnect,
-    stochastic depth) and loss options (label smoothing) are plain keys of those nodes."""
+    """What `'regularization=[...]'` builds, each kind from its own key: weight penalties
+    from `regularization` (in the loss, or decoupled beside the step) and the batch transforms
+    (cutout, mixup, cutmix) from `mix`, where their options put their nodes (`# @package mix`),
+    applied to training batches in the loop. Model switches (dropout, DropConnect, stochastic
+    depth) and loss options (label smoothing) are plain keys of those nodes."""
 
     penalties: list[Penalty]
     batch_transform: BatchRegularization | None
 
 
 def regularization(cfg: DictConfig) -> Regularization:
-    built = [instantiate(node, key=f"regularization.{name}") for name, node in _selected(cfg.get("regularization"))]
-    transforms = [obj for obj in built if not isinstance(obj, Penalty)]
-    return Regularization(
-        penalties=[obj for obj in built if isinstance(obj, Penalty)],
-        batch_transform=BatchRegularization(transforms) if transforms else None,
-    )
+    penalties = [instantiate(node, key=f"regularization.{name}") for name, node in _selected(cfg.get("regularization"))]
+    transforms = [instantiate(node, key=f"mix.{name}") for name, node in _selected(cfg.get("mix"))]
+    return Regularization(penalties, BatchRegularization(transforms) if transforms else None)
 
 
 def model(cfg: DictConfig) -> nn.Module:
@@ -559,7 +557,6 @@ def fast_path(cfg: DictConfig, run_model: nn.Module) -> None:
 
 def _refuse_noise_with_full_batch(cfg: DictConfig, run_data: Data, chosen: Regularization) -> None:
     """L-BFGS's line search and curvature pairs assume one deterministic objective."""
-    penalty_names = {p.name for p in chosen.penalties}
     noisy = []
     if float(cfg.model.get("dropout", 0.0) or 0.0) > 0:
         noisy.append("dropout (model.dropout=0)")
@@ -567,7 +564,7 @@ def _refuse_noise_with_full_batch(cfg: DictConfig, run_data: Data, chosen: Regul
         names = [name for name, _ in _selected(cfg.get("augmentation"))]
         noisy.append(f"augmentation {', '.join(names)} (augmentation=[none])")
     if chosen.batch_transform is not None:
-        names = [name for name, node in _selected(cfg.get("regularization")) if name not in penalty_names]
+        names = [name for name, _ in _selected(cfg.get("mix"))]
         noisy.append(f"regularization {', '.join(names)}")
     for penalty in chosen.penalties:
         if penalty.decoupled:
