@@ -2,7 +2,8 @@
 
 Each is chosen by `'regularization=[<name>]'`; `conf/regularization/<name>.yaml` puts its
 node under the run config's `mix` key (`mix.mixup.alpha`, keys = constructor arguments), and
-`build.regularization` builds every node there into one `BatchRegularization`. Each is called on a preprocessed training batch as `(images, targets) -> (images, targets)`, where
+`build.regularization` builds every node there into one `BatchRegularization`. Each is
+called on a preprocessed training batch as `(images, targets) -> (images, targets)`, where
 targets are class indices (N,) or class probabilities (N, num_classes). Mixup and cutmix
 return probabilities, so the loss is the cross-entropy with soft targets. Every sample gets
 its own random parameters, drawn at once for the batch; its partner is the previous image
