@@ -25,10 +25,11 @@ from tests.conftest import conf_options
 from trainer_cli import build, transfer
 from trainer_cli.config import CONF_DIR
 
-# Groups whose options are procedures or bundles of other options, with their own tests:
-# experiment (test_config.py, every recipe), mode, hparams_search and diagnose (their own
-# files), and Hydra's own.
-NOT_HERE = {"experiment", "mode", "hparams_search", "diagnose", "hydra"}
+# Groups whose options are procedures, hooks or bundles of other options, with their own
+# tests: experiment (test_config.py, every recipe), mode, hparams_search and diagnose (their
+# own files), callbacks (hooks that act during a run: test_train.py, test_figures.py,
+# test_diagnose.py, ...), and Hydra's own.
+NOT_HERE = {"experiment", "mode", "hparams_search", "diagnose", "callbacks", "hydra"}
 # Data sets that need files this machine may not have.
 NEEDS_FILES = {"mnist", "cifar10", "cifar100"}
 STEPS_PER_EPOCH = 10  # with the fixtures' epochs=2: a 20-step schedule
@@ -264,11 +265,12 @@ LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 1.2]])
 TARGETS = torch.tensor([0, 2, 1])
 
 
-def _multi_margin(power: int, margin: float) -> torch.Tensor:
-    """sum over j != y of max(0, margin - x_y + x_j)^p / C, averaged over the samples."""
-    total = 0.0
+def _multi_margin(node: DictConfig) -> torch.Tensor:
+    """sum over j != y of max(0, margin - x_y + x_j)^p (/ C with divide_by_classes, as
+    torch's MultiMarginLoss), averaged over the samples."""
+    total, classes = 0.0, 3 if node.get("divide_by_classes", True) else 1
     for row, y in zip(LOGITS.tolist(), TARGETS.tolist(), strict=True):
-        total += sum(max(0.0, margin - row[y] + row[j]) ** power for j in range(3) if j != y) / 3
+        total += sum(max(0.0, node.margin - row[y] + row[j]) ** node.p for j in range(3) if j != y) / classes
     return torch.tensor(total / len(TARGETS))
 
 
@@ -287,8 +289,8 @@ def expect_loss(hand: Callable[[DictConfig], torch.Tensor]) -> Check:
 
 LOSS: dict[str, Check] = {
     "cross_entropy": expect_loss(lambda c: _cross_entropy(c.label_smoothing)),
-    "hinge": expect_loss(lambda c: _multi_margin(1, c.margin)),
-    "squared_hinge": expect_loss(lambda c: _multi_margin(2, c.margin)),
+    "hinge": expect_loss(_multi_margin),
+    "squared_hinge": expect_loss(_multi_margin),
 }
 
 
