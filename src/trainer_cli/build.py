@@ -449,8 +449,7 @@ def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
     val_limit = _batch_limit(cfg, "limit_val_batches", len(run_data.val))
     test_limit = _batch_limit(cfg, "limit_test_batches", len(run_data.test))
     max_steps = cfg.trainer.get("max_steps")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-        raise UserError(f"trainer.max_steps: expected a whole number >= 1 or null, got '{max_steps}'")
+    checks.whole_number("trainer.max_steps", max_steps, optional=True, error=UserError)
     if train_limit is not None or max_steps is not None:
         run_data.train = LimitedBatches(run_data.train, train_limit or len(run_data.train))
     if val_limit is not None:
