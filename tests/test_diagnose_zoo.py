@@ -145,3 +145,16 @@ def test_a_zoo_run_is_diagnosed_with_its_cause(name: str, tmp_path: Path):
     case = next(c for c in zoo.load_cases() if c.name == name)
     diagnosis = zoo.diagnose_case(case, tmp_path / name)
     assert (diagnosis.ranked or [HEALTHY])[0] == case.cause, diagnosis.evidence
+
+
+def test_a_history_verdict_lists_no_opposite_causes_and_its_next_command_tests_the_top_one():
+    from trainer_cli.diagnose.context import diagnose_defaults
+    from trainer_cli.diagnose.curves import judge
+
+    # diverging (FAIL) and noisy; not-decreasing's "LR too low" must not sit beside "LR too high"
+    rows = [{"epoch": i + 1, "train/loss": x, "train/acc": 0.1, "val/loss": x, "val/acc": 0.1}
+            for i, x in enumerate([2.3, 2.0, 2.6, 2.1, 5.0])]  # fmt: skip
+    verdict = judge(rows, {**diagnose_defaults(), "num_classes": 10}, lambda *o: "train " + " ".join(o))
+    assert verdict.causes[0] == "learning rate too high"
+    assert "learning rate too low" not in verdict.causes
+    assert verdict.next_command == "train lr=<lr/10>"

@@ -110,9 +110,10 @@ def diverged(e: Evidence) -> Finding | None:
 
 def weights_blew_up(e: Evidence) -> Finding | None:
     """The weights' gain grew tenfold or more during training: steps too large for them
-    (a large init starts large, it does not grow)."""
+    (a large init starts large, it does not grow; a tiny or constant one must grow, so it is
+    not read below a gain of 0.1)."""
     start, end = _get(e, "start weights/init_gain", 1.0), _get(e, "end weights/init_gain", 1.0)
-    if start > 0 and end / start > 10:
+    if start >= 0.1 and end / start > 10:
         return Finding("lr_too_high", 2.6, f"the weights' gain grew from {start:.3g} to {end:.3g} during training")
     return None
 
