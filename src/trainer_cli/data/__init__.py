@@ -38,6 +38,28 @@ class Data:
         return len(self.classes)
 
 
+# The last in-memory source this process loaded, by its config node's YAML: a sweep's jobs
+# (one after another, or each joblib worker's) that share the data node load it once. One
+# entry, so memory stays one data set's; folders are read lazily and are not cached.
+_LOADED: dict[str, TensorData] = {}
+
+
+def cached_source(node_yaml: str, load: Callable[[], Any]) -> Any:
+    """The source `node_yaml` describes, loaded by `load()` unless this process already has it.
+
+    Each caller gets its own tensors (clones): nothing a run does to its data reaches the next.
+    """
+    source = _LOADED.get(node_yaml)
+    if source is None:
+        source = load()
+        if not isinstance(source, TensorData):
+            return source
+        _LOADED.clear()
+        _LOADED[node_yaml] = source
+    tensors = (source.train_x, source.train_y, source.test_x, source.test_y)
+    return TensorData(*(t.clone() for t in tensors), classes=list(source.classes))
+
+
 def prepare(
     source: TensorData | FolderData,
     val_fraction: float,
@@ -178,6 +200,8 @@ def _targets(dataset) -> list[int]:
 def preview_images(loader: TensorLoader | DeviceLoader, count: int = 64) -> torch.Tensor:
     """The first `count` training images as raw pixels, read without drawing from the
     shuffle generator (a preview must not change the run)."""
+    while not isinstance(loader, (TensorLoader, DeviceLoader)):
+        loader = loader.loader  # a wrapper such as `trainer.limit_train_batches`'s LimitedBatches
     if isinstance(loader, TensorLoader):
         return loader.images[:count]
     dataset = loader.loader.dataset
