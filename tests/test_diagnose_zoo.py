@@ -158,3 +158,18 @@ def test_a_history_verdict_lists_no_opposite_causes_and_its_next_command_tests_t
     assert verdict.causes[0] == "learning rate too high"
     assert "learning rate too low" not in verdict.causes
     assert verdict.next_command == "train lr=<lr/10>"
+
+
+def test_the_signals_hook_writes_its_readings_into_the_history(make_cfg, tmp_path):
+    from trainer_cli.diagnose.examine import read_history
+    from trainer_cli.train import run
+
+    run(
+        make_cfg("epochs=2", "logger=[]", "callbacks=[checkpoints,diagnose_signals]", "data.label_noise=0.3"),
+        tmp_path,
+    )
+    history = read_history(tmp_path)
+    assert "start/input/std" in history[0] and "start/input/std" not in history[1]
+    assert all("grad/depth_log10_ratio" in row and "probe/acc_eval_mode" in row for row in history)
+    # 30% of the training labels are wrong: the fixed probe cannot fit them all after 2 epochs
+    assert history[-1]["probe/loss_above_chance"] > 0.1
