@@ -322,7 +322,7 @@ def curves(ctx: Context) -> Verdict:
     """Diagnose `mode.finished_run`'s curves, or train the configured run first (in `run/`)
     and read its curves with the signals on a fixed probe batch (`examine`): one ranked
     answer, whose next command tests the top cause."""
-    folder = ctx.options.get("finished_run")  # null in the yaml: train the config first
+    folder = ctx.options["finished_run"]  # null in the yaml: train the config first
     if folder:
         run_dir = Path(str(folder))
         options = {**ctx.options, "num_classes": int(ctx.cfg.data.num_classes)}
