@@ -208,7 +208,9 @@ class TensorBoard(Sink):
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
         scores = {f"hparam/{k}": v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        for part in hparams_summary(clean, scores):
+        # The session's start and end, not torch's per-run experiment: TensorBoard takes the first
+        # experiment it finds for all runs, so a sweep's (swept keys first) must be the only one.
+        for part in hparams_summary(clean, scores)[1:]:
             self.writer.file_writer.add_summary(part)
         for tag, value in scores.items():
             self.writer.add_scalar(tag, value, 0)
