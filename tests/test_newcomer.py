@@ -112,7 +112,10 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    Path(site, "shared-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Every site-packages folder this environment reads (a venv may stack on a shared one), as
+    # plain path lines: their packages importable, their .pth files (an editable trainer_cli) not run.
+    shared = [p for p in sys.path if p.endswith("site-packages")] or [sysconfig.get_paths()["purelib"]]
+    Path(site, "shared-packages.pth").write_text("".join(f"{p}\n" for p in shared))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR", "TRAINER_CLI_DEBUG")}
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
