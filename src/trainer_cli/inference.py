@@ -198,6 +198,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None 
         reporter.log_image("test/confusion_matrix", image, 0)
         reporter.finish(summary, {"checkpoint": str(trained.path), "data": summary["data"]}, {})
         reporter.print(per_class_table(summary))
+        log.info(f"checkpoint: {trained.path}")  # its own line: a table title would wrap the path
     (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info(f"confusion matrix: {run_dir / 'confusion_matrix.png'} (and TensorBoard's Images tab)")
     return summary
