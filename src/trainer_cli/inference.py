@@ -224,7 +224,12 @@ def read_inputs(given: Any, channels: int, size: int) -> tuple[torch.Tensor, lis
             [v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True)]
         )
         mode = "L" if channels == 1 else "RGB"
-        images = [transform(Image.open(f).convert(mode)) for f in files]
+        images = []
+        for f in files:
+            try:
+                images.append(transform(Image.open(f).convert(mode)))
+            except (OSError, ValueError) as error:  # not an image (PIL.UnidentifiedImageError is an OSError)
+                raise UserError(f"mode.input: '{f}' is not a readable image ({type(error).__name__})") from None
         return torch.stack(images), [str(f.relative_to(path)) for f in files]
     if path.suffix == ".pt" and path.is_file():
         try:
@@ -232,7 +237,10 @@ def read_inputs(given: Any, channels: int, size: int) -> tuple[torch.Tensor, lis
         except Exception as error:
             raise UserError(f"mode.input: cannot read '{given}' ({str(error).splitlines()[0][:120]})") from None
     elif path.suffix == ".npy" and path.is_file():
-        images = torch.from_numpy(np.load(path, allow_pickle=False))
+        try:  # never unpickled: an array of Python objects is refused
+            images = torch.from_numpy(np.load(path, allow_pickle=False))
+        except (ValueError, TypeError, OSError) as error:
+            raise UserError(f"mode.input: cannot read '{given}' ({str(error).splitlines()[0][:120]})") from None
     else:
         raise UserError(f"mode.input: '{given}' is not an image folder, a .pt or a .npy file")
     if not isinstance(images, torch.Tensor):
