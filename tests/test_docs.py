@@ -109,9 +109,10 @@ def test_readme_test_commands_are_ci():
     assert positions == sorted(positions)
 
 
-def test_readme_recipes_are_the_experiment_headers():
+@pytest.mark.parametrize("page", ["README.md", "docs/recipes.md"])
+def test_recipes_are_the_experiment_headers(page):
     """Each recipe row's command is the one its conf/experiment file's header states."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / page).read_text()
     rows = re.findall(r"^\| `(\w+)` \| `(train experiment=[^`]+)` \|", text, re.M)
     assert len(rows) >= 5
     for name, command in rows:

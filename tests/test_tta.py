@@ -82,6 +82,22 @@ def test_tta_none_equals_plain_evaluation():
     )
 
 
+def test_tta_reads_only_the_batches_limit_test_batches_keeps():
+    """`trainer.limit_test_batches` limits test-time augmentation too (it read the whole set)."""
+    from trainer_cli.build import LimitedBatches
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(40, 1, 6, 6), torch.randint(0, 3, (40,))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
+    limited = LimitedBatches(TensorLoader(images, labels, batch_size=16, shuffle=False), 1)
+    first = TensorLoader(images[:16], labels[:16], batch_size=16, shuffle=False)
+    assert sum(len(y) for _, y in limited.raw_batches()) == 16
+    device = torch.device("cpu")
+    assert (
+        evaluate_tta(model, limited, device, tta="flip")["acc"] == evaluate_tta(model, first, device, tta="flip")["acc"]
+    )
+
+
 @pytest.mark.slow
 def test_run_reports_tta_beside_test_acc_and_preview_changes_nothing(make_cfg, tmp_path):
     """End to end: `eval.tta=flip` adds test/acc_tta; `augmentation.preview=true` writes the

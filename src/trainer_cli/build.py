@@ -425,6 +425,10 @@ class LimitedBatches:
     def __len__(self) -> int:
         return min(len(self.loader), self.limit)
 
+    def raw_batches(self) -> Iterator[Any]:
+        """The same first batches before preprocessing (test-time augmentation reads these)."""
+        return itertools.islice(self.loader.raw_batches(), self.limit)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["loader"], name)
 
