@@ -97,6 +97,8 @@ def test_override_strings_become_optuna_4_distributions():
     assert space["k"] == IntDistribution(1, 4, step=1)
     assert space["opt"] == CategoricalDistribution(["sgd", "adam"])
     assert fixed == {"epochs": "3"}
+    # The command line's value of a key replaces the file's: a fixed value ends a searched key.
+    assert search_space(["lr=choice(0.1,0.01)", "wd=1,2", "lr=0.1", "wd=3,4"])[1] == {"lr": "0.1"}
 
 
 def test_storage_is_sqlite_in_the_sweep_folder_a_url_or_a_journal_file(tmp_path):

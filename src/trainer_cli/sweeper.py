@@ -106,12 +106,15 @@ def distribution(override: Override) -> Any:
 
 
 def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(distributions, fixed values) of `key=value` overrides: the sweep's params and command line."""
+    """(distributions, fixed values) of `key=value` overrides: the sweep's params, then the
+    command line's (a later one replaces an earlier one of the same key)."""
     from optuna.distributions import BaseDistribution
 
     space, fixed = {}, {}
     for override in OverridesParser.create().parse_overrides(list(arguments)):
         value = distribution(override)
+        space.pop(override.get_key_element(), None)  # a later override of a key replaces an earlier one
+        fixed.pop(override.get_key_element(), None)
         if isinstance(value, BaseDistribution):
             space[override.get_key_element()] = value
         else:
