@@ -35,7 +35,7 @@ def _one_line(error: BaseException, start: str) -> str:
 )
 def test_values_refused_by_their_constructor(overrides, start, make_cfg):
     if start is None:
-        pytest.skip("every_n_steps is checked by train.step_checkpoints; see test_every_n_steps_is_checked")
+        pytest.skip("every_n_steps is checked by callbacks.StepCheckpoints; see test_every_n_steps_is_checked")
     with pytest.raises(UserError) as error:
         build_run(make_cfg(*overrides))
     _one_line(error.value, start)

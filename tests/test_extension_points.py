@@ -6,7 +6,9 @@ own module: `TRAINER_CLI_TRUST`), and shows the piece has its effect in a run. N
 of the project changes:
 - a new optimizer: 1 YAML file;
 - a new augmentation, penalty or logger sink: 1 class + 1 YAML file;
-- a new stateful training feature: its object + one entry in `Pieces.stateful()`.
+- a new stateful training feature: its object + one entry in `Pieces.stateful()`;
+- a new hook (callback): 1 class + 1 YAML file;
+- a new mode (procedure): 1 function + 1 YAML file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from hydra import compose, initialize_config_dir
 
 import trainer_cli.loop
 from tests.conftest import FAST
-from trainer_cli import build, checkpoint
+from trainer_cli import build, callbacks, checkpoint, cli
+from trainer_cli.callbacks import Callback
 from trainer_cli.config import CONF_DIR, register_resolvers, resolve
 from trainer_cli.optim.penalties import Penalty
 from trainer_cli.report import Sink
@@ -59,6 +62,25 @@ class MemorySink(Sink):
 
     def log_summary(self, summary) -> None:
         MemorySink.received.append(("summary", summary["test/acc"]))
+
+
+class StepCounter(Callback):
+    """A new hook: counts optimizer steps and adds the count to each epoch's row."""
+
+    steps: list[int] = []
+
+    def on_step_end(self, run, step, totals) -> None:
+        StepCounter.steps.append(step)
+
+    def on_epoch_end(self, run, epoch, row) -> None:
+        row["hook/steps"] = len(StepCounter.steps)
+
+
+def count_samples(cfg, run_dir, hparams=None, split: str = "train") -> dict:
+    """A new mode: a procedure `(cfg, run_dir, hparams, **its keys) -> summary`."""
+    from trainer_cli.build import data, device
+
+    return {"status": "ok", "split": split, "samples": getattr(data(cfg, device("cpu")), split).num_samples}
 
 
 @pytest.fixture
@@ -165,3 +187,32 @@ def test_a_new_stateful_feature_is_one_entry_in_the_state_list(conf, tmp_path, m
     assert saved == {"saves": counters[0].saves}
     run(compose_from(conf, f"resume={tmp_path / 'run'}"), tmp_path / "unused")
     assert counters[1].restored == saved["saves"]  # the resumed run got its state back
+
+
+def test_a_new_hook_is_one_class_and_one_yaml_file(conf, tmp_path):
+    add(conf, "callbacks/step_counter.yaml", "step_counter:\n  _target_: tests.test_extension_points.StepCounter\n")
+    StepCounter.steps.clear()
+    summary = run(compose_from(conf, "callbacks=[step_counter]"), tmp_path / "run")
+    assert StepCounter.steps == list(range(1, summary["steps"] + 1))  # called after every optimizer step
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert "hook/steps" in rows[0].split(",") and rows[-1].split(",")[rows[0].split(",").index("hook/steps")] == str(
+        summary["steps"]
+    )  # the hook's column reached the run's record
+
+
+def test_hooks_without_a_step_method_cost_nothing_per_step():
+    run_view = callbacks.Run(pieces=None, reporter=None, run_dir=Path("."))
+    assert callbacks.Hooks([callbacks.FirstLayer(), callbacks.LogProbes()], run_view).step_end is None
+    assert callbacks.Hooks([StepCounter()], run_view).step_end is not None
+
+
+def test_a_new_mode_is_one_function_and_one_yaml_file(conf, tmp_path):
+    add(
+        conf,
+        "mode/count.yaml",
+        "_target_: tests.test_extension_points.count_samples\n_partial_: true\nsplit: test\n",
+    )
+    test = cli.execute(compose_from(conf, "mode=count"), tmp_path / "test")
+    train = cli.execute(compose_from(conf, "mode=count", "mode.split=train"), tmp_path / "train")
+    assert (test["split"], train["split"]) == ("test", "train")  # the mode's own key reached it
+    assert 0 < test["samples"] < train["samples"]  # digits: 360 test, the rest train/val

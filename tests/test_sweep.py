@@ -449,3 +449,145 @@ def test_searched_value_axes_are_log_and_ticked_at_the_grids_values(xs, scale, t
     value_axis(axis, xs)
     assert axis.get_xscale() == scale
     assert [t.get_text() for t in axis.get_xticklabels()] == ticks
+
+
+# --- seed statistics -------------------------------------------------------------------------
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| > t) for Student's t with `df` degrees of freedom, by Simpson's rule on its density."""
+    density = lambda x: math.exp(  # noqa: E731
+        math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+        - (df + 1) / 2 * math.log1p(x * x / df)
+    )  # fmt: skip
+    steps, h = 20_000, abs(t) / 20_000
+    inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+    return 1 - 2 * (h / 3) * (density(0) + inner + density(abs(t)))
+
+
+def test_seed_statistics_equal_the_hand_computed_values():
+    from trainer_cli.sweep import describe, welch
+
+    a, b = [0.90, 0.92, 0.94], [0.85, 0.87, 0.86, 0.88]
+    stats = describe(a)
+    assert stats["mean"] == pytest.approx(0.92) and stats["sd"] == pytest.approx(0.02)
+    # 95% interval: t(0.975, df=2) = 4.302653 (a t table), times sd / sqrt(3).
+    assert stats["ci95_high"] - 0.92 == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert describe([0.5])["sd"] is None and describe([0.5])["ci95_low"] is None
+    # Welch by hand: se^2 = 0.02^2/3 + (0.0005/3)/4 = 1.75e-4; t = 0.055 / sqrt(1.75e-4);
+    # df = 1.75e-4^2 / ((0.0004/3)^2/2 + (0.0005/12)^2/3).
+    t, df, p = welch(a, b)
+    assert t == pytest.approx(0.055 / math.sqrt(1.75e-4), rel=1e-9)
+    assert df == pytest.approx(1.75e-4**2 / ((0.0004 / 3) ** 2 / 2 + (0.0005 / 12) ** 2 / 3), rel=1e-9)
+    assert p == pytest.approx(student_t_two_sided_p(t, df), abs=1e-6)
+    assert 0.01 < p < 0.05
+    assert welch([0.9], b) is None and welch([0.5, 0.5], [0.5, 0.5]) is None
+
+
+def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainer_cli.sweep import report
+
+    scores = {("sgd", "0.1"): [0.90, 0.92, 0.94], ("sgd", "0.01"): [0.85, 0.87, 0.86],
+              ("adam", "0.1"): [0.50, 0.70, 0.60], ("adam", "0.01"): [0.80, 0.81, None]}  # fmt: skip
+    job = 0
+    for (optimizer, lr), values in scores.items():
+        for seed, value in enumerate(values):
+            summary = None if value is None else {"status": "ok", "best/val/acc": value, "time_s": 1.0}
+            make_job(tmp_path, job, [f"optimizer={optimizer}", f"lr={lr}", f"seed={seed}", "epochs=2"], summary,
+                     [value or 0.1] * 2)  # fmt: skip
+            job += 1
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    printed = text.getvalue()
+    written = summary_rows(tmp_path)
+    assert [(r["optimizer"], r["lr"], r["seeds"]) for r in written] == [
+        ("sgd", "0.1", "3"), ("sgd", "0.01", "3"), ("adam", "0.01", "2"), ("adam", "0.1", "3")]  # fmt: skip
+    assert float(written[0]["mean"]) == pytest.approx(0.92) and float(written[0]["sd"]) == pytest.approx(0.02)
+    assert float(written[0]["ci95_low"]) == pytest.approx(0.92 - 4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert written[2]["failed"] == "1" and written[0]["jobs"] == "0 1 2"
+    with open(tmp_path / "jobs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 12  # every job's own row is kept
+    assert "0.9200 ± 0.0200" in printed and "[0.8703, 0.9697]" in printed
+    assert "best optimizer=sgd lr=0.1 vs runner-up optimizer=sgd lr=0.01" in printed
+    assert "p = 0.0" in printed and "the best beats the runner-up" in printed
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_seeds_shortcut_expands_a_run_or_a_sweep_into_n_seeds():
+    from trainer_cli.config import UserError
+    from trainer_cli.sweep import expand_seeds
+
+    assert expand_seeds(["seeds=3", "epochs=2"]) == ["-m", "epochs=2", "seed=0,1,2"]
+    assert expand_seeds(["-m", "lr=0.1,0.01", "seeds=2"]) == ["-m", "lr=0.1,0.01", "seed=0,1"]  # multiplies
+    assert expand_seeds(["epochs=2"]) == ["epochs=2"]
+    for bad in (["seeds=0"], ["seeds=two"], ["seeds=2", "seed=5"]):
+        with pytest.raises(UserError, match="seeds"):
+            expand_seeds(bad)
+
+
+def test_tensorboard_names_runs_by_their_swept_overrides_and_lists_swept_hparams_first(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    from trainer_cli.report import TensorBoard
+    from trainer_cli.sweep import report
+
+    for job, (optimizer, lr) in enumerate([("sgd", 0.1), ("adam", 0.1), ("sgd", 0.01)]):
+        make_job(tmp_path, job, [f"optimizer={optimizer}", f"lr={lr}", "epochs=1"],
+                 {"status": "ok", "best/val/acc": 0.5 + job / 10}, [0.5])  # fmt: skip
+        sink = TensorBoard(tmp_path / str(job))
+        sink.log_hparams({"data": "digits", "optimizer": optimizer, "lr": lr, "epochs": 1}, {"best/val/acc": 0.5})
+        sink.close()
+    report(tmp_path, "val/acc")
+    root = tmp_path / "tensorboard"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        "optimizer=adam,lr=0.1", "optimizer=sgd,lr=0.01", "optimizer=sgd,lr=0.1"]  # fmt: skip
+    experiments = []
+    for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent("hparams")
+        assert folder == root or metadata.SESSION_START_INFO_TAG in content  # each run's own session
+        if metadata.EXPERIMENT_TAG in content:
+            experiments.append(metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG]))
+    (experiment,) = experiments  # the sweep's alone: TensorBoard takes the first it finds for every run
+    assert [(h.name, h.differs) for h in experiment.hparam_infos] == [
+        ("optimizer", True), ("lr", True), ("data", False), ("epochs", False)]  # fmt: skip
+
+
+def test_a_sweeps_jobs_load_the_same_data_node_once_each_with_its_own_tensors():
+    import torch
+
+    from trainer_cli.data import cached_source
+    from trainer_cli.data.sources import TensorData
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        return TensorData(torch.zeros(4, 1, 2, 2), torch.arange(4), torch.ones(2, 1, 2, 2), torch.arange(2), ["a", "b"])
+
+    first = cached_source("source: digits\nseed: 0\n", load)
+    first.train_x += 5  # a run's own tensors: the next job's are untouched
+    second = cached_source("source: digits\nseed: 0\n", load)
+    assert len(loads) == 1 and second.train_x.abs().sum() == 0
+    cached_source("source: digits\nseed: 1\n", load)  # another node (seed): loaded again
+    assert len(loads) == 2
+
+
+@pytest.mark.slow
+def test_a_seeded_sweep_prints_a_line_per_job_and_reports_each_config_over_its_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["lr=0.1,0.01", "seeds=2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)  # seeds=N: a multirun
+    assert sorted((r["lr"], r["seeds"]) for r in summary_rows(sweep)) == [("0.01", "2"), ("0.1", "2")]
+    jobs = [line for line in result.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 4 and all("best val/acc" in line for line in jobs)
+    assert "model summary" not in result.stdout and "Results" not in result.stdout  # in each job's train.log
+    assert "Results" in (sweep / "0" / "train.log").read_text()
+    assert "vs runner-up" in result.stdout and "Welch t" in result.stdout
+    assert {p.name for p in (sweep / "tensorboard").iterdir() if p.is_dir()} == {
+        f"lr={lr},seed={seed}" for lr in ("0.1", "0.01") for seed in (0, 1)}  # fmt: skip

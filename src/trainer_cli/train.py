@@ -16,13 +16,12 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import faults, metrics
+from trainer_cli import faults, metrics, run_folder
 from trainer_cli.config import UserError, resolve
 
 if TYPE_CHECKING:
@@ -49,9 +48,10 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         faults.remove_orphans(run_dir)
     if resumed is not None and (done := finished(cfg, run_dir, resumed)) is not None:
         return done
-    from trainer_cli import build, checkpoint, transfer
+    from trainer_cli import build, callbacks, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
+    build.check_loggers(cfg)  # a missing optional package: before anything is built or written
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     pieces = build.pieces(cfg, init_weights=resumed is None)
     if resumed is not None:
@@ -60,12 +60,13 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
-    with Reporter(run_dir, sinks, cfg.epochs, pieces.steps_per_epoch) as reporter:
+    run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    with Reporter(run_dir, sinks, planned_epochs(pieces), pieces.steps_per_epoch) as reporter:
+        reporter.log_params({**run_hparams, **(hparams or {})})  # a failed or stopped run carries them too
         announce(pieces, run_dir)
-        preview_augmentation(pieces, reporter, run_dir)
-        on_log = step_logger(pieces, reporter)
         stop = distributed.StopVote()  # several processes stop at the same step
-        on_step = step_checkpoints(pieces, reporter, run_dir, stop)
+        hooks = callbacks.Hooks(build.callbacks(cfg), callbacks.Run(pieces, reporter, run_dir, stop))
+        hooks.train_start()
         if resumed is None:
             check_initial_loss(pieces, reporter)
         early_stopped = False
@@ -78,10 +79,12 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             train_metrics, state.step = pieces.train_epoch(
                 pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
                 pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
-                ema=pieces.ema, on_log=on_log, on_step=on_step, totals=state.partial if distributed.is_main() else None,
+                ema=pieces.ema, on_log=hooks.log_step, on_step=hooks.step_end,
+                totals=state.partial if distributed.is_main() else None,
             )  # fmt: skip
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             row.update(reporter.epoch_health())  # update/weight ratio, dead/saturated units: for the curves rules
+            hooks.epoch_end(epoch, row)
             improved, early_stopped = state.end_epoch(row, metric, stopping)
             reporter.end_epoch(state.step, row, state.history)
             reporter.flush()  # curves first, then checkpoints: a resume never lacks a step before its checkpoint
@@ -100,9 +103,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             summary["status"] = "pruned"
         if distributed.is_main():
             transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
-            show_first_layer(pieces, reporter, run_dir)
+        hooks.end(summary)
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
-        run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
         reporter.finish(summary, {**run_hparams, **(hparams or {})}, final)
     print_results(summary)
@@ -120,8 +122,8 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
     from trainer_cli import checkpoint
 
     run_dir = Path(str(cfg.resume))
-    resumed = checkpoint.load_run(run_dir / "checkpoints" / "last.pt")
-    log.info(f"resuming {run_dir} from epoch {resumed['epoch']} (step {resumed['step']})")
+    resumed = checkpoint.load_run(run_folder.last_checkpoint(run_dir))
+    log.info(f"resuming {run_dir} at {faults.progress(resumed['epoch'], resumed['step'])}")
     saved = OmegaConf.create(resumed["config"])
     # `train resume=<run> epochs=N` (cli.rewrite_argv passes it as resume_with.epochs): extend.
     changes = cfg.get("resume_with") or {}
@@ -145,7 +147,7 @@ def own_stopped_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | N
     at the same step), and only when the config saved in it is this run's own config, so no
     file in the folder decides what runs; it loads with the safe loader, as any resume."""
     mark = faults.preempted_mark(run_dir)
-    path = run_dir / "checkpoints" / "last.pt"
+    path = run_folder.last_checkpoint(run_dir)
     if mark is None or not path.is_file():
         return None
     from trainer_cli import checkpoint
@@ -169,43 +171,6 @@ def finished(cfg: DictConfig, run_dir: Path, resumed: dict[str, Any]) -> dict[st
             f"longer: {faults.resume_command(run_dir)} epochs=<more than {saved_epochs}>"
         )
     return summary
-
-
-def step_checkpoints(
-    pieces: Pieces, reporter: Reporter, run_dir: Path, vote: Any = None
-) -> Callable[[int, dict[str, Any]], None]:
-    """The loop's `on_step`: a mid-epoch `last.pt` every `trainer.checkpoint.every_n_steps`
-    optimizer steps, and when SIGTERM/SIGUSR1 asked the run to stop (then `faults.Preempted`;
-    `vote`, a `distributed.StopVote`: every rank stops at the same step).
-    The checkpoint holds the epoch's running sums and the loader's position in the epoch, so
-    a resume continues the same epoch bit for bit."""
-    from trainer_cli import checkpoint, distributed
-
-    every = pieces.cfg.trainer.checkpoint.get("every_n_steps")
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        raise UserError(f"trainer.checkpoint.every_n_steps: expected a whole number >= 1 or null, got '{every}'")
-    state = pieces.loop
-    vote = vote or distributed.StopVote()
-
-    def on_step(step: int, totals: dict[str, Any]) -> None:
-        stop = vote.step(faults.stop_requested())
-        if not stop and not (every and step % every == 0):
-            return
-        state.step = step
-        state.partial = {name: float(value) for name, value in totals.items()}
-        if distributed.world_size() > 1:  # the sums over every rank's shard; rank 0 alone continues them
-            from trainer_cli.loop import sum_over_ranks
-
-            loss, correct, count = sum_over_ranks(totals["loss"], totals["correct"], totals["count"])
-            state.partial = {"loss": float(loss), "correct": float(correct), "count": int(count)}
-        reporter.flush()  # curves first, then the checkpoint
-        snapshot = checkpoint.snapshot(pieces.stateful(), pieces.config_yaml, state.epoch, step)
-        if distributed.is_main():
-            checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
-        if stop:
-            raise faults.preempted(run_dir, state.epoch, step, writer=distributed.is_main())
-
-    return on_step
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -245,58 +210,27 @@ def announce(pieces: Pieces, run_dir: Path) -> None:
         f"data: {cfg.data.name} ({data.train.num_samples} train / {data.val.num_samples} val / "
         f"{data.test.num_samples} test, {data.num_classes} classes) on {pieces.device}\n"
         f"model: {type(pieces.model).__name__} with {num_parameters:,} parameters; "
-        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.lr:g}; {cfg.epochs} epochs of "
-        f"{pieces.steps_per_epoch} steps"
+        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.lr:g}; {plan(pieces)}"
     )
 
 
-def preview_augmentation(pieces: Pieces, reporter: Reporter, run_dir: Path) -> None:
-    """`augmentation.preview=true`: a grid of augmented training images (what the model sees)."""
-    from trainer_cli import distributed
-
-    augment = pieces.data.train.augment
-    if not pieces.cfg.augmentation.get("preview") or augment is None or not distributed.is_main():
-        return
-    from trainer_cli.data import preview_images
-    from trainer_cli.data.augment import save_preview
-
-    path = run_dir / "augmentation_preview.png"
-    reporter.log_image("augmentation/preview", save_preview(preview_images(pieces.data.train), augment, path), 0)
-    log.info(f"augmentation preview: {path} (and TensorBoard's Images tab)")
+def planned_epochs(pieces: Pieces) -> int:
+    """The epochs the run will reach: `epochs`, fewer when `trainer.max_steps` stops it first
+    (what the epoch lines count to and the ETA plans for)."""
+    max_steps = pieces.cfg.trainer.get("max_steps")
+    if max_steps is None or pieces.steps_per_epoch < 1:
+        return int(pieces.cfg.epochs)
+    return min(int(pieces.cfg.epochs), math.ceil(int(max_steps) / pieces.steps_per_epoch))
 
 
-def step_logger(pieces: Pieces, reporter: Reporter) -> Callable[[int, dict[str, float]], None]:
-    """The loop's `on_log`: the step scalars, and with `trainer.log_activations` each
-    activation layer's statistics on a fixed probe batch (the first validation batch: mean,
-    std, histogram, dead and saturated unit fractions) and each parameter's gradient
-    histogram, at the start and then every `log_activations_every_n_steps` steps."""
-    trainer = pieces.cfg.trainer
-    if not trainer.get("log_activations"):
-        return reporter.log_step
-    from trainer_cli.models.stats import activation_stats, activation_values, unit_fractions
-    from trainer_cli.report import print_activation_table
-
-    every = trainer.get("log_activations_every_n_steps", 100)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise UserError(f"trainer.log_activations_every_n_steps: expected a whole number >= 1, got '{every}'")
-    probe = next(iter(pieces.data.val))[0]
-
-    def log_probe(step: int) -> dict[str, Any]:
-        values = activation_values(pieces.model, probe)
-        reporter.log_activations(step, values, unit_fractions(pieces.model, values, probe.shape[0]))
-        reporter.log_gradients(step, pieces.model.named_parameters())  # none before the first step
-        return values
-
-    print_activation_table(activation_stats(log_probe(pieces.loop.step)))
-    due = [pieces.loop.step + every]
-
-    def on_log(step: int, scalars: dict[str, float]) -> None:
-        reporter.log_step(step, scalars)
-        if step >= due[0]:
-            log_probe(step)
-            due[0] = step + every
-
-    return on_log
+def plan(pieces: Pieces) -> str:
+    """`20 epochs of 21 steps`, or with `trainer.max_steps` the steps that really run."""
+    epochs, per_epoch = planned_epochs(pieces), pieces.steps_per_epoch
+    words = f"{epochs} epoch{'' if epochs == 1 else 's'} of {per_epoch} steps"
+    max_steps = pieces.cfg.trainer.get("max_steps")
+    if max_steps is not None and int(max_steps) < int(pieces.cfg.epochs) * per_epoch:
+        return f"{max_steps} steps (trainer.max_steps: {words}, the last cut short)"
+    return words
 
 
 def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
@@ -333,16 +267,6 @@ def steps_left(pieces: Pieces) -> int | None:
     return left
 
 
-def show_first_layer(pieces: Pieces, reporter: Reporter, run_dir: Path) -> None:
-    """A conv net's first-layer filters (of the weights the final evaluation tested) as
-    `first_layer.png` and in TensorBoard's Images tab: the lecture's "visualize the first layer"."""
-    from trainer_cli.figures import save_first_layer
-
-    grid = save_first_layer(pieces.model, run_dir / "first_layer.png")
-    if grid is not None:
-        reporter.log_image("first_layer", grid, pieces.loop.step)
-
-
 def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], started: float) -> dict[str, Any]:
     """Validate, then the once-per-epoch updates (SWA's average, the plateau schedule);
     returns the epoch's row of metrics."""
@@ -373,12 +297,12 @@ def save_checkpoints(pieces: Pieces, run_dir: Path, best: bool) -> None:
         pieces.stateful(), pieces.config_yaml, epoch=pieces.loop.epoch, step=pieces.loop.step
     )
     if best and saving.save_best and distributed.is_main():
-        checkpoint.save(snapshot, run_dir / "checkpoints" / "best.pt")
+        checkpoint.save(snapshot, run_folder.best_checkpoint(run_dir))
     if saving.save_last and distributed.is_main():
-        checkpoint.save(snapshot, run_dir / "checkpoints" / "last.pt")
+        checkpoint.save(snapshot, run_folder.last_checkpoint(run_dir))
     cycle = pieces.scheduler.cycle_ended(pieces.loop.step, pieces.steps_per_epoch)
     if cycle is not None and distributed.is_main():  # snapshot ensembles: `train ensemble=<run> mode.snapshots=true`
-        checkpoint.save(snapshot, run_dir / "checkpoints" / f"snapshot_{cycle}.pt")
+        checkpoint.save(snapshot, run_folder.snapshot_checkpoint(run_dir, cycle))
     distributed.barrier()  # the other ranks read best.pt at the end: wait until it is there
 
 
@@ -404,7 +328,7 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
         torch.optim.swa_utils.update_bn(data.train, swa, device)
         for split, batches in (("val", data.val), ("test", data.test)):
             record(split, evaluate(swa.module, batches, device, precision), "swa")
-    best_path = run_dir / "checkpoints" / "best.pt"
+    best_path = run_folder.best_checkpoint(run_dir)
     if pieces.cfg.trainer.checkpoint.save_best and best_path.is_file():
         best = checkpoint.load(best_path, map_location=device)
         pieces.model.load_state_dict(checkpoint.trained_weights(best))
