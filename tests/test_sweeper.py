@@ -55,8 +55,8 @@ class FakeLauncher:
             values = dict(o.lstrip("+").split("=", 1) for o in overrides)
             if job in self.prune_jobs:
                 optuna = quiet_optuna()
-                study = optuna.load_study(study_name=values["hydra.sweeper.trial_study"],
-                                          storage=f"sqlite:///{self.sweep_dir / 'optuna.db'}")  # fmt: skip
+                name = values["hydra.sweeper.trial_study"]
+                study = optuna.load_study(study_name=name, storage=journal(self.sweep_dir))
                 study.tell(int(values["hydra.sweeper.trial"]), state=optuna.trial.TrialState.PRUNED)
             ret = JobReturn()
             ret.status = JobStatus.COMPLETED
@@ -69,16 +69,23 @@ def make_sweeper(sweep_dir: Path, launcher: FakeLauncher, n_trials: int = 5, sam
     optuna = quiet_optuna()
     from trainer_cli.sweeper import OptunaSweeper
 
+    # A journal file: SQLite's schema set-up would cost each test a second or more.
     sweeper = OptunaSweeper(sampler=sampler or optuna.samplers.RandomSampler(seed=0), n_trials=n_trials,
-                            study_name="s", params=dict(SPACE), **kwargs)  # fmt: skip
+                            study_name="s", params=dict(SPACE), storage="optuna.journal", **kwargs)  # fmt: skip
     sweeper.config = OmegaConf.create({"optimized_metric": "val/acc", "hydra": {"sweep": {"dir": str(sweep_dir)}}})
     sweeper.launcher = launcher
     return sweeper
 
 
+def journal(sweep_dir: Path):
+    from trainer_cli.sweeper import open_storage
+
+    return open_storage(str(sweep_dir / "optuna.journal"))
+
+
 def trials(sweep_dir: Path, name: str = "s"):
     optuna = quiet_optuna()
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+    return optuna.load_study(study_name=name, storage=journal(sweep_dir)).trials
 
 
 # --- the search space ---------------------------------------------------------------------------
