@@ -15,7 +15,7 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from tests.conftest import run_train
+from tests.conftest import conf_options, run_train
 from trainer_cli.config import UserError
 
 SPACE = {"lr": "tag(log, interval(1e-4, 1e-1))", "momentum": "choice(0.0,0.9)"}
@@ -235,7 +235,7 @@ def test_pruning_hook_reports_each_epoch_and_stops_a_trial_below_the_median(tmp_
     assert trial.state.name == "PRUNED" and trial.intermediate_values == {1: 0.3}  # through the storage
 
 
-@pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
+@pytest.mark.parametrize("name", conf_options("hydra/sweeper/pruner"))
 def test_every_pruner_option_builds_an_optuna_pruner(name):
     from hydra.utils import instantiate
 
@@ -244,6 +244,22 @@ def test_every_pruner_option_builds_an_optuna_pruner(name):
     optuna = quiet_optuna()
     node = compose_with_hydra("hparams_search=random", f"hydra/sweeper/pruner={name}").hydra.sweeper.pruner
     assert isinstance(instantiate(node), optuna.pruners.BasePruner)
+
+
+@pytest.mark.parametrize("name", conf_options("hydra/sweeper/sampler"))
+def test_every_sampler_option_builds_a_seeded_optuna_sampler(name):
+    import functools
+
+    from hydra.utils import instantiate
+
+    from tests.test_sweep import compose_with_hydra
+
+    optuna = quiet_optuna()
+    node = compose_with_hydra("hparams_search=random", f"hydra/sweeper/sampler={name}").hydra.sweeper.sampler
+    sampler = instantiate(node)
+    if isinstance(sampler, functools.partial):  # the grid sampler gets its grid from the sweeper
+        sampler = sampler({"lr": [0.1, 0.01]}, seed=0)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
 
 
 # --- real sweeps (slow) -------------------------------------------------------------------------
