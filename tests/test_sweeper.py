@@ -116,6 +116,9 @@ def test_storage_is_sqlite_in_the_sweep_folder_a_url_or_a_journal_file(tmp_path)
     assert storage_location("postgresql://host/db", tmp_path) == "postgresql://host/db"
     journal = storage_location("optuna.journal", tmp_path)
     assert journal == str(tmp_path.resolve() / "optuna.journal")
+    for outside in ("../elsewhere.journal", "/tmp/x.journal", "."):
+        with pytest.raises(UserError, match="hydra.sweeper.storage: a journal file is a path inside the sweep folder"):
+            storage_location(outside, tmp_path)
     study = optuna.create_study(study_name="j", storage=open_storage(journal))
     study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(0.1, 1.0)}), 0.5)
     # What optuna-dashboard does with the file: Optuna's own API, no trainer_cli code.

@@ -56,7 +56,14 @@ def storage_location(storage: str | None, sweep_dir: str | Path) -> str:
         return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
     if "://" in storage:
         return storage
-    return str((Path(sweep_dir) / storage).resolve())  # a journal file, relative to the sweep folder
+    folder = Path(sweep_dir).resolve()
+    journal = (folder / storage).resolve()  # a journal file, inside the sweep folder: a sweep writes only there
+    if not journal.is_relative_to(folder) or journal == folder:
+        raise UserError(
+            f"hydra.sweeper.storage: a journal file is a path inside the sweep folder (optuna.journal), "
+            f"got '{storage}'; or give a database URL (sqlite:///..., postgresql://...)"
+        )
+    return str(journal)
 
 
 def open_storage(location: str) -> Any:
