@@ -7,15 +7,19 @@ checked in milliseconds. The slow tests at the end run real sweeps through `trai
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from tests.conftest import conf_options, run_train
+from tests.conftest import TRAIN, conf_options, run_train
 from trainer_cli.config import UserError
 
 SPACE = {"lr": "tag(log, interval(1e-4, 1e-1))", "momentum": "choice(0.0,0.9)"}
@@ -305,3 +309,26 @@ def test_two_submitit_workers_share_one_journal_file(tmp_path):
     }
     assert len(pids) == 4
     assert not (sweep / "optuna.db").exists()  # the journal file was the only storage
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_job_runs_again_from_its_checkpoint(tmp_path):
+    """SIGTERM mid-job: the job stops at a checkpoint, recorded preempted, and the sweep goes on;
+    the same command again runs that job in its folder, continuing from the checkpoint."""
+    sweep = tmp_path / "preempted"
+    command = ["hparams_search=random", "hydra.sweeper.n_trials=2", "epochs=3", "trainer.device=cpu",
+               f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    process = subprocess.Popen([TRAIN, *command], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (sweep / "0" / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)  # the job (in the sweep's own process) stops at its next step
+    assert process.wait(timeout=300) == 0
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "preempted"
+
+    result = run_train(command, tmp_path)
+    assert "continuing the run stopped" in result.stdout + result.stderr
+    summary = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert summary["status"] == "ok" and summary["epochs_run"] == 3
+    with open(sweep / "0" / "metrics.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]  # each epoch once: continued
