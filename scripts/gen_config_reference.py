@@ -42,6 +42,8 @@ GROUP_PAGES = {
     "diagnose": "diagnose.md",
     "hydra/launcher": "distributed.md",
     "hydra/sweeper": "search.md",
+    "hydra/sweeper/sampler": "search.md",
+    "hydra/sweeper/pruner": "search.md",
     "hydra/help": "config-groups.md",
     "hydra/job_logging": "console.md",
 }
