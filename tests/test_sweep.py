@@ -344,7 +344,7 @@ def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
     assert 1 <= len(before) < 3 or before[-1].state.name == "RUNNING"
     done_before = [t for t in before if t.state.name == "COMPLETE"]
 
-    run_train(command, tmp_path)  # the same command, in the same folder
+    run_train(command, tmp_path, timeout=900)  # the same command, in the same folder
     after = study_trials(sweep, "random")
     assert [t.params for t in after[: len(before)]] == [t.params for t in before]  # the same study, grown
     assert "RUNNING" not in {t.state.name for t in after}  # the killed trial is marked failed
@@ -369,7 +369,7 @@ def test_coarse_to_fine_narrows_around_the_best_coarse_trials(tmp_path):
     sweep = tmp_path / "c2f"
     run_train(["hparams_search=coarse_to_fine", "hydra.sweeper.coarse.n_trials=3", "hydra.sweeper.coarse.epochs=1",
                "hydra.sweeper.fine.n_trials=2", "hydra.sweeper.fine.epochs=2", "hydra.sweeper.fine.top_k=2",
-               "trainer.device=cpu", f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
+               "trainer.device=cpu", f"hydra.sweep.dir={sweep}"], tmp_path, timeout=900)  # fmt: skip
     coarse = study_trials(sweep, "coarse_to_fine-coarse")
     fine = study_trials(sweep, "coarse_to_fine-fine")
     assert len(coarse) == 3 and len(fine) == 2
