@@ -7,15 +7,19 @@ checked in milliseconds. The slow tests at the end run real sweeps through `trai
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from tests.conftest import run_train
+from tests.conftest import TRAIN, conf_options, run_train
 from trainer_cli.config import UserError
 
 SPACE = {"lr": "tag(log, interval(1e-4, 1e-1))", "momentum": "choice(0.0,0.9)"}
@@ -55,8 +59,8 @@ class FakeLauncher:
             values = dict(o.lstrip("+").split("=", 1) for o in overrides)
             if job in self.prune_jobs:
                 optuna = quiet_optuna()
-                study = optuna.load_study(study_name=values["hydra.sweeper.trial_study"],
-                                          storage=f"sqlite:///{self.sweep_dir / 'optuna.db'}")  # fmt: skip
+                name = values["hydra.sweeper.trial_study"]
+                study = optuna.load_study(study_name=name, storage=journal(self.sweep_dir))
                 study.tell(int(values["hydra.sweeper.trial"]), state=optuna.trial.TrialState.PRUNED)
             ret = JobReturn()
             ret.status = JobStatus.COMPLETED
@@ -69,16 +73,23 @@ def make_sweeper(sweep_dir: Path, launcher: FakeLauncher, n_trials: int = 5, sam
     optuna = quiet_optuna()
     from trainer_cli.sweeper import OptunaSweeper
 
+    # A journal file: SQLite's schema set-up would cost each test a second or more.
     sweeper = OptunaSweeper(sampler=sampler or optuna.samplers.RandomSampler(seed=0), n_trials=n_trials,
-                            study_name="s", params=dict(SPACE), **kwargs)  # fmt: skip
+                            study_name="s", params=dict(SPACE), storage="optuna.journal", **kwargs)  # fmt: skip
     sweeper.config = OmegaConf.create({"optimized_metric": "val/acc", "hydra": {"sweep": {"dir": str(sweep_dir)}}})
     sweeper.launcher = launcher
     return sweeper
 
 
+def journal(sweep_dir: Path):
+    from trainer_cli.sweeper import open_storage
+
+    return open_storage(str(sweep_dir / "optuna.journal"))
+
+
 def trials(sweep_dir: Path, name: str = "s"):
     optuna = quiet_optuna()
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+    return optuna.load_study(study_name=name, storage=journal(sweep_dir)).trials
 
 
 # --- the search space ---------------------------------------------------------------------------
@@ -97,6 +108,8 @@ def test_override_strings_become_optuna_4_distributions():
     assert space["k"] == IntDistribution(1, 4, step=1)
     assert space["opt"] == CategoricalDistribution(["sgd", "adam"])
     assert fixed == {"epochs": "3"}
+    # The command line's value of a key replaces the file's: a fixed value ends a searched key.
+    assert search_space(["lr=choice(0.1,0.01)", "wd=1,2", "lr=0.1", "wd=3,4"])[1] == {"lr": "0.1"}
 
 
 def test_storage_is_sqlite_in_the_sweep_folder_a_url_or_a_journal_file(tmp_path):
@@ -107,6 +120,9 @@ def test_storage_is_sqlite_in_the_sweep_folder_a_url_or_a_journal_file(tmp_path)
     assert storage_location("postgresql://host/db", tmp_path) == "postgresql://host/db"
     journal = storage_location("optuna.journal", tmp_path)
     assert journal == str(tmp_path.resolve() / "optuna.journal")
+    for outside in ("../elsewhere.journal", "/tmp/x.journal", "."):
+        with pytest.raises(UserError, match="hydra.sweeper.storage: a journal file is a path inside the sweep folder"):
+            storage_location(outside, tmp_path)
     study = optuna.create_study(study_name="j", storage=open_storage(journal))
     study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(0.1, 1.0)}), 0.5)
     # What optuna-dashboard does with the file: Optuna's own API, no trainer_cli code.
@@ -226,7 +242,7 @@ def test_pruning_hook_reports_each_epoch_and_stops_a_trial_below_the_median(tmp_
     assert trial.state.name == "PRUNED" and trial.intermediate_values == {1: 0.3}  # through the storage
 
 
-@pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
+@pytest.mark.parametrize("name", conf_options("hydra/sweeper/pruner"))
 def test_every_pruner_option_builds_an_optuna_pruner(name):
     from hydra.utils import instantiate
 
@@ -235,6 +251,22 @@ def test_every_pruner_option_builds_an_optuna_pruner(name):
     optuna = quiet_optuna()
     node = compose_with_hydra("hparams_search=random", f"hydra/sweeper/pruner={name}").hydra.sweeper.pruner
     assert isinstance(instantiate(node), optuna.pruners.BasePruner)
+
+
+@pytest.mark.parametrize("name", conf_options("hydra/sweeper/sampler"))
+def test_every_sampler_option_builds_a_seeded_optuna_sampler(name):
+    import functools
+
+    from hydra.utils import instantiate
+
+    from tests.test_sweep import compose_with_hydra
+
+    optuna = quiet_optuna()
+    node = compose_with_hydra("hparams_search=random", f"hydra/sweeper/sampler={name}").hydra.sweeper.sampler
+    sampler = instantiate(node)
+    if isinstance(sampler, functools.partial):  # the grid sampler gets its grid from the sweeper
+        sampler = sampler({"lr": [0.1, 0.01]}, seed=0)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
 
 
 # --- real sweeps (slow) -------------------------------------------------------------------------
@@ -277,3 +309,27 @@ def test_two_submitit_workers_share_one_journal_file(tmp_path):
     }
     assert len(pids) == 4
     assert not (sweep / "optuna.db").exists()  # the journal file was the only storage
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_job_runs_again_from_its_checkpoint(tmp_path):
+    """SIGTERM mid-job: the job stops at a checkpoint, recorded preempted, and the sweep goes on;
+    the same command again runs that job in its folder, continuing from the checkpoint."""
+    sweep = tmp_path / "preempted"
+    command = ["hparams_search=random", "hydra.sweeper.n_trials=2", "epochs=3", "trainer.device=cpu",
+               f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    process = subprocess.Popen([TRAIN, *command], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (sweep / "0" / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)  # the job (in the sweep's own process) stops at its next step
+    assert process.wait(timeout=300) == 0
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "preempted"
+
+    run_train(command, tmp_path, timeout=900)
+    # A sweep's console is one line per job; the job's own train.log says where it went on from.
+    assert "continuing the run stopped" in (sweep / "0" / "train.log").read_text()
+    summary = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert summary["status"] == "ok" and summary["epochs_run"] == 3
+    with open(sweep / "0" / "metrics.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]  # each epoch once: continued

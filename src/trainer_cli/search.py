@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from trainer_cli.callbacks import Callback
 from trainer_cli.sweeper import OptunaSweeper, check_record, reseed, resume_plan, search_space, tell
 
 if TYPE_CHECKING:
@@ -161,8 +162,8 @@ class CoarseToFineSweeper(OptunaSweeper):
 # --- pruning inside a sweep job ---------------------------------------------------------------------
 
 
-class TrialPruning:
-    """Epoch-end hook (the `Callback` contract): report the epoch's `optimized_metric` to the
+class TrialPruning(Callback):
+    """Epoch-end hook: report the epoch's `optimized_metric` to the
     job's trial; when the study's pruner says so, mark the trial pruned and ask the loop to stop.
 
     `stop_training` is what the loop reads; `pruned_at` the epoch the run stopped after.

@@ -216,7 +216,8 @@ def seed_groups(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]
         label = " ".join(_short(f"{k}={v}") for k, v in zip(keys, values, strict=True)) or "every job"
         groups.append({"config": label, "values": dict(zip(keys, values, strict=True)), "scores": finished,
                        "seeds": len(finished), "jobs": [r["job"] for r in members],
-                       "failed": len(members) - len(finished), **describe(finished)})  # fmt: skip
+                       "failed": sum(r["status"] not in ("ok", "pruned") for r in members),  # pruned is not failed
+                       **describe(finished)})  # fmt: skip
     return sorted(groups, key=lambda g: metrics.sort_key(g["mean"], metric))
 
 

@@ -56,7 +56,14 @@ def storage_location(storage: str | None, sweep_dir: str | Path) -> str:
         return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
     if "://" in storage:
         return storage
-    return str((Path(sweep_dir) / storage).resolve())  # a journal file, relative to the sweep folder
+    folder = Path(sweep_dir).resolve()
+    journal = (folder / storage).resolve()  # a journal file, inside the sweep folder: a sweep writes only there
+    if not journal.is_relative_to(folder) or journal == folder:
+        raise UserError(
+            f"hydra.sweeper.storage: a journal file is a path inside the sweep folder (optuna.journal), "
+            f"got '{storage}'; or give a database URL (sqlite:///..., postgresql://...)"
+        )
+    return str(journal)
 
 
 def open_storage(location: str) -> Any:
@@ -106,12 +113,15 @@ def distribution(override: Override) -> Any:
 
 
 def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(distributions, fixed values) of `key=value` overrides: the sweep's params and command line."""
+    """(distributions, fixed values) of `key=value` overrides: the sweep's params, then the
+    command line's (a later one replaces an earlier one of the same key)."""
     from optuna.distributions import BaseDistribution
 
     space, fixed = {}, {}
     for override in OverridesParser.create().parse_overrides(list(arguments)):
         value = distribution(override)
+        space.pop(override.get_key_element(), None)  # a later override of a key replaces an earlier one
+        fixed.pop(override.get_key_element(), None)
         if isinstance(value, BaseDistribution):
             space[override.get_key_element()] = value
         else:

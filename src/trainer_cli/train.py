@@ -65,12 +65,13 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         reporter.log_params({**run_hparams, **(hparams or {})})  # a failed or stopped run carries them too
         announce(pieces, run_dir)
         stop = distributed.StopVote()  # several processes stop at the same step
-        hooks = callbacks.Hooks(build.callbacks(cfg), callbacks.Run(pieces, reporter, run_dir, stop))
+        pruning = trial_pruning(metric) if distributed.world_size() == 1 else None  # a sweep job with a pruner
+        listed = [*build.callbacks(cfg), *([pruning] if pruning is not None else [])]
+        hooks = callbacks.Hooks(listed, callbacks.Run(pieces, reporter, run_dir, stop))
         hooks.train_start()
         if resumed is None:
             check_initial_loss(pieces, reporter)
         early_stopped = False
-        pruning = trial_pruning(metric) if distributed.is_main() else None  # a sweep job whose trial may be pruned
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             if steps_left(pieces) == 0:
                 break
@@ -94,10 +95,8 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             if early_stopped:
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
-            if pruning is not None:
-                pruning.on_epoch_end(None, epoch, row)
-                if pruning.stop_training:  # the sweep's pruner stopped this trial: a pruned job, not a failed one
-                    break
+            if pruning is not None and pruning.stop_training:  # the sweep's pruner stopped this trial (not a failure)
+                break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
         if pruning is not None and pruning.stop_training:
             summary["status"] = "pruned"

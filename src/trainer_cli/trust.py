@@ -136,6 +136,7 @@ TARGETS = frozenset(
         "optuna.samplers._cmaes.CmaEsSampler",  # restores its own state from the study's storage (pickle)
         "optuna.samplers._grid.GridSampler",
         "optuna.samplers._nsga2.NSGAIISampler",
+        "optuna.samplers.nsgaii._sampler.NSGAIISampler",  # its module in Optuna >= 3
         "optuna.samplers._qmc.QMCSampler",
         "optuna.samplers.QMCSampler",  # conf/hydra/sweeper/sampler/qmc.yaml's name (newer Optuna)
         "optuna.pruners._hyperband.HyperbandPruner",
