@@ -116,6 +116,8 @@ TARGETS = frozenset(
         "trainer_cli.callbacks.FirstLayer",
         "trainer_cli.callbacks.LogProbes",
         "trainer_cli.callbacks.StepCheckpoints",
+        # conf/callbacks (diag)
+        "trainer_cli.diagnose.signals.Signals",
         # conf/logger
         "trainer_cli.report.TensorBoard",
         "trainer_cli.sinks.CSVLogger",
