@@ -248,7 +248,7 @@ def test_every_documented_command_composes():
     process, not run: ~0.4 s a command on 2 busy cores, so slow too; the next test runs them)."""
     from hydra import compose, initialize_config_dir
 
-    from trainer_cli.cli import rewrite_argv
+    from trainer_cli.cli_argv import rewrite_argv
 
     register_resolvers()
     failures = []

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import run_train
-from trainer_cli import cli, faults, train
+from trainer_cli import cli_argv, cli_hydra, faults, train
 from trainer_cli.config import UserError
 
 # Digits, a small MLP, 2 epochs of 21 steps; no TensorBoard (faster).
@@ -79,7 +79,7 @@ def test_a_stop_request_resumes_bit_for_bit(call, step, reference, make_cfg, tmp
     assert "\n" not in message
     monkeypatch.undo()
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == step
-    cli.execute(make_cfg(f"resume={run_dir}"), run_dir)
+    cli_hydra.execute(make_cfg(f"resume={run_dir}"), run_dir)
     _same(reference, run_dir)
 
 
@@ -121,23 +121,23 @@ def test_every_n_steps_survives_a_kill(reference, make_cfg, tmp_path, monkeypatc
     monkeypatch.undo()
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
     (run_dir / "checkpoints" / ".last.pt.x1.tmp").write_bytes(b"half")  # a kill during a write
-    cli.execute(make_cfg(f"resume={run_dir}"), run_dir)
+    cli_hydra.execute(make_cfg(f"resume={run_dir}"), run_dir)
     assert not list((run_dir / "checkpoints").glob("*.tmp"))
     _same(reference, run_dir)
 
 
 def test_a_finished_run_is_left_alone_and_can_be_extended(reference, make_cfg):
     files = {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file() and p.name != ".lock"}
-    summary = cli.execute(make_cfg(f"resume={reference}"), reference)
+    summary = cli_hydra.execute(make_cfg(f"resume={reference}"), reference)
     assert summary["epochs_run"] == 2
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing rewritten
-    extended = cli.execute(make_cfg(f"resume={reference}", "+resume_with.epochs=3"), reference)
+    extended = cli_hydra.execute(make_cfg(f"resume={reference}", "+resume_with.epochs=3"), reference)
     assert extended["epochs_run"] == 3 and extended["steps"] == 63
 
 
 def test_a_run_cannot_be_shortened(reference, make_cfg):
     with pytest.raises(UserError, match=r"^epochs: a resumed run can be extended"):
-        cli.execute(make_cfg(f"resume={reference}", "+resume_with.epochs=1"), reference)
+        cli_hydra.execute(make_cfg(f"resume={reference}", "+resume_with.epochs=1"), reference)
 
 
 def test_a_second_writer_is_refused_and_a_killed_one_does_not_block(make_cfg, reference):
@@ -148,7 +148,7 @@ def test_a_second_writer_is_refused_and_a_killed_one_does_not_block(make_cfg, re
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(UserError, match=r"^resume: .* is in use by a running train \(pid \d+\)"):
-        cli.execute(make_cfg(f"resume={reference}"), reference)
+        cli_hydra.execute(make_cfg(f"resume={reference}"), reference)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     faults.lock_run_folder(reference).close()  # the kernel dropped the dead process's lock
@@ -160,13 +160,13 @@ def test_a_second_writer_is_refused_and_a_killed_one_does_not_block(make_cfg, re
 )
 def test_other_overrides_with_resume_are_refused(args, tmp_path):
     with pytest.raises(UserError) as error:
-        cli.rewrite_argv([f"resume={tmp_path}", *args])
+        cli_argv.rewrite_argv([f"resume={tmp_path}", *args])
     assert "only epochs=..., trainer.device=..., trainer.devices=... are accepted" in str(error.value)
     assert str(error.value).startswith(args[0].split("=")[0].lstrip("+"))
 
 
 def test_accepted_overrides_with_resume(tmp_path):
-    out = cli.rewrite_argv([f"resume={tmp_path}", "epochs=5", "trainer.device=cpu"])
+    out = cli_argv.rewrite_argv([f"resume={tmp_path}", "epochs=5", "trainer.device=cpu"])
     assert "+resume_with.epochs=5" in out and "+resume_with.trainer.device=cpu" in out
 
 

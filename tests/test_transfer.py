@@ -310,12 +310,12 @@ def test_a_resumed_run_does_not_read_init_from(make_cfg, tmp_path):
 def test_a_finished_lora_run_extends_exactly(make_cfg, tmp_path):
     """`train resume=<lora run> epochs=N`: the run continues from its adapters (last.pt keeps
     them beside the merged model) and ends where an uninterrupted run ends."""
-    from trainer_cli import checkpoint, cli, train
+    from trainer_cli import checkpoint, cli_hydra, train
 
     overrides = [*CNN, "finetune=lora", "scheduler=constant"]
     train.run(make_cfg(*overrides, "epochs=2"), tmp_path / "full")
     train.run(make_cfg(*overrides, "epochs=1"), tmp_path / "short")
-    cli.execute(make_cfg(f"resume={tmp_path / 'short'}", "+resume_with.epochs=2"), tmp_path / "short")
+    cli_hydra.execute(make_cfg(f"resume={tmp_path / 'short'}", "+resume_with.epochs=2"), tmp_path / "short")
     full, short = (checkpoint.load(tmp_path / run / "checkpoints" / "last.pt") for run in ("full", "short"))
     assert short["loop"]["epoch"] == 2
     assert not any("lora" in k for k in short["model"])  # merged again at the end

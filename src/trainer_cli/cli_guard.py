@@ -96,7 +96,8 @@ def install_hydra_guard() -> None:
     def guarded_load_single_config(self: Any, default: Any, repo: Any) -> Any:
         # Every config file composed into the run: one from outside the shipped conf/ sets few hydra keys.
         result = load_single_config(self, default, repo)
-        if not trust.shipped_source(str(result.path)):
+        shipped = trust.shipped_source(str(result.path)) or trust.same_as_shipped(default.config_path, str(result.path))
+        if not shipped:
             trust.check_file_hydra_keys(result.config, f"{default.config_path} ({result.path})")
         return result
 

@@ -484,6 +484,21 @@ def shipped_source(path: str) -> bool:
     return path in ("pkg://hydra.conf", "structured://")
 
 
+def same_as_shipped(config_path: str, source: str) -> bool:
+    """Whether a file from another source is byte for byte the shipped conf/ file of that name
+    (a copy of conf/, as tests and users make, sets nothing new)."""
+    from trainer_cli.config import CONF_DIR
+
+    if not source.startswith("file://"):
+        return False
+    for name in (f"{config_path}.yaml", config_path):
+        mine, shipped = os.path.join(source[len("file://") :], name), os.path.join(CONF_DIR, name)
+        if os.path.isfile(mine) and os.path.isfile(shipped):
+            with open(mine, "rb") as a, open(shipped, "rb") as b:
+                return a.read() == b.read()
+    return False
+
+
 def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every leaf, and of every empty container."""
     if isinstance(node, dict) and node:
@@ -520,6 +535,8 @@ def _check_relative_folder(key: str, value: Any) -> None:
 
 # --- Environment interpolation --------------------------------------------------------------
 ENV_NAMED = re.compile(r"oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+# The variables the shipped conf/ itself reads (where data sets are kept).
+SHIPPED_ENV = ("TRAINER_CLI_DATA",)
 TYPED_ENV = "TRAINER_CLI_TYPED_ENV"  # the variable names the user's own command line reads
 
 
@@ -540,7 +557,7 @@ def guard_env() -> None:
         return
 
     def env(name: str, default: Any = "__no_default__", *, _node_: Any = None) -> Any:
-        allowed = {n for n in os.environ.get(TYPED_ENV, "").split(",") if n}
+        allowed = {n for n in os.environ.get(TYPED_ENV, "").split(",") if n} | set(SHIPPED_ENV)
         if str(name) not in allowed:
             key = _node_._get_full_key(None) if _node_ is not None else "config"
             raise UserError(
