@@ -43,10 +43,7 @@ def take_a_step(pieces) -> tuple[dict[str, float], float]:
     returns the step's metrics and how far the weights moved."""
     batch = next(iter(pieces.data.train))
     before = torch.cat([p.detach().flatten().clone() for p in pieces.model.parameters()])
-    metrics, step = pieces.train_epoch(
-        pieces.model, [batch], pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
-        step=0, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
-    )  # fmt: skip
+    metrics, step = pieces.train_epoch(pieces.step_parts, [batch], step=0)
     after = torch.cat([p.detach().flatten() for p in pieces.model.parameters()])
     assert step == 1 and math.isfinite(metrics["loss"])
     return metrics, float((after - before).norm())
