@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import distributed, metrics, trust
+from trainer_cli import distributed, metrics, run_folder, trust
 from trainer_cli.config import (
     CONF_DIR,
     UserError,
@@ -189,7 +189,7 @@ def hydra_main(cfg: DictConfig) -> float:
             discard_empty_run_folder(run_dir)  # a config error leaves no run folder behind
         message = f"error: {shorten(str(error))}"
         if isinstance(error, NonFiniteLoss):
-            last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
+            last = run_folder.last_checkpoint(Path(str(cfg.resume or run_dir)))
             message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
         print(message, file=sys.stderr)
         sys.exit(2 if isinstance(error, UserError) else 1)

@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from trainer_cli import run_folder
 from trainer_cli.config import UserError
 from trainer_cli.trust import user_trusted_modules
 
@@ -158,7 +159,7 @@ def lock_run_folder(run_dir: Path) -> IO[str]:
 def remove_orphans(run_dir: Path) -> list[Path]:
     """Delete the temporary files a kill during a checkpoint write left behind."""
     removed = []
-    for path in (run_dir / "checkpoints").glob(".*.tmp"):
+    for path in run_folder.checkpoint_dir(run_dir).glob(".*.tmp"):
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
