@@ -11,7 +11,7 @@
    at its own default learning rate (conf/optimizer/*.yaml), and the final training loss
    (which separates optimizers that all end near the same accuracy), mean over --seeds seeds.
 
-    python scripts/bench_optimizers.py --seeds 3       # the README's table, ~2 minutes on 2 CPU cores
+    python scripts/bench_optimizers.py --seeds 3       # the table of docs/optimization.md, ~2 minutes on 2 CPU cores
     python scripts/bench_optimizers.py --epochs 20
 """
 

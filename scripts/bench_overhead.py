@@ -28,7 +28,7 @@ repeats' epochs, with the spread (min, quartiles, max). Each side runs once firs
 unmeasured (imports).
 
     python scripts/bench_overhead.py                    # MLP on Fashion-MNIST, CPU
-    python scripts/bench_overhead.py --repeats 12 --epochs 5 --noise   # the README's figures
+    python scripts/bench_overhead.py --repeats 12 --epochs 5 --noise   # the figures of docs/benchmarks.md
     python scripts/bench_overhead.py --data digits --repeats 5
 """
 

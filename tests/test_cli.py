@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_train_with_no_arguments(tmp_path):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["best/val/acc"] > 0.9 and summary["test/acc"] > 0.9  # digits is easy
-    assert "best val acc" in result.stdout and "test acc (best-on-val checkpoint)" in result.stdout
+    assert "val acc at best epoch" in result.stdout and "test acc (best-on-val checkpoint)" in result.stdout
     assert "initial val loss" in (run_dir / "train.log").read_text()
 
 
@@ -84,6 +85,23 @@ def test_rerun_from_saved_config_is_bit_for_bit(tmp_path):
     )
     assert metrics_rows(tmp_path / "first") == metrics_rows(tmp_path / "again")
     assert len(metrics_rows(tmp_path / "again")) == 3
+
+
+@pytest.mark.slow
+def test_rerun_from_saved_config_prints_the_console_of_a_fresh_run(tmp_path):
+    """Issue 23: Hydra's own job_logging once doubled every line of a re-run (its
+    `[..][trainer_cli][INFO] -` lines beside ours, the initial-loss line three times)."""
+    fresh = run_train(["epochs=1", f"hydra.run.dir={tmp_path}/first"], cwd=tmp_path).stdout
+    again = run_train(
+        ["--config-path", "first/.hydra", "--config-name", "config", f"hydra.run.dir={tmp_path}/again"], cwd=tmp_path
+    ).stdout
+
+    def shape(text: str) -> list[str]:  # the lines without their times and run folders
+        text = text.replace("first", "RUN").replace("again", "RUN")  # the folder's name, wrapped or not
+        return [re.sub(r"[\d.]+ s\b|\[[\d :-]+\] ", "", line).rstrip() for line in text.splitlines()]
+
+    assert "[trainer_cli][INFO]" not in again
+    assert shape(again) == shape(fresh)
 
 
 @pytest.mark.slow

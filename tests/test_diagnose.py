@@ -13,6 +13,7 @@ from tests.conftest import run_train
 from trainer_cli import build
 from trainer_cli.config import UserError, resolve
 from trainer_cli.diagnose import curves, gradcheck, initial_loss, overfit
+from trainer_cli.diagnose.context import diagnose_defaults
 from trainer_cli.verdict import Verdict, markdown, panel, worst
 
 
@@ -121,7 +122,8 @@ def recorded(run, **columns):
     return [{**row, **{name: values[i] for name, values in columns.items()}} for i, row in enumerate(run)]
 
 
-OPTIONS = {"num_classes": 10, "fit_threshold": 0.95, "gap_tolerance": 0.05}
+# The options as conf/mode/diagnose.yaml writes them (the one place they are set).
+OPTIONS = {**diagnose_defaults(), "num_classes": 10}
 N = 10
 HEALTHY = recorded(
     history(

@@ -198,9 +198,12 @@ def test_a_signal_through_train(name, tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == faults.PREEMPTED_EXIT, stderr[-2000:]
     line = stderr.strip().splitlines()[-1]
-    assert line.startswith(f"stopped by {name} at epoch") and line.endswith(f"train resume={run_dir.resolve()}")
+    assert line.startswith(f"stopped by {name} at step") and line.endswith(f"train resume={run_dir.resolve()}")
     result = run_train([f"resume={run_dir}"], tmp_path)
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 30, result.stdout[-500:]
+    # The stop line and the resume line name the same place (issue 23: they once differed by an epoch).
+    where = line.split(" at ", 1)[1].split(";")[0]
+    assert f"resuming {run_dir} at {where}" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

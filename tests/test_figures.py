@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from PIL import Image
 
-from trainer_cli.figures import moving_average, save_curves
+from trainer_cli.figures import save_curves, smoothed
 
 
-def test_moving_average_is_centred_and_skips_non_finite_points():
-    assert moving_average([1.0, 2.0, 3.0, 4.0], 3) == [1.5, 2.0, 3.0, 3.5]
-    assert moving_average([1.0, math.nan, 3.0], 3) == [1.0, 2.0, 3.0]
+def test_smoothed_starts_at_the_first_point_and_skips_non_finite_points():
+    """Issue 23: the centred mean started the train-loss line far below epoch 1's point; the
+    bias-corrected EMA (TensorBoard's) starts on it and then lags, never leads."""
+    values = [1.62, 0.9, 0.6, 0.5, 0.45, 0.42, 0.4, 0.39, 0.38, 0.37]
+    line = smoothed(values, 3)
+    assert line[0] == values[0]
+    assert line[1] == (0.5 * 0.5 * 1.62 + 0.5 * 0.9) / (1 - 0.5**2)
+    assert all(smooth >= raw for smooth, raw in zip(line, values, strict=True))  # a falling curve: above it
+    assert smoothed([1.0, 2.0], 1) == [1.0, 2.0]
+    assert smoothed([math.nan, 1.0, math.nan, 3.0], 3)[:3] == [pytest.approx(math.nan, nan_ok=True), 1.0, 1.0]
 
 
 def test_every_run_writes_curves_png(make_cfg, tmp_path):

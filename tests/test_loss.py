@@ -21,13 +21,15 @@ def multiclass_svm(scores: torch.Tensor, labels: torch.Tensor, power: int, margi
 
 
 @pytest.mark.parametrize(("option", "power"), [("hinge", 1), ("squared_hinge", 2)])
-def test_hinge_losses_are_the_lectures_svm_loss_over_c(option, power, make_cfg):
+def test_hinge_losses_are_the_lectures_svm_loss(option, power, make_cfg):
     loss_fn = build.loss(resolve(make_cfg(f"loss={option}")))
-    classes = SCORES.shape[1]
-    expected = multiclass_svm(SCORES, LABELS, power) / classes  # torch's MultiMarginLoss divides by C
-    assert float(loss_fn(SCORES, LABELS)) == pytest.approx(expected, rel=1e-6)
-    if power == 1:  # the lecture's worked example: losses 2.9, 0, 12.9 (mean 5.27)
-        assert multiclass_svm(SCORES, LABELS, 1) == pytest.approx((2.9 + 0 + 12.9) / 3)
+    assert float(loss_fn(SCORES, LABELS)) == pytest.approx(multiclass_svm(SCORES, LABELS, power), rel=1e-6)
+    if power == 1:  # the lecture's worked example by hand: losses 2.9, 0, 12.9 (mean 5.27)
+        assert float(loss_fn(SCORES, LABELS)) == pytest.approx((2.9 + 0 + 12.9) / 3, rel=1e-6)
+    # torch's MultiMarginLoss form, named: the same sum divided by C
+    torch_form = build.loss(resolve(make_cfg(f"loss={option}", "loss.divide_by_classes=true")))
+    expected = multiclass_svm(SCORES, LABELS, power) / SCORES.shape[1]
+    assert float(torch_form(SCORES, LABELS)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_cross_entropy_is_minus_log_softmax_of_the_true_class(make_cfg):

@@ -132,6 +132,31 @@ def test_mlflow_run_that_raises_is_not_marked_finished(tmp_path, monkeypatch, er
     client = MlflowClient(tracking_uri=store.as_uri())
     (found,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert found.info.status == status
+    # Issue 23: the params are logged at the start, so a failed or stopped run shows its config.
+    assert found.data.params["lr"] == "0.001" and found.data.params["epochs"] == "2"
+
+
+def test_mlflow_missing_is_one_line_before_anything_is_built(make_cfg, tmp_path, monkeypatch):
+    """Without the extra: the error names the key and the install command, and comes before the
+    model is built (no model summary) or any run file is written (the folder is discarded)."""
+    import importlib.util
+
+    from trainer_cli import build
+    from trainer_cli.config import UserError
+    from trainer_cli.sinks import INSTALL_MLFLOW
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a)
+    )
+    monkeypatch.setattr(build, "pieces", lambda *a, **k: pytest.fail("built the run before the logger check"))
+    from trainer_cli.train import run
+
+    with pytest.raises(UserError) as error:
+        run(make_cfg("logger=[mlflow]"), tmp_path / "run")
+    assert str(error.value) == f"logger.mlflow: needs MLflow, not installed here: {INSTALL_MLFLOW}"
+    assert "pip install 'trainer_cli[mlflow]'" in INSTALL_MLFLOW and "pip install -e '.[mlflow]'" in INSTALL_MLFLOW
+    assert not (tmp_path / "run").exists() or {p.name for p in (tmp_path / "run").iterdir()} <= {".lock"}
 
 
 def test_tensorboard_writes_a_steps_scalars_as_one_event_read_back_as_separate_curves(tmp_path):

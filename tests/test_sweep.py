@@ -53,7 +53,7 @@ def test_every_search_is_a_multirun_with_its_sweeper(option):
     cfg = compose_with_hydra(f"hparams_search={option}")
     assert cfg.hydra.mode.name == "MULTIRUN"
     expected = {
-        "grid": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "grid": "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "random": "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "bayes": "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "coarse_to_fine": "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
@@ -65,20 +65,19 @@ def test_every_search_is_a_multirun_with_its_sweeper(option):
 
 
 def test_grid_expands_to_one_job_per_lr_and_weight_decay_each_reaching_its_objects(make_cfg):
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from itertools import product
 
     from trainer_cli import build
     from trainer_cli.config import resolve
+    from trainer_cli.sweeper import grid_choices, search_space
 
     params = compose_with_hydra("hparams_search=grid").hydra.sweeper.params
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
-    values = {tuple(sorted(job)) for job in jobs}
-    assert len(jobs) == len(values) == 12  # 4 learning rates x 3 weight decays, each once
-    for job in jobs[::5]:
-        chosen = dict(o.split("=", 1) for o in job)
-        cfg = resolve(make_cfg("hparams_search=grid", *job))
+    space, _ = search_space([f"{k}={v}" for k, v in params.items()])
+    grid = {key: grid_choices(dist) for key, dist in space.items()}
+    jobs = [dict(zip(grid, values, strict=True)) for values in product(*grid.values())]
+    assert len(jobs) == len({tuple(job.values()) for job in jobs}) == 12  # 4 learning rates x 3 weight decays
+    for chosen in jobs[::5]:
+        cfg = resolve(make_cfg("hparams_search=grid", *(f"{k}={v}" for k, v in chosen.items())))
         (penalty,) = build.regularization(cfg).penalties
         assert penalty.weight_decay == float(chosen["regularization.l2.weight_decay"])
         assert cfg.optimizer.lr == float(chosen["lr"])
@@ -89,15 +88,16 @@ def test_optuna_searches_propose_seeded_log_uniform_learning_rates(option):
     import optuna
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.utils import instantiate
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    from trainer_cli.sweeper import distribution
 
     def proposals(seed: int) -> list[float]:
         sweeper = compose_with_hydra(f"hparams_search={option}", f"seed={seed}").hydra.sweeper
         (override,) = OverridesParser.create().parse_overrides([f"lr={sweeper.params.lr}"])
-        distribution = create_optuna_distribution_from_override(override)
+        lr = distribution(override)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=instantiate(sweeper.sampler))
-        return [study.ask({"lr": distribution}).params["lr"] for _ in range(8)]
+        return [study.ask({"lr": lr}).params["lr"] for _ in range(8)]
 
     first, again, other = proposals(7), proposals(7), proposals(8)
     assert first == again and first != other  # seeded by `seed`
@@ -143,10 +143,10 @@ def test_narrowed_range_spans_the_top_trials_widened_and_clipped():
 
     from trainer_cli.search import narrowed
 
-    wide = optuna.distributions.LogUniformDistribution(1e-5, 1.0)
+    wide = optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
     assert narrowed(wide, [1e-3, 4e-3], widen=2.0) == "tag(log,interval(0.0005,0.008))"
     assert narrowed(wide, [0.8, 0.9], widen=2.0) == "tag(log,interval(0.4,1))"  # clipped to the coarse range
-    linear = optuna.distributions.UniformDistribution(0.0, 1.0)
+    linear = optuna.distributions.FloatDistribution(0.0, 1.0)
     assert narrowed(linear, [0.4, 0.5], widen=2.0) == "interval(0.3,0.6)"
     choices = optuna.distributions.CategoricalDistribution(["sgd", "adam", "rmsprop"])
     assert narrowed(choices, ["adam", "sgd"], widen=2.0) == "choice(sgd,adam)"
@@ -307,7 +307,7 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
     sweep = tmp_path / "bayes"
     result = run_train(["hparams_search=bayes", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
                         "optimized_metric=val/loss", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)  # fmt: skip
-    assert "Sampler: TPESampler" in result.stdout + result.stderr
+    assert "sampler TPESampler" in result.stdout + result.stderr
     trials = study_trials(sweep, "bayes")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     losses = [json.loads((sweep / str(t.number) / "metrics.json").read_text())["best/val/loss"] for t in trials]
@@ -322,11 +322,13 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
+    """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
+    again in its own folder, new ones numbered after the last, the study grown to n_trials."""
     sweep = tmp_path / "random"
-    args = [TRAIN, "hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+    command = ["hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen([TRAIN, *command], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
         while not (sweep / "0" / "metrics.json").is_file() and time.monotonic() < deadline:
@@ -337,20 +339,27 @@ def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
         process.wait()
     before = study_trials(sweep, "random")
     first_job = (sweep / "0" / "metrics.json").read_text()
-    assert 1 <= len(before) < 3
+    assert 1 <= len(before) < 3 or before[-1].state.name == "RUNNING"
+    done_before = [t for t in before if t.state.name == "COMPLETE"]
 
-    run_train(["hparams_search=random", "hydra.sweeper.n_trials=2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)
+    run_train(command, tmp_path)  # the same command, in the same folder
     after = study_trials(sweep, "random")
-    assert len(after) == len(before) + 2  # the same study in the same SQLite file, grown
-    assert [t.params for t in after[: len(before)]] == [t.params for t in before]
+    assert [t.params for t in after[: len(before)]] == [t.params for t in before]  # the same study, grown
     assert "RUNNING" not in {t.state.name for t in after}  # the killed trial is marked failed
-    assert (sweep / "0" / "metrics.json").read_text() == first_job  # old job folders untouched
-    for trial in after[len(before) :]:
-        assert trial.state.name == "COMPLETE"
-        assert trial.params["lr"] == job_value(sweep, trial.number, "lr")  # numbered after the old ones
-    # Every finished trial is in the report (a trial killed before its job started has no folder).
-    finished = {t.number for t in after if t.state.name == "COMPLETE"}
-    assert finished <= {int(r["job"]) for r in summary_rows(sweep) if r["status"] == "ok"}
+    assert (sweep / "0" / "metrics.json").read_text() == first_job  # finished jobs are not run again
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    jobs = sorted(int(t.user_attrs["job"]) for t in complete)
+    assert jobs == [0, 1, 2]  # three jobs in all, each finished once, in folders 0-2
+    assert len(complete) == 3 and done_before == complete[: len(done_before)]
+    for trial in complete:
+        assert trial.params["lr"] == job_value(sweep, trial.user_attrs["job"], "lr")
+    assert {int(r["job"]) for r in summary_rows(sweep) if r["status"] == "ok"} == {0, 1, 2}
+
+    # A changed search space or fixed override is refused in one line, saying what changed.
+    changed = run_train([o if o != "epochs=1" else "epochs=2" for o in command], tmp_path, check=False)
+    assert changed.returncode == 2
+    (line,) = changed.stderr.strip().splitlines()
+    assert "fixed overrides changed" in line and "epochs: 1 -> 2" in line
 
 
 @pytest.mark.slow
@@ -379,25 +388,19 @@ def test_coarse_to_fine_narrows_around_the_best_coarse_trials(tmp_path):
 
 
 def test_nan_returning_job_is_a_failed_trial():
-    """The launcher wrapper turns main()'s NaN (a failed run) into a failed Hydra job."""
+    """main() returns NaN for a failed run: the sweeper reads it as a failure, not a value."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from trainer_cli.search import TrialFailed, _FailedJobsAsFailures
+    from trainer_cli.sweeper import job_value
 
-    def job(value):
+    def job(value, status=JobStatus.COMPLETED):
         ret = JobReturn()
-        ret.status, ret.return_value = JobStatus.COMPLETED, value
+        ret.status, ret.return_value = status, value
         return ret
 
-    class FakeLauncher:
-        def launch(self, job_overrides, initial_job_idx):
-            return [job(0.9), job(math.nan)]
-
-    ok, failed = _FailedJobsAsFailures(FakeLauncher()).launch([["a=1"], ["a=2"]], initial_job_idx=0)
-    assert ok.return_value == 0.9
-    assert failed.status == JobStatus.FAILED
-    with pytest.raises(TrialFailed):
-        _ = failed.return_value
+    assert job_value(job(0.9)) == 0.9
+    assert job_value(job(math.nan)) is None
+    assert job_value(job(RuntimeError("boom"), JobStatus.FAILED)) is None
 
 
 def test_report_has_a_column_per_swept_key_and_labels_curves_by_their_overrides(tmp_path):
@@ -446,3 +449,145 @@ def test_searched_value_axes_are_log_and_ticked_at_the_grids_values(xs, scale, t
     value_axis(axis, xs)
     assert axis.get_xscale() == scale
     assert [t.get_text() for t in axis.get_xticklabels()] == ticks
+
+
+# --- seed statistics -------------------------------------------------------------------------
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| > t) for Student's t with `df` degrees of freedom, by Simpson's rule on its density."""
+    density = lambda x: math.exp(  # noqa: E731
+        math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+        - (df + 1) / 2 * math.log1p(x * x / df)
+    )  # fmt: skip
+    steps, h = 20_000, abs(t) / 20_000
+    inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+    return 1 - 2 * (h / 3) * (density(0) + inner + density(abs(t)))
+
+
+def test_seed_statistics_equal_the_hand_computed_values():
+    from trainer_cli.sweep import describe, welch
+
+    a, b = [0.90, 0.92, 0.94], [0.85, 0.87, 0.86, 0.88]
+    stats = describe(a)
+    assert stats["mean"] == pytest.approx(0.92) and stats["sd"] == pytest.approx(0.02)
+    # 95% interval: t(0.975, df=2) = 4.302653 (a t table), times sd / sqrt(3).
+    assert stats["ci95_high"] - 0.92 == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert describe([0.5])["sd"] is None and describe([0.5])["ci95_low"] is None
+    # Welch by hand: se^2 = 0.02^2/3 + (0.0005/3)/4 = 1.75e-4; t = 0.055 / sqrt(1.75e-4);
+    # df = 1.75e-4^2 / ((0.0004/3)^2/2 + (0.0005/12)^2/3).
+    t, df, p = welch(a, b)
+    assert t == pytest.approx(0.055 / math.sqrt(1.75e-4), rel=1e-9)
+    assert df == pytest.approx(1.75e-4**2 / ((0.0004 / 3) ** 2 / 2 + (0.0005 / 12) ** 2 / 3), rel=1e-9)
+    assert p == pytest.approx(student_t_two_sided_p(t, df), abs=1e-6)
+    assert 0.01 < p < 0.05
+    assert welch([0.9], b) is None and welch([0.5, 0.5], [0.5, 0.5]) is None
+
+
+def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainer_cli.sweep import report
+
+    scores = {("sgd", "0.1"): [0.90, 0.92, 0.94], ("sgd", "0.01"): [0.85, 0.87, 0.86],
+              ("adam", "0.1"): [0.50, 0.70, 0.60], ("adam", "0.01"): [0.80, 0.81, None]}  # fmt: skip
+    job = 0
+    for (optimizer, lr), values in scores.items():
+        for seed, value in enumerate(values):
+            summary = None if value is None else {"status": "ok", "best/val/acc": value, "time_s": 1.0}
+            make_job(tmp_path, job, [f"optimizer={optimizer}", f"lr={lr}", f"seed={seed}", "epochs=2"], summary,
+                     [value or 0.1] * 2)  # fmt: skip
+            job += 1
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    printed = text.getvalue()
+    written = summary_rows(tmp_path)
+    assert [(r["optimizer"], r["lr"], r["seeds"]) for r in written] == [
+        ("sgd", "0.1", "3"), ("sgd", "0.01", "3"), ("adam", "0.01", "2"), ("adam", "0.1", "3")]  # fmt: skip
+    assert float(written[0]["mean"]) == pytest.approx(0.92) and float(written[0]["sd"]) == pytest.approx(0.02)
+    assert float(written[0]["ci95_low"]) == pytest.approx(0.92 - 4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert written[2]["failed"] == "1" and written[0]["jobs"] == "0 1 2"
+    with open(tmp_path / "jobs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 12  # every job's own row is kept
+    assert "0.9200 ± 0.0200" in printed and "[0.8703, 0.9697]" in printed
+    assert "best optimizer=sgd lr=0.1 vs runner-up optimizer=sgd lr=0.01" in printed
+    assert "p = 0.0" in printed and "the best beats the runner-up" in printed
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_seeds_shortcut_expands_a_run_or_a_sweep_into_n_seeds():
+    from trainer_cli.config import UserError
+    from trainer_cli.sweep import expand_seeds
+
+    assert expand_seeds(["seeds=3", "epochs=2"]) == ["-m", "epochs=2", "seed=0,1,2"]
+    assert expand_seeds(["-m", "lr=0.1,0.01", "seeds=2"]) == ["-m", "lr=0.1,0.01", "seed=0,1"]  # multiplies
+    assert expand_seeds(["epochs=2"]) == ["epochs=2"]
+    for bad in (["seeds=0"], ["seeds=two"], ["seeds=2", "seed=5"]):
+        with pytest.raises(UserError, match="seeds"):
+            expand_seeds(bad)
+
+
+def test_tensorboard_names_runs_by_their_swept_overrides_and_lists_swept_hparams_first(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    from trainer_cli.report import TensorBoard
+    from trainer_cli.sweep import report
+
+    for job, (optimizer, lr) in enumerate([("sgd", 0.1), ("adam", 0.1), ("sgd", 0.01)]):
+        make_job(tmp_path, job, [f"optimizer={optimizer}", f"lr={lr}", "epochs=1"],
+                 {"status": "ok", "best/val/acc": 0.5 + job / 10}, [0.5])  # fmt: skip
+        sink = TensorBoard(tmp_path / str(job))
+        sink.log_hparams({"data": "digits", "optimizer": optimizer, "lr": lr, "epochs": 1}, {"best/val/acc": 0.5})
+        sink.close()
+    report(tmp_path, "val/acc")
+    root = tmp_path / "tensorboard"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        "optimizer=adam,lr=0.1", "optimizer=sgd,lr=0.01", "optimizer=sgd,lr=0.1"]  # fmt: skip
+    experiments = []
+    for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent("hparams")
+        assert folder == root or metadata.SESSION_START_INFO_TAG in content  # each run's own session
+        if metadata.EXPERIMENT_TAG in content:
+            experiments.append(metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG]))
+    (experiment,) = experiments  # the sweep's alone: TensorBoard takes the first it finds for every run
+    assert [(h.name, h.differs) for h in experiment.hparam_infos] == [
+        ("optimizer", True), ("lr", True), ("data", False), ("epochs", False)]  # fmt: skip
+
+
+def test_a_sweeps_jobs_load_the_same_data_node_once_each_with_its_own_tensors():
+    import torch
+
+    from trainer_cli.data import cached_source
+    from trainer_cli.data.sources import TensorData
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        return TensorData(torch.zeros(4, 1, 2, 2), torch.arange(4), torch.ones(2, 1, 2, 2), torch.arange(2), ["a", "b"])
+
+    first = cached_source("source: digits\nseed: 0\n", load)
+    first.train_x += 5  # a run's own tensors: the next job's are untouched
+    second = cached_source("source: digits\nseed: 0\n", load)
+    assert len(loads) == 1 and second.train_x.abs().sum() == 0
+    cached_source("source: digits\nseed: 1\n", load)  # another node (seed): loaded again
+    assert len(loads) == 2
+
+
+@pytest.mark.slow
+def test_a_seeded_sweep_prints_a_line_per_job_and_reports_each_config_over_its_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["lr=0.1,0.01", "seeds=2", *JOB, f"hydra.sweep.dir={sweep}"], tmp_path)  # seeds=N: a multirun
+    assert sorted((r["lr"], r["seeds"]) for r in summary_rows(sweep)) == [("0.01", "2"), ("0.1", "2")]
+    jobs = [line for line in result.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 4 and all("best val/acc" in line for line in jobs)
+    assert "model summary" not in result.stdout and "Results" not in result.stdout  # in each job's train.log
+    assert "Results" in (sweep / "0" / "train.log").read_text()
+    assert "vs runner-up" in result.stdout and "Welch t" in result.stdout
+    assert {p.name for p in (sweep / "tensorboard").iterdir() if p.is_dir()} == {
+        f"lr={lr},seed={seed}" for lr in ("0.1", "0.01") for seed in (0, 1)}  # fmt: skip

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from trainer_cli import checks, distributed, loop, transfer, trust
 from trainer_cli.checkpoint import RandomState
 from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, explicit_keys, full_batch
-from trainer_cli.data import Augmentation, Data, Preprocess, prepare
+from trainer_cli.data import Augmentation, Data, Preprocess, cached_source, prepare
 from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import merge_equal_groups, parameter_groups, penalized_parameters
 from trainer_cli.optim.penalties import L2, Penalties, Penalty
@@ -131,7 +131,8 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
     A class count the config leaves open (`data.num_classes: null`, as for image folders)
     is filled in from the data, in the data and model nodes, so the saved config is exact.
     """
-    source = subsets(cfg, instantiate(cfg.data.source, key="data.source"))
+    node = OmegaConf.to_yaml(cfg.data.source, resolve=True)  # the same node: the same data, loaded once a process
+    source = subsets(cfg, cached_source(node, lambda: instantiate(cfg.data.source, key="data.source")))
     counted = len(source.classes)
     if cfg.data.num_classes is None:
         cfg.data.num_classes = counted
@@ -159,6 +160,8 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             fold=fold,
             augment=augmentation(cfg),
             shard=(distributed.rank(), distributed.world_size()),
+            label_noise=cfg.data.label_noise,
+            shuffle_labels=cfg.data.shuffle_labels,
         )
 
 
@@ -379,6 +382,16 @@ def test_time_augmentation(cfg: DictConfig) -> TestTimeAugmentation:
 def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:
     """What the command does (`mode=`): the procedure, called as `procedure(cfg, run_dir)`."""
     return instantiate(cfg.mode, key="mode")
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """Before anything is built or written: each selected sink that needs an optional package
+    (its `check_installed`) says so in one line."""
+    for name, node in _selected(cfg.get("logger")):
+        maker = instantiate(node, key=f"logger.{name}")  # a partial: nothing runs yet
+        check = getattr(getattr(maker, "func", maker), "check_installed", None)
+        if check is not None:
+            check(key=f"logger.{name}")
 
 
 def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> list[Any]:

@@ -159,7 +159,12 @@ def hydra_main(cfg: DictConfig) -> float:
                 from trainer_cli.sweep import assign_gpu
 
                 assign_gpu(cfg, HydraConfig.get().job.num)
-            summary = execute(cfg, run_dir, hparams)
+                from trainer_cli.sweep import one_line_per_job  # the sweep's console: one line a job
+
+                with one_line_per_job(str(cfg.optimized_metric)) as outcome:
+                    summary = outcome["summary"] = execute(cfg, run_dir, hparams)
+            else:
+                summary = execute(cfg, run_dir, hparams)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder
@@ -323,7 +328,23 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
             "hydra.job.name=train",
         ]
+        out += saved_run_console(out)
     return out
+
+
+def saved_run_console(argv: list[str]) -> list[str]:
+    """A run folder's `.hydra/config.yaml` has no defaults list, so Hydra would fall back to its
+    own `hydra/job_logging` (a second console handler in its `[..][name][LEVEL] -` format, which
+    shows the lines meant for train.log only) and its own `--help`: a re-run printed every line
+    twice. These overrides restore the project's shipped choices, as a fresh run has them (the
+    same fixed names, never read from the saved hydra.yaml: logging comes from the command line
+    or the project, not from a file), unless the command line names its own."""
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    if "hydra.searchpath" in given:  # the user's own search path: their choices, untouched
+        return []
+    extra = [f"hydra/{group}={name}" for group, name in (("job_logging", "rich"), ("help", "trainer"))]
+    extra = [a for a in extra if a.split("=", 1)[0] not in given]
+    return [*extra, f"hydra.searchpath=[file://{CONF_DIR}]"] if extra else []  # where they are found
 
 
 # What a resumed run may change: its length (a larger N extends it) and the device it runs on.
@@ -508,7 +529,13 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
-        argv = distributed.worker_overrides(rewrite_argv(sys.argv[1:]))
+        if sys.argv[1:2] == ["compare"]:  # `train compare A B ...`: reads folders, composes no config
+            from trainer_cli.compare import main as compare
+
+            sys.exit(compare(sys.argv[2:]))
+        from trainer_cli.sweep import expand_seeds  # seeds=N: the run or sweep over N seeds
+
+        argv = distributed.worker_overrides(rewrite_argv(expand_seeds(sys.argv[1:])))
         # A sweep (-m) with trainer.devices=N starts one N-process run per job (run_job_in_processes).
         sweep = any(a in ("-m", "--multirun") for a in argv)
         devices = 1 if sweep else distributed.requested_devices(argv)

@@ -40,8 +40,28 @@ def full_batch(cfg: DictConfig) -> bool:
     return bool(cfg.optimizer.get("full_batch", False))
 
 
+def docs_url(page: str) -> str:
+    """The address of a docs page (`optimization`): under the site root that pyproject.toml's
+    [project.urls] Documentation states (read from the installed package's metadata); the
+    source's docs/<page>.md when the metadata has none (an install made before it had one)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        entries = metadata("trainer_cli").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        entries = []
+    for entry in entries:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation":
+            return f"{url.strip().rstrip('/')}/{page.strip('/')}/"  # MkDocs' directory URLs
+    return f"docs/{page}.md"
+
+
 def register_resolvers() -> None:
-    """Register the `${run_suffix:}` resolver used in run folder names."""
+    """Register the `${run_suffix:}` resolver used in run folder names and `${docs_url:page}`
+    used by `train --help`."""
+    if not OmegaConf.has_resolver("docs_url"):
+        OmegaConf.register_new_resolver("docs_url", docs_url)
     if not OmegaConf.has_resolver("run_suffix"):
         # Cached so the run folder's name is computed once per process; the pid and a
         # random part keep two runs started in the same second in different folders.
@@ -103,7 +123,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
             name = message.rsplit(" ", 1)[-1]
             raise UserError(
                 f"{key or 'config'}: unknown resolver '{name}' (configs cannot evaluate code); "
-                "known: oc.env, oc.select, oc.create, oc.decode, now, run_suffix"
+                "known: oc.env, oc.select, oc.create, oc.decode, now, run_suffix, docs_url"
             ) from None
         if "Missing mandatory value" in message:
             raise UserError(f"{key}: a value is required (set it with {key}=...)") from None

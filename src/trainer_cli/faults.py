@@ -121,14 +121,19 @@ def resume_command(run_dir: Path) -> str:
     return f"train{trust} resume={shlex.quote(str(Path(run_dir).resolve()))}"
 
 
+def progress(epochs_done: int, step: int) -> str:
+    """Where a run stands, in the same words when it stops and when it resumes:
+    `step 27 (1 epoch done)` (a stop mid-epoch counts only the whole epochs)."""
+    return f"step {step} ({epochs_done} epoch{'' if epochs_done == 1 else 's'} done)"
+
+
 def preempted(run_dir: Path, epoch: int, step: int, *, writer: bool = True) -> Preempted:
     """The stop of a run whose checkpoint at `step` is written (marked by the `writer`, rank 0)."""
     if writer:
         mark_preempted(run_dir, step)
     name = stop_requested() or "a stop request"
     return Preempted(
-        f"stopped by {name} at epoch {epoch + 1}, step {step}; checkpoint written; "
-        f"continue with: {resume_command(run_dir)}"
+        f"stopped by {name} at {progress(epoch, step)}; checkpoint written; continue with: {resume_command(run_dir)}"
     )
 
 

@@ -16,20 +16,25 @@ def _figure(**options: Any):
     return Figure(**options)
 
 
-def moving_average(values: list[float], window: int) -> list[float]:
-    """The centred mean over `window` values (fewer at the ends): no lag behind a falling
-    curve, unlike a trailing mean."""
-    out, half = [], window // 2
-    for i in range(len(values)):
-        part = [v for v in values[max(0, i - half) : i + half + 1] if math.isfinite(v)]
-        out.append(sum(part) / len(part) if part else math.nan)
+def smoothed(values: list[float], window: int) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average with the start-up bias removed
+    (each value divided by 1 - weight^n, as Adam does its moments), so the line starts at the
+    first point instead of far from it; weight 1 - 2 / (window + 1), the EMA whose centre of
+    mass matches a `window`-point mean (window 1: the raw points). Non-finite values are skipped
+    (their epoch repeats the last smoothed value; NaN before the first finite one)."""
+    weight = 1 - 2 / (window + 1)
+    out, average, count = [], 0.0, 0
+    for value in values:
+        if math.isfinite(value):
+            average, count = weight * average + (1 - weight) * value, count + 1
+        out.append(average / (1 - weight**count) if count else math.nan)
     return out
 
 
 def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
     """`curves.png`: train and val loss (left) and accuracy (right) against the epoch, raw
-    points plus a centred moving average (the lecture's way to read a noisy curve; over a
-    fifth of the epochs, odd, from 1 to 9), and the learning rate on a second axis."""
+    points plus a smoothed line (TensorBoard's bias-corrected EMA, `smoothed`; its span a fifth
+    of the epochs, odd, from 1 to 9), and the learning rate on a second axis."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [int(row["epoch"]) for row in history]
@@ -41,7 +46,8 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
             name = f"{split}/{quantity}"
             values = [float(row.get(name, math.nan)) for row in history]
             axis.scatter(epochs, values, s=12, alpha=0.4, color=colour)
-            axis.plot(epochs, moving_average(values, window), color=colour, label=f"{name} (mean of {window})")
+            label = f"{name} (EMA, span {window})" if window > 1 else name
+            axis.plot(epochs, smoothed(values, window), color=colour, label=label)
         axis.set(xlabel="epoch", ylabel=quantity, title="Loss" if quantity == "loss" else "Accuracy")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axis.grid(alpha=0.3)

@@ -132,6 +132,8 @@ class Sink:
 
     def log_image(self, tag: str, image: Any, step: int) -> None: ...
 
+    def log_params(self, hparams: dict[str, Any]) -> None: ...  # at the start (a tracker that shows them early)
+
     def log_hparams(self, hparams: dict[str, Any], final: dict[str, float]) -> None: ...
 
     def log_summary(self, summary: dict[str, Any]) -> None: ...
@@ -189,7 +191,9 @@ class TensorBoard(Sink):
             self.writer.file_writer.add_summary(Summary(value=values), step)
 
     def log_epoch(self, step: int, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.log_scalars(step, {**{tag: row[tag] for tag in EPOCH_TAGS if tag in row}, "epoch": row["epoch"]})
+        # No scalar of the epoch counter: it was TensorBoard's first card, a straight line that
+        # says nothing (metrics.csv maps epochs to steps).
+        self.log_scalars(step, {tag: row[tag] for tag in EPOCH_TAGS if tag in row})
 
     def log_histogram(self, tag: str, values: Any, step: int) -> None:
         self.writer.add_histogram(tag, values, step)
@@ -204,7 +208,9 @@ class TensorBoard(Sink):
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
         scores = {f"hparam/{k}": v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        for part in hparams_summary(clean, scores):
+        # The session's start and end, not torch's per-run experiment: TensorBoard takes the first
+        # experiment it finds for all runs, so a sweep's (swept keys first) must be the only one.
+        for part in hparams_summary(clean, scores)[1:]:
             self.writer.file_writer.add_summary(part)
         for tag, value in scores.items():
             self.writer.add_scalar(tag, value, 0)
@@ -340,6 +346,11 @@ class Reporter:
         for sink in self.sinks:
             sink.log_scalars(step, scalars)
 
+    def log_params(self, hparams: dict[str, Any]) -> None:
+        """The run's hyperparameters before its first step (a failed or stopped run has them too)."""
+        for sink in self.sinks:
+            sink.log_params(hparams)
+
     def log_activations(
         self, step: int, values: dict[str, Any], fractions: dict[str, dict[str, float]] | None = None
     ) -> None:
@@ -433,8 +444,11 @@ def print_results(summary: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
-        ("best val acc", f"{summary['best/val/acc']:.4f} (epoch {summary['best_epoch']})"),
-        ("best val loss", f"{summary['best/val/loss']:.4f}"),
+        # Both at the best epoch by `optimized_metric` (the checkpoint the test uses), so the
+        # loss is not labelled "best": a later epoch may have had a lower one.
+        ("best epoch", f"{summary['best_epoch']}"),
+        ("val acc at best epoch", f"{summary['best/val/acc']:.4f}"),
+        ("val loss at best epoch", f"{summary['best/val/loss']:.4f}"),
         ("test acc (best-on-val checkpoint)", f"{summary['test/acc']:.4f}"),
         ("test loss", f"{summary['test/loss']:.4f}"),
         *[

@@ -1,145 +1,28 @@
-"""Hyperparameter search: Hydra's Optuna sweeper, made resumable, and coarse-to-fine search.
+"""Hyperparameter search beyond one Optuna study: coarse-to-fine search, and pruning inside a job.
 
-`conf/hparams_search/*.yaml` pick these sweepers. What they add to the plugin's own:
-- the study lives in a database: `sqlite:///<sweep folder>/optuna.db` unless `storage` names
-  any SQLAlchemy URL, and a re-run with the same storage and study name continues the study
-  (job folders are numbered after the trials already there, so nothing is overwritten);
-- `direction: auto` reads the direction from `optimized_metric` (losses are minimized);
-- a job that failed (`main()` returns NaN for it) is told to Optuna as a failed trial, and
-  the sweep goes on.
-
-Hydra instantiates sweepers only from the `hydra_plugins` namespace, so the config names them
-through `hydra_plugins.trainer_cli_search`. Hydra imports that package at every start: optuna
-is imported only when a search runs.
+- `CoarseToFineSweeper` (hparams_search=coarse_to_fine): the lecture's steps 4-5 as one sweep
+  of two Optuna studies, on `sweeper.OptunaSweeper`'s ask-and-tell loop, resumable like it.
+- `TrialPruning`: the epoch-end hook a sweep job runs when its sweeper has a pruner: it reports
+  the epoch's `optimized_metric` to the job's trial through the study's storage, and stops the
+  run when the pruner says so (the trial is then PRUNED, the run's `metrics.json` says `pruned`).
+  The job finds its trial in its own Hydra config (`hydra.sweeper.trial`, `trial_study`: data
+  the sweeper put in its overrides), so it works in joblib workers and SLURM jobs alike.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.plugins.launcher import Launcher
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as PluginOptunaSweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from trainer_cli import metrics
-from trainer_cli.config import UserError
+from trainer_cli.sweeper import OptunaSweeper, check_record, reseed, resume_plan, search_space, tell
 
 if TYPE_CHECKING:
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 
 log = logging.getLogger(__name__)
-
-
-class TrialFailed(Exception):
-    """A sweep job whose run failed: its metrics.json says why."""
-
-
-class _FailedJobsAsFailures:
-    """Launcher wrapper: a job that returned NaN reads as a failed job.
-
-    `main()` catches a failing run inside a multirun (so the other jobs go on and the
-    report shows it) and returns NaN; the Optuna plugin would pass NaN to `study.tell`,
-    which optuna rejects, so the job is turned into the failed job it was.
-    """
-
-    def __init__(self, launcher: Launcher) -> None:
-        self.launcher = launcher
-
-    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
-        returns = list(self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx))
-        for ret in returns:
-            value = ret._return_value
-            if ret.status == JobStatus.COMPLETED and isinstance(value, float) and math.isnan(value):
-                ret.status = JobStatus.FAILED
-                hydra_cfg = ret.hydra_cfg if isinstance(ret.hydra_cfg, DictConfig) else OmegaConf.create()
-                job_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir", default=ret.working_dir)
-                ret._return_value = TrialFailed(f"job in {job_dir} failed; its metrics.json says why")
-        return returns
-
-
-def default_storage(sweep_dir: str) -> str:
-    """SQLite in the sweep folder: the study survives the process that ran it."""
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
-
-
-def direction_of(metric: str) -> str:
-    return "minimize" if metrics.minimized(metric) else "maximize"
-
-
-def continue_study(storage: str, study_name: str) -> int:
-    """Mark the trials an interrupted sweep left running as failed; return the trial count.
-
-    The count numbers the new jobs after the old ones, in the same sweep folder.
-    """
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study yet: a new sweep
-        return 0
-    trials = study.get_trials(deepcopy=False)
-    for trial in trials:
-        if trial.state == optuna.trial.TrialState.RUNNING:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    if trials:
-        log.info(f"continuing study '{study_name}' in {storage} after {len(trials)} trials")
-    return len(trials)
-
-
-def _prepare(impl: OptunaSweeperImpl, config: DictConfig) -> None:
-    """Storage, study name and direction defaults; failed jobs as failed trials; job numbers."""
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's schema set-up chatter
-    if impl.storage is None:
-        impl.storage = default_storage(str(config.hydra.sweep.dir))
-    if impl.study_name is None:
-        impl.study_name = "trainer_cli"
-    if impl.direction == "auto":
-        impl.direction = direction_of(str(config.get("optimized_metric", "val/acc")))
-    impl.launcher = _FailedJobsAsFailures(impl.launcher)
-    impl.job_idx = continue_study(impl.storage, impl.study_name)
-    if impl.job_idx and hasattr(impl.sampler, "reseed_rng"):
-        # The same seed would propose the same points again as the first run did.
-        impl.sampler.reseed_rng()
-
-
-class OptunaSweeper(PluginOptunaSweeper):
-    """Hydra's Optuna sweeper with a resumable study in the sweep folder (see the module doc)."""
-
-    def sweep(self, arguments: list[str]) -> None:
-        impl = self.sweeper
-        _prepare(impl, impl.config)
-        _sweep(impl, arguments)
-
-
-def _sweep(impl: OptunaSweeperImpl, arguments: list[str]) -> None:
-    """The plugin's sweep, with optuna's search-space clash as a one-line error."""
-    try:
-        impl.sweep(arguments)
-    except ValueError as error:
-        if "No trials are completed" in str(error) or "Record does not exist" in str(error):
-            _every_trial_failed(impl)
-        if "different distribution" not in str(error):
-            raise
-        raise UserError(
-            f"hydra.sweeper.params: the search space differs from the one study '{impl.study_name}' in "
-            f"{impl.storage} was started with; continue it with the same ranges, or start a new sweep "
-            "(another hydra.sweep.dir or hydra.sweeper.study_name)"
-        ) from None
-
-
-def _every_trial_failed(impl: OptunaSweeperImpl) -> None:
-    """Hydra skips the end-of-sweep callbacks when the sweeper raises: report, then say so."""
-    from trainer_cli.sweep import report
-
-    sweep_dir = Path(str(impl.config.hydra.sweep.dir))
-    report(sweep_dir, str(impl.config.get("optimized_metric", "val/acc")))
-    raise UserError(f"{impl.study_name}: every trial failed; summary.csv in {sweep_dir} says why")
 
 
 def narrowed(distribution: optuna.distributions.BaseDistribution, values: list[Any], widen: float) -> str:
@@ -155,23 +38,21 @@ def narrowed(distribution: optuna.distributions.BaseDistribution, values: list[A
         kept = [c for c in dist.choices if c in values]
         return f"choice({','.join(str(c) for c in kept)})"
     low, high = min(values), max(values)
-    is_log = isinstance(dist, optuna.distributions.LogUniformDistribution) or getattr(dist, "log", False)
+    is_log = bool(getattr(dist, "log", False))
     if is_log:
         low, high = low / widen, high * widen
     else:
         span = (high - low) or abs(high) or 1.0
         low, high = low - (widen - 1) * span, high + (widen - 1) * span
     low, high = max(low, dist.low), min(high, dist.high)
-    integer_kinds = (optuna.distributions.IntUniformDistribution, optuna.distributions.IntLogUniformDistribution)
-    is_int = isinstance(dist, integer_kinds)
-    if is_int:
+    if isinstance(dist, optuna.distributions.IntDistribution):
         interval = f"int(interval({int(math.floor(low))},{int(math.ceil(high))}))"
     else:
         interval = f"interval({low:.6g},{high:.6g})"
     return f"tag(log,{interval})" if is_log else interval
 
 
-class CoarseToFineSweeper(PluginOptunaSweeper):
+class CoarseToFineSweeper(OptunaSweeper):
     """The lecture's coarse-to-fine search as one sweep, in two Optuna studies.
 
     Stage 1 ("<study>-coarse") samples the wide ranges in `params` at random for
@@ -179,7 +60,7 @@ class CoarseToFineSweeper(PluginOptunaSweeper):
     `fine.n_trials` jobs of `fine.epochs` epochs, the ranges spanned by the `fine.top_k` best
     coarse trials, widened by `fine.widen` (a factor, on log ranges), at a constant LR (the
     lecture's step 5: no decay; `fine.scheduler` names the scheduler option, null keeps the
-    run's).
+    run's). Resumed, a stage whose ranges are in `stages.yaml` keeps them.
     """
 
     def __init__(
@@ -192,76 +73,148 @@ class CoarseToFineSweeper(PluginOptunaSweeper):
         direction: str = "auto",
         seed: int | None = None,
         n_jobs: int = 1,
+        pruner: Any = None,
+        trial: int | None = None,
+        trial_study: str | None = None,
     ) -> None:
         import optuna
 
-        sampler = optuna.samplers.RandomSampler(seed=seed)
         super().__init__(
-            sampler=sampler, direction=direction, storage=storage, study_name=study_name,
-            n_trials=int(coarse["n_trials"]), n_jobs=n_jobs, max_failure_rate=1.0,
-            search_space=None, custom_search_space=None, params=None,
+            sampler=optuna.samplers.RandomSampler(seed=seed), direction=direction, storage=storage,
+            study_name=study_name or "coarse_to_fine", n_trials=int(coarse["n_trials"]), n_jobs=n_jobs,
+            params=params, pruner=pruner,
         )  # fmt: skip
-        self.params = dict(params)
-        self.coarse = dict(coarse)
-        self.fine = dict(fine)
-        self.seed = seed
+        self.coarse, self.fine, self.seed = dict(coarse), dict(fine), seed
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        impl = self.sweeper
-        name = impl.study_name or "coarse_to_fine"
-        stage = {"coarse": self.coarse, "fine": self.fine}
+        name = self.study_name
+        coarse_params = {**self.params, "epochs": self.coarse["epochs"]}
+        overrides = [*(f"{k}={v}" for k, v in coarse_params.items()), *arguments]
+        check_record(self.sweep_dir, overrides)
+        space, fixed = search_space(overrides)
+        fine_sampler = optuna.samplers.RandomSampler(seed=None if self.seed is None else self.seed + 1)
+        coarse, fine = self.study(f"{name}-coarse", self.sampler), self.study(f"{name}-fine", fine_sampler)
+        coarse_plan, fine_plan = resume_plan([coarse]), resume_plan([fine])
+        # Every job is numbered after every job of both stages, so nothing is overwritten.
+        coarse_plan.next_job = max(coarse_plan.next_job, fine_plan.next_job)
+        if coarse_plan.finished_jobs or coarse_plan.retry or fine_plan.finished_jobs or fine_plan.retry:
+            reseed(self.sampler)
+            reseed(fine_sampler)
 
-        # Every job of this run is numbered after every trial of both stages already in
-        # the storage, so a continued sweep never overwrites an earlier job folder.
-        impl.study_name = f"{name}-fine"
-        _prepare(impl, impl.config)
-        launcher, fine_before = impl.launcher, impl.job_idx
-        impl.study_name = f"{name}-coarse"
-        coarse_before = continue_study(impl.storage, impl.study_name)
-        impl.job_idx = coarse_before + fine_before
-        if impl.job_idx:
-            impl.sampler.reseed_rng()  # a continued sweep: do not repeat the first run's points
-        impl.params = OmegaConf.create({**self.params, "epochs": stage["coarse"]["epochs"]})
         log.info(f"coarse stage: {self.coarse['n_trials']} trials of {self.coarse['epochs']} epochs")
-        first_coarse = impl.job_idx
-        _sweep(impl, arguments)
-        self._record_stage("coarse", range(first_coarse, impl.job_idx), dict(self.params))
+        first = coarse_plan.next_job
+        self.run_trials(coarse, space, fixed, coarse_plan, int(self.coarse["n_trials"]))
+        self._record_stage("coarse", [*(j for j, _ in coarse_plan.retry), *range(first, coarse_plan.next_job)],
+                           dict(self.params))  # fmt: skip
 
-        coarse_study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-        done = [t for t in coarse_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        done = coarse.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not done:
-            _every_trial_failed(impl)
-        minimize = coarse_study.direction == optuna.study.StudyDirection.MINIMIZE
+            self.finish(coarse)  # says every trial failed
+        fine_params = self._recorded_fine_params() or self._narrowed_params(coarse, done)
+        log.info(f"fine stage: {self.fine['n_trials']} trials of {self.fine['epochs']} epochs over {fine_params}")
+        stage_fixed = {"epochs": self.fine["epochs"]}
+        if self.fine.get("scheduler", "constant") is not None:
+            stage_fixed["scheduler"] = self.fine.get("scheduler", "constant")
+        fine_space, fine_fixed = search_space(
+            [*(f"{k}={v}" for k, v in {**fine_params, **stage_fixed}.items()), *arguments]
+        )
+        fine_plan.next_job = max(fine_plan.next_job, coarse_plan.next_job)
+        first = fine_plan.next_job
+        self.run_trials(fine, fine_space, fine_fixed, fine_plan, int(self.fine["n_trials"]))
+        self._record_stage("fine", [*(j for j, _ in fine_plan.retry), *range(first, fine_plan.next_job)], fine_params)
+        self.finish(coarse, fine)
+
+    def _narrowed_params(self, coarse: optuna.Study, done: list[optuna.trial.FrozenTrial]) -> dict[str, str]:
+        """The fine stage's ranges: those spanned by the top_k coarse trials, widened."""
+        import optuna
+
+        minimize = coarse.direction == optuna.study.StudyDirection.MINIMIZE
         top = sorted(done, key=lambda t: t.value if minimize else -t.value)[: int(self.fine["top_k"])]
         fine_params = dict(self.params)
         for key in top[0].distributions:
             values = [t.params[key] for t in top]
             fine_params[key] = narrowed(top[0].distributions[key], values, float(self.fine.get("widen", 2.0)))
-        log.info(f"fine stage: {self.fine['n_trials']} trials of {self.fine['epochs']} epochs over {fine_params}")
+        return fine_params
 
-        impl.study_name = f"{name}-fine"
-        fixed = {"epochs": stage["fine"]["epochs"]}
-        if self.fine.get("scheduler", "constant") is not None:
-            fixed["scheduler"] = self.fine.get("scheduler", "constant")
-        impl.params = OmegaConf.create({**fine_params, **fixed})
-        impl.n_trials = int(self.fine["n_trials"])
-        impl.sampler = optuna.samplers.RandomSampler(seed=None if self.seed is None else self.seed + 1)
-        if coarse_before + fine_before:
-            impl.sampler.reseed_rng()
-        impl.launcher = launcher
-        first_fine = impl.job_idx
-        _sweep(impl, arguments)
-        self._record_stage("fine", range(first_fine, impl.job_idx), fine_params)
+    def _recorded_fine_params(self) -> dict[str, str] | None:
+        """A resumed sweep's fine ranges, as its first run narrowed them (stages.yaml)."""
+        path = self.sweep_dir / "stages.yaml"
+        if not path.is_file():
+            return None
+        fine = OmegaConf.load(path).get("fine")
+        return dict(fine.params) if fine is not None else None
 
-    def _record_stage(self, stage: str, jobs: range, params: dict[str, str]) -> None:
+    def _record_stage(self, stage: str, jobs: list[int], params: dict[str, str]) -> None:
         """`stages.yaml` in the sweep folder: which jobs belong to which stage, and its ranges.
 
         The sweep report reads it to show each job's stage.
         """
-        path = Path(str(self.sweeper.config.hydra.sweep.dir)) / "stages.yaml"
+        path = self.sweep_dir / "stages.yaml"
         stages = OmegaConf.load(path) if path.is_file() else OmegaConf.create({})
         previous = list(stages.get(stage, {}).get("jobs", []))
-        stages[stage] = {"jobs": previous + list(jobs), "params": params}
+        stages[stage] = {"jobs": sorted({*previous, *jobs}), "params": params}
         OmegaConf.save(stages, path)
+
+
+# --- pruning inside a sweep job ---------------------------------------------------------------------
+
+
+class TrialPruning:
+    """Epoch-end hook (the `Callback` contract): report the epoch's `optimized_metric` to the
+    job's trial; when the study's pruner says so, mark the trial pruned and ask the loop to stop.
+
+    `stop_training` is what the loop reads; `pruned_at` the epoch the run stopped after.
+    """
+
+    def __init__(self, study: optuna.Study, trial_number: int, metric: str) -> None:
+        import optuna
+
+        # Optuna's own way from a trial's number to its id (Study.tell does the same).
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_number)
+        self.study, self.number, self.metric = study, trial_number, metric
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.stop_training = False
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, run: Any, epoch: int, row: dict[str, Any]) -> None:
+        import optuna
+
+        value = row.get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            tell(self.study, self.number, state=optuna.trial.TrialState.PRUNED)
+            self.stop_training, self.pruned_at = True, epoch
+            log.info(f"trial {self.number} pruned after epoch {epoch} ({self.metric} {float(value):.4g})")
+
+
+def trial_pruning(metric: str) -> TrialPruning | None:
+    """The pruning hook of this sweep job, when its sweeper has a pruner; None otherwise.
+
+    Reads the job's own Hydra config: the sweep's storage and pruner, and the trial the
+    sweeper gave this job (`hydra.sweeper.trial`, `hydra.sweeper.trial_study`).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    sweeper = hydra_cfg.sweeper
+    number, pruner = sweeper.get("trial"), sweeper.get("pruner")
+    if number is None or pruner is None or str(pruner.get("_target_", "")).endswith("NopPruner"):
+        return None
+    import optuna
+
+    from trainer_cli.build import instantiate
+    from trainer_cli.sweeper import open_storage, storage_location
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    location = storage_location(sweeper.get("storage"), str(hydra_cfg.sweep.dir))
+    study = optuna.load_study(
+        study_name=str(sweeper.trial_study), storage=open_storage(location),
+        pruner=instantiate(pruner, key="hydra.sweeper.pruner"),
+    )  # fmt: skip
+    return TrialPruning(study, int(number), metric)

@@ -59,6 +59,10 @@ class CSVLogger(Sink):
         self.file.close()
 
 
+# The extra's install command, as the docs say it: for an installed wheel, and for a checkout.
+INSTALL_MLFLOW = "pip install 'trainer_cli[mlflow]' (in a checkout: pip install -e '.[mlflow]')"
+
+
 def metric_name(tag: str) -> str:
     """The MLflow name of a tag: `val/acc` -> `val.acc`. MLflow's file store keeps a metric
     per file, so `lr` (a file) and `lr/decay` (a file in a folder `lr`) cannot both exist."""
@@ -88,10 +92,9 @@ class MLflow(Sink):
         experiment: str = "trainer_cli",
         run_name: str | None = None,
     ) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise UserError("logger.mlflow: needs MLflow; pip install 'trainer_cli[mlflow]'") from None
+        self.check_installed()
+        from mlflow.tracking import MlflowClient
+
         self.run_dir = Path(run_dir)
         uri = str(tracking_uri or "mlruns")
         if "://" not in uri and not uri.startswith(("databricks", "sqlite:")):
@@ -117,6 +120,24 @@ class MLflow(Sink):
             id_file.write_text(self.run_id + "\n")
         self.pending: list[Any] = []
         self.status = "FINISHED"  # until the run says otherwise (log_summary, end)
+
+    @staticmethod
+    def check_installed(key: str = "logger.mlflow") -> None:
+        """A one-line error before the run builds or writes anything when MLflow is missing
+        (found without importing it: MLflow's import alone takes seconds)."""
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError(f"{key}: needs MLflow, not installed here: {INSTALL_MLFLOW}")
+
+    def log_params(self, hparams: dict[str, Any]) -> None:
+        """The hyperparameters at the start, so a run that fails or is stopped carries them too."""
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params  # a resumed run keeps its own
+        params = [Param(k, str(_hparam_value(v))[:6000]) for k, v in hparams.items() if k not in existing]
+        if params:
+            self.client.log_batch(self.run_id, params=params)
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         from mlflow.entities import Metric

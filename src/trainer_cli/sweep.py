@@ -7,9 +7,12 @@ Runs as a Hydra callback at the end of every multirun, and on demand for any swe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,44 +58,181 @@ def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: metrics.sort_key(row["best_val"], metric))
 
 
+SEED_KEY = "seed"  # jobs that differ only by this key are one config, repeated
+
+
 def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = None) -> list[dict[str, Any]]:
-    """Print the sweep's table and write `summary.csv` in the sweep folder."""
+    """Print the sweep's table and write `summary.csv` in the sweep folder.
+
+    When `seed` is swept, jobs that differ only by it are one config: the table and
+    `summary.csv` have a row per config (mean, sd, 95% interval over its seeds; the jobs' own
+    rows go to `jobs.csv`), and a line says whether the best config beats the runner-up.
+    """
     rows = collect(sweep_dir, metric)
-    columns = ["job", "overrides", "best_val", "test_acc", "epochs", "time_s", "status"]
-    if rows and "stage" in rows[0]:
-        columns.insert(1, "stage")
     keys = swept_keys(rows)
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        # One column per swept key (for pandas and spreadsheets), then every override as typed.
+    groups = seed_groups(rows, metric) if SEED_KEY in keys else []
+    if groups:
+        write_jobs_csv(sweep_dir / "jobs.csv", rows, keys)
+        write_configs_csv(sweep_dir / "summary.csv", groups, [k for k in keys if k != SEED_KEY])
+    else:
+        write_jobs_csv(sweep_dir / "summary.csv", rows, keys)
+    out = console or _console()
+    out.print(configs_table(sweep_dir, groups, rows, metric) if groups else jobs_table(sweep_dir, rows, keys, metric))
+    if groups:
+        out.print(best_versus_runner_up(groups, metric))
+    plot(sweep_dir, rows, metric, groups)
+    tensorboard_runs(sweep_dir, rows, keys, metric)
+    return rows
+
+
+def _console() -> Console:
+    """The run's console (240 columns off a terminal: a swept value is never cut at 80)."""
+    from trainer_cli.report import console
+
+    return console
+
+
+JOB_COLUMNS = ["job", "overrides", "best_val", "test_acc", "epochs", "time_s", "status"]
+
+
+def write_jobs_csv(path: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """One row per job: a column per swept key (for pandas and spreadsheets), then every override as typed."""
+    columns = JOB_COLUMNS[:1] + (["stage"] if rows and "stage" in rows[0] else []) + JOB_COLUMNS[1:]
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[columns[0], *keys, *columns[1:], "error"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**row, **{k: row["values"].get(k, "") for k in keys}} for row in rows)
-    # The table shows what differs between jobs; summary.csv keeps every override.
+
+
+def write_configs_csv(path: Path, groups: list[dict[str, Any]], keys: list[str]) -> None:
+    """One row per config: its swept values, then the statistics over its seeds."""
+    columns = ["config", *keys, "seeds", "mean", "sd", "ci95_low", "ci95_high", "jobs", "failed"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for group in groups:
+            writer.writerow({**group, **group["values"], "jobs": " ".join(group["jobs"])})
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def jobs_table(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], metric: str) -> Table:
+    """One row per job, a column per swept key: every swept value is shown whole."""
     shared = set.intersection(*(set(r["overrides"].split()) for r in rows)) if len(rows) > 1 else set()
     title = f"Sweep {sweep_dir} (sorted by best {metric})"
     if shared:
         title += f"\nevery job: {' '.join(o for o in rows[0]['overrides'].split() if o in shared)}"
     table = Table(title=title)
-    for column in columns:
+    staged = bool(rows) and "stage" in rows[0]
+    for column in ["job", *(["stage"] if staged else []), *keys]:
+        table.add_column(column, overflow="fold")
+    if not keys:  # one job, or jobs that differ in nothing: what each ran with
+        table.add_column("overrides", overflow="fold")
+    for column in JOB_COLUMNS[2:]:
         table.add_column(f"best {metric}" if column == "best_val" else column.replace("_", " "))
-
-    def fmt(value: Any) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    def fmt_row(row: dict[str, Any]) -> list[str]:
-        differing = " ".join(_short(o) for o in row["overrides"].split() if o not in shared)
-        cells = [fmt(differing if c == "overrides" else row[c]) for c in columns]
-        if row["time_s"] is not None:
-            cells[columns.index("time_s")] = f"{row['time_s']:.1f}"
-        return cells
-
     for row in rows:
-        table.add_row(*fmt_row(row))
-    (console or Console()).print(table)
-    plot(sweep_dir, rows, metric)
-    return rows
+        values = [_short_value(row["values"].get(k, "")) for k in keys] or [row["overrides"]]
+        stats = [_fmt(row[c]) for c in JOB_COLUMNS[2:]]
+        if row["time_s"] is not None:
+            stats[JOB_COLUMNS[2:].index("time_s")] = f"{row['time_s']:.1f}"
+        table.add_row(row["job"], *([str(row.get("stage", ""))] if staged else []), *values, *stats)
+    return table
+
+
+def configs_table(sweep_dir: Path, groups: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> Table:
+    """One row per config: mean ± sd and the 95% interval of its best `metric` over its seeds."""
+    keys = [k for k in swept_keys(rows) if k != SEED_KEY]
+    table = Table(title=f"Sweep {sweep_dir}: {len(groups)} configs x seeds (sorted by mean best {metric})")
+    for column in [*keys, "seeds"]:
+        table.add_column(column, overflow="fold")
+    for column in (f"best {metric} mean ± sd", "95% interval", "jobs"):
+        table.add_column(column)
+    for group in groups:
+        sd = "" if group["sd"] is None else f" ± {group['sd']:.4f}"
+        mean = "-" if group["mean"] is None else f"{group['mean']:.4f}{sd}"
+        interval = "-" if group["ci95_low"] is None else f"[{group['ci95_low']:.4f}, {group['ci95_high']:.4f}]"
+        failed = f" ({group['failed']} failed)" if group["failed"] else ""
+        table.add_row(*[_short_value(group["values"][k]) for k in keys], str(group["seeds"]), mean, interval,
+                      " ".join(group["jobs"]) + failed)  # fmt: skip
+    return table
+
+
+def _short_value(value: str) -> str:
+    return _short(f"x={value}")[2:]
+
+
+def describe(values: list[float]) -> dict[str, float | None]:
+    """Mean, sample sd (n - 1) and the 95% Student-t interval of the mean; sd and interval need 2 values."""
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "sd": None, "ci95_low": None, "ci95_high": None}
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "sd": None, "ci95_low": None, "ci95_high": None}
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
+    """Welch's t-test of two samples' means (unequal variances): (t, degrees of freedom, two-sided p).
+
+    None when a sample has fewer than 2 values or both have no spread (no test is possible).
+    """
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    se_a, se_b = (describe(x)["sd"] ** 2 / len(x) for x in (a, b))
+    if se_a + se_b == 0:
+        return None
+    # Welch–Satterthwaite: the degrees of freedom of the difference's standard error.
+    df = (se_a + se_b) ** 2 / (se_a**2 / (len(a) - 1) + se_b**2 / (len(b) - 1))
+    result = stats.ttest_ind(a, b, equal_var=False)
+    return float(result.statistic), df, float(result.pvalue)
+
+
+def seed_groups(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The jobs grouped by their swept values but `seed`: one entry per config, best mean first."""
+    keys = [k for k in swept_keys(rows) if k != SEED_KEY]
+    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: (len(r["job"]), r["job"])):
+        grouped.setdefault(tuple(row["values"].get(k, "") for k in keys), []).append(row)
+    groups = []
+    for values, members in grouped.items():
+        finished = [r["best_val"] for r in members if _finished(r)]
+        label = " ".join(_short(f"{k}={v}") for k, v in zip(keys, values, strict=True)) or "every job"
+        groups.append({"config": label, "values": dict(zip(keys, values, strict=True)), "scores": finished,
+                       "seeds": len(finished), "jobs": [r["job"] for r in members],
+                       "failed": len(members) - len(finished), **describe(finished)})  # fmt: skip
+    return sorted(groups, key=lambda g: metrics.sort_key(g["mean"], metric))
+
+
+def _finished(row: dict[str, Any]) -> bool:
+    return row["status"] == "ok" and row["best_val"] is not None and math.isfinite(row["best_val"])
+
+
+def best_versus_runner_up(groups: list[dict[str, Any]], metric: str) -> str:
+    """One line: does the best config's mean beat the runner-up's (Welch's t-test, two-sided, 5%)?"""
+    ranked = [g for g in groups if g["mean"] is not None]
+    if len(ranked) < 2:
+        return "best vs runner-up: fewer than two configs finished; nothing to compare"
+    best, second = ranked[:2]
+    test = welch(best["scores"], second["scores"])
+    head = (
+        f"best {best['config']} vs runner-up {second['config']} ({metric}, {best['seeds']} and {second['seeds']} seeds)"
+    )
+    if test is None:
+        return f"{head}: no Welch test (each needs 2 seeds and some spread)"
+    t, df, p = test
+    verdict = "the best beats the runner-up" if p < 0.05 else "not told apart at p < 0.05 (more seeds would tell)"
+    return f"{head}: Welch t = {t:.2f}, df = {df:.1f}, p = {p:.3g}: {verdict}"
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
@@ -179,11 +319,15 @@ def job_curves(
     return curves
 
 
-def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | None:
+def plot(
+    sweep_dir: Path, rows: list[dict[str, Any]], metric: str, groups: list[dict[str, Any]] | None = None
+) -> Path | None:
     """`sweep.png`: every job's validation curve, then the metric against each searched value.
 
     The second row is the lecture's coarse-to-fine picture: where along a log axis the good
-    learning rates (and the rest) lie. Values that are all positive go on a log axis.
+    learning rates (and the rest) lie. Values that are all positive go on a log axis. A numeric
+    axis's points are coloured by the first categorical choice; with seeds (`groups`), each
+    config is its mean with its 95% interval as error bars.
     """
     import matplotlib
 
@@ -196,9 +340,10 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
     colour_key = categorical[0] if categorical else None
     palette = plt.get_cmap("tab10")
     curves = job_curves(sweep_dir, rows, metric)
-    searched = searched_values(rows)
+    searched = {k: v for k, v in searched_values(rows).items() if k != SEED_KEY}
     finished = [r for r in rows if r["status"] == "ok" and r["best_val"] is not None and math.isfinite(r["best_val"])]
     panels = [*searched.items(), *((k, None) for k in categorical)]
+    choices = sorted({r["values"].get(colour_key, "") for r in rows}) if colour_key else []
     if not curves and not panels:
         return None
     columns, lines = max(1, len(panels)), 2 if panels else 1
@@ -226,22 +371,53 @@ def plot(sweep_dir: Path, rows: list[dict[str, Any]], metric: str) -> Path | Non
         if points is None:  # a categorical choice: each choice's jobs in its own colour
             names = sorted({r["values"].get(key, "") for r in rows})
             for i, name in enumerate(names):
-                ys = [r["best_val"] for r in finished if r["values"].get(key, "") == name]
-                axis.scatter([i] * len(ys), ys, color=palette(i % 10), label=name)
+                if groups:
+                    members = [g for g in groups if g["values"].get(key, "") == name and g["mean"] is not None]
+                    spread = [
+                        i + 0.3 * (j - (len(members) - 1) / 2) / max(1, len(members)) for j in range(len(members))
+                    ]
+                    error_bars(axis, spread, members, palette(i % 10), name)
+                else:
+                    ys = [r["best_val"] for r in finished if r["values"].get(key, "") == name]
+                    axis.scatter([i] * len(ys), ys, color=palette(i % 10), label=name)
             axis.set_xticks(range(len(names)), names, rotation=20 if sum(map(len, names)) > 30 else 0)
             axis.set_xlim(-0.5, len(names) - 0.5)
         else:
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
-            axis.scatter(xs, ys)
-            value_axis(axis, xs)
+            # Coloured by the categorical choice, so that lr's best value per optimizer shows.
+            by_choice = choices or [""]
+            for i, choice in enumerate(by_choice):
+                colour = palette(i % 10) if colour_key else None
+                label = f"{colour_key}={choice}" if colour_key else None
+                if groups:
+                    members = [g for g in groups if g["mean"] is not None and key in g["values"]
+                               and (not colour_key or g["values"].get(colour_key, "") == choice)]  # fmt: skip
+                    error_bars(axis, [float(g["values"][key]) for g in members], members, colour, label)
+                else:
+                    mine = [r for r in finished if key in r["values"]
+                            and (not colour_key or r["values"].get(colour_key, "") == choice)]  # fmt: skip
+                    axis.scatter([float(r["values"][key]) for r in mine], [r["best_val"] for r in mine],
+                                 color=colour, label=label)  # fmt: skip
+            value_axis(axis, [p[0] for p in points])
+            if colour_key:
+                axis.legend(fontsize="small")
         axis.set_xlabel(key)
-        axis.set_ylabel(f"best {metric}")
+        axis.set_ylabel(f"best {metric}" + (" (mean, 95% interval over seeds)" if groups else ""))
         axis.set_title(f"best {metric} vs {key}")
     figure.tight_layout()
     path = sweep_dir / "sweep.png"
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def error_bars(axis: Any, xs: list[float], groups: list[dict[str, Any]], colour: Any, label: str | None) -> None:
+    """Each config's mean at x, its 95% interval over seeds as the error bar (none with one seed)."""
+    if not groups:
+        return
+    ys = [g["mean"] for g in groups]
+    low = [g["mean"] - g["ci95_low"] if g["ci95_low"] is not None else 0.0 for g in groups]
+    high = [g["ci95_high"] - g["mean"] if g["ci95_high"] is not None else 0.0 for g in groups]
+    axis.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=4, color=colour, label=label)
 
 
 def value_axis(axis: Any, xs: list[float]) -> None:
@@ -258,6 +434,131 @@ def value_axis(axis: Any, xs: list[float]) -> None:
     distinct = sorted(set(xs))
     if len(distinct) <= 8:
         axis.set_xticks(distinct, [f"{x:g}" for x in distinct])
+
+
+def run_name(row: dict[str, Any], keys: list[str]) -> str:
+    """A job's name in TensorBoard: its swept overrides, `lr=0.1,optimizer=adam` (a folder name: no `/`)."""
+    name = ",".join(f"{k}={row['values'][k]}" for k in keys if k in row["values"]) or f"job {row['job']}"
+    return name.replace("/", "_")
+
+
+def tensorboard_runs(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], metric: str) -> Path | None:
+    """`<sweep>/tensorboard/<lr=0.1,optimizer=adam>/`: each job's TensorBoard events under its
+    swept overrides (hard links, no copy), and one HParams experiment listing the swept keys first
+    (marked as differing, so shown) and the constant ones after them (hidden by default).
+
+    `tensorboard --logdir <sweep>/tensorboard` then names each run by what was swept, not `0/tensorboard`.
+    """
+    jobs = [(row, sorted((sweep_dir / row["job"] / "tensorboard").glob("events.out.tfevents.*"))) for row in rows]
+    jobs = [(row, files) for row, files in jobs if files]
+    if not jobs:
+        return None
+    import shutil
+
+    root = sweep_dir / "tensorboard"
+    names: dict[str, int] = {}
+    for row, files in sorted(jobs, key=lambda job: (len(job[0]["job"]), job[0]["job"])):
+        name = run_name(row, keys)
+        names[name] = names.get(name, 0) + 1
+        folder = root / (name if names[name] == 1 else f"{name},job={row['job']}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            target = folder / file.name
+            if target.exists():
+                target.unlink()  # a sweep's own link from an earlier report: the job's file may have grown
+            try:
+                target.hardlink_to(file)
+            except OSError:  # another file system: a copy
+                shutil.copy2(file, target)
+    write_hparams_experiment(root, [files for _, files in jobs], keys, metric)
+    return root
+
+
+def write_hparams_experiment(root: Path, event_files: list[list[Path]], keys: list[str], metric: str) -> None:
+    """The sweep's HParams experiment: swept keys first (`differs`: TensorBoard shows them), then constants."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    values: dict[str, list[Any]] = {}
+    for files in event_files:
+        for file in files:
+            for event in EventFileLoader(str(file)).Load():
+                for value in event.summary.value:
+                    if value.tag == metadata.SESSION_START_INFO_TAG:
+                        content = value.metadata.plugin_data.content
+                        start = metadata.parse_session_start_info_plugin_data(content)
+                        for key, given in start.hparams.items():
+                            values.setdefault(key, []).append(given)
+    if not values:
+        return
+    differing = [k for k in keys if k in values] + [
+        k for k in values if k not in keys and len({str(v) for v in values[k]}) > 1
+    ]
+    constant = sorted(k for k in values if k not in differing)
+    infos = []
+    for key in [*differing, *constant]:
+        kind = values[key][0].WhichOneof("kind")
+        data_type = {"number_value": api_pb2.DATA_TYPE_FLOAT64, "bool_value": api_pb2.DATA_TYPE_BOOL}.get(
+            kind, api_pb2.DATA_TYPE_STRING
+        )
+        infos.append(api_pb2.HParamInfo(name=key, type=data_type, differs=key in differing))
+    scores = [metrics.best(metric), metrics.best("val/loss" if metric != "val/loss" else "val/acc"), "test/acc"]
+    metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"hparam/{tag}")) for tag in dict.fromkeys(scores)]
+    for old in root.glob("events.out.tfevents.*"):
+        old.unlink()  # the sweep's own experiment from an earlier report
+    writer = EventFileWriter(str(root))
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metric_infos)
+    plugin_data = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
+    summary = Summary(
+        value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=metadata.create_summary_metadata(plugin_data))]
+    )
+    writer.add_event(event_pb2.Event(summary=summary))
+    writer.close()
+
+
+def expand_seeds(argv: list[str]) -> list[str]:
+    """`seeds=N` on the command line: the run or sweep repeated over `seed=0..N-1` (a multirun).
+
+    Any `seed=` given beside it is refused (two sources for one key); with `-m` the seeds
+    multiply the sweep's jobs.
+    """
+    from trainer_cli.config import UserError
+
+    given = [a for a in argv if a.split("=", 1)[0] == "seeds"]
+    if not given:
+        return argv
+    text = given[-1].split("=", 1)[1]
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"seeds: '{text}' is not accepted; a whole number of seeds >= 1 (seeds=3 runs seed=0,1,2)")
+    if any(a.split("=", 1)[0].lstrip("+~") == SEED_KEY for a in argv):
+        raise UserError("seeds: give either seeds=N or seed=..., not both")
+    out = [a for a in argv if a.split("=", 1)[0] != "seeds"]
+    out.append(f"{SEED_KEY}={','.join(str(i) for i in range(int(text)))}")
+    return out if any(a in ("-m", "--multirun") for a in out) else ["-m", *out]
+
+
+@contextlib.contextmanager
+def one_line_per_job(metric: str) -> Iterator[dict[str, Any]]:
+    """A sweep job prints one line (its swept overrides, best metric, time); its model summary,
+    epochs and results table go to its train.log and folder only. Yields the dict for the summary."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainer_cli.report import console, quiet_console
+
+    hydra_cfg = HydraConfig.get()
+    started, outcome = time.perf_counter(), {}
+    try:
+        with quiet_console():
+            yield outcome
+    finally:
+        summary = outcome.get("summary") or {}
+        best = summary.get(metrics.best(metric))
+        result = f"best {metric} {best:.4f}" if isinstance(best, float) else summary.get("status", "failed")
+        overrides = " ".join(_short(o) for o in hydra_cfg.overrides.task)
+        console.print(f"job {hydra_cfg.job.num}: {overrides}: {result} ({time.perf_counter() - started:.1f} s)")
 
 
 def assign_gpu(cfg: DictConfig, job_num: int) -> None:

@@ -40,6 +40,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     started = time.perf_counter()
     cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
     from trainer_cli import distributed
+    from trainer_cli.search import trial_pruning
 
     # One writer per run folder (rank 0 for several processes), held until run returns.
     lock = faults.lock_run_folder(run_dir) if distributed.is_main() else None
@@ -50,6 +51,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
     from trainer_cli import build, callbacks, checkpoint, transfer
     from trainer_cli.report import Reporter, print_results
 
+    build.check_loggers(cfg)  # a missing optional package: before anything is built or written
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     pieces = build.pieces(cfg, init_weights=resumed is None)
     if resumed is not None:
@@ -58,7 +60,9 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
-    with Reporter(run_dir, sinks, cfg.epochs, pieces.steps_per_epoch) as reporter:
+    run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    with Reporter(run_dir, sinks, planned_epochs(pieces), pieces.steps_per_epoch) as reporter:
+        reporter.log_params({**run_hparams, **(hparams or {})})  # a failed or stopped run carries them too
         announce(pieces, run_dir)
         stop = distributed.StopVote()  # several processes stop at the same step
         hooks = callbacks.Hooks(build.callbacks(cfg), callbacks.Run(pieces, reporter, run_dir, stop))
@@ -66,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         if resumed is None:
             check_initial_loss(pieces, reporter)
         early_stopped = False
+        pruning = trial_pruning(metric) if distributed.is_main() else None  # a sweep job whose trial may be pruned
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             if steps_left(pieces) == 0:
                 break
@@ -91,12 +96,17 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             if early_stopped:
                 log.info(f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs")
                 break
+            if pruning is not None:
+                pruning.on_epoch_end(None, epoch, row)
+                if pruning.stop_training:  # the sweep's pruner stopped this trial: a pruned job, not a failed one
+                    break
         summary = summarize(pieces, run_dir, final_evaluation(pieces, run_dir), started, early_stopped)
+        if pruning is not None and pruning.stop_training:
+            summary["status"] = "pruned"
         if distributed.is_main():
             transfer.merge_saved_models(pieces.finetune, pieces.model, run_dir)  # LoRA: saved as a plain model
         hooks.end(summary)
         reporter.log_scalars(state.step, {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
-        run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
         final = {k: summary[k] for k in ("best/val/acc", "best/val/loss", "test/acc", "test/loss")}
         reporter.finish(summary, {**run_hparams, **(hparams or {})}, final)
     print_results(summary)
@@ -115,7 +125,7 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
 
     run_dir = Path(str(cfg.resume))
     resumed = checkpoint.load_run(run_folder.last_checkpoint(run_dir))
-    log.info(f"resuming {run_dir} from epoch {resumed['epoch']} (step {resumed['step']})")
+    log.info(f"resuming {run_dir} at {faults.progress(resumed['epoch'], resumed['step'])}")
     saved = OmegaConf.create(resumed["config"])
     # `train resume=<run> epochs=N` (cli.rewrite_argv passes it as resume_with.epochs): extend.
     changes = cfg.get("resume_with") or {}
@@ -202,9 +212,27 @@ def announce(pieces: Pieces, run_dir: Path) -> None:
         f"data: {cfg.data.name} ({data.train.num_samples} train / {data.val.num_samples} val / "
         f"{data.test.num_samples} test, {data.num_classes} classes) on {pieces.device}\n"
         f"model: {type(pieces.model).__name__} with {num_parameters:,} parameters; "
-        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.lr:g}; {cfg.epochs} epochs of "
-        f"{pieces.steps_per_epoch} steps"
+        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.lr:g}; {plan(pieces)}"
     )
+
+
+def planned_epochs(pieces: Pieces) -> int:
+    """The epochs the run will reach: `epochs`, fewer when `trainer.max_steps` stops it first
+    (what the epoch lines count to and the ETA plans for)."""
+    max_steps = pieces.cfg.trainer.get("max_steps")
+    if max_steps is None or pieces.steps_per_epoch < 1:
+        return int(pieces.cfg.epochs)
+    return min(int(pieces.cfg.epochs), math.ceil(int(max_steps) / pieces.steps_per_epoch))
+
+
+def plan(pieces: Pieces) -> str:
+    """`20 epochs of 21 steps`, or with `trainer.max_steps` the steps that really run."""
+    epochs, per_epoch = planned_epochs(pieces), pieces.steps_per_epoch
+    words = f"{epochs} epoch{'' if epochs == 1 else 's'} of {per_epoch} steps"
+    max_steps = pieces.cfg.trainer.get("max_steps")
+    if max_steps is not None and int(max_steps) < int(pieces.cfg.epochs) * per_epoch:
+        return f"{max_steps} steps (trainer.max_steps: {words}, the last cut short)"
+    return words
 
 
 def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:

@@ -248,3 +248,15 @@ def test_image_folders_augment_on_the_device_and_preview_without_shuffling(make_
     augmented, same_labels = next(iter(data.train))
     assert torch.equal(same_labels, labels)
     assert torch.allclose(augmented, data.preprocess(images.flip(-1)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "limit", ["trainer.limit_train_batches=0.5", "trainer.limit_train_batches=2", "trainer.max_steps=3"]
+)
+def test_preview_with_a_batch_limit(make_cfg, tmp_path, limit):
+    """Issue 23: `augmentation.preview=true` with a batch limit once failed ('TensorLoader'
+    object has no attribute 'dataset'); the preview reads through the limit's wrapper."""
+    from trainer_cli.train import run
+
+    run(make_cfg("epochs=1", "augmentation=[crop]", "augmentation.preview=true", limit), tmp_path)
+    assert (tmp_path / "augmentation_preview.png").stat().st_size > 0

@@ -26,6 +26,15 @@ def test_summary_rows_shapes_and_counts():
     assert totals == {"parameters": 235, "trainable": 235, "frozen": 0}
 
 
+def test_summary_numbers_its_rows_without_gaps():
+    """The `#` column counts 0, 1, 2, ... although the module paths skip the left-out Identity
+    placeholders (issue 23)."""
+    lines = summary_text(MLP(1, 4, 3, width=8, depth=2), (1, 4, 4)).splitlines()
+    rows = lines[3:-1]
+    assert [line.split()[0] for line in rows] == [str(i) for i in range(6)]
+    assert [line.split()[1] for line in rows] == ["0", "1", "3", "4", "6", "7"]
+
+
 def test_summary_counts_frozen_parameters_and_moves_no_running_statistic():
     model = ResNet(1, 8, 4, stages=[1, 1], channels=[4, 8])
     for parameter in model.stem.parameters():

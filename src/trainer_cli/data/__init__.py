@@ -14,7 +14,7 @@ from trainer_cli.data.augment import Augmentation
 from trainer_cli.data.loaders import DeviceLoader, ShardedBatchSampler, TensorLoader
 from trainer_cli.data.preprocess import Preprocess
 from trainer_cli.data.sources import FolderData, TensorData
-from trainer_cli.data.splits import kfold_indices, split_indices
+from trainer_cli.data.splits import corrupt_labels, kfold_indices, split_indices
 
 __all__ = ["Data", "prepare", "split_indices", "Augmentation", "Preprocess"]
 
@@ -38,6 +38,28 @@ class Data:
         return len(self.classes)
 
 
+# The last in-memory source this process loaded, by its config node's YAML: a sweep's jobs
+# (one after another, or each joblib worker's) that share the data node load it once. One
+# entry, so memory stays one data set's; folders are read lazily and are not cached.
+_LOADED: dict[str, TensorData] = {}
+
+
+def cached_source(node_yaml: str, load: Callable[[], Any]) -> Any:
+    """The source `node_yaml` describes, loaded by `load()` unless this process already has it.
+
+    Each caller gets its own tensors (clones): nothing a run does to its data reaches the next.
+    """
+    source = _LOADED.get(node_yaml)
+    if source is None:
+        source = load()
+        if not isinstance(source, TensorData):
+            return source
+        _LOADED.clear()
+        _LOADED[node_yaml] = source
+    tensors = (source.train_x, source.train_y, source.test_x, source.test_y)
+    return TensorData(*(t.clone() for t in tensors), classes=list(source.classes))
+
+
 def prepare(
     source: TensorData | FolderData,
     val_fraction: float,
@@ -50,12 +72,16 @@ def prepare(
     fold: tuple[int, int] | None = None,
     augment: Augmentation | None = None,
     shard: tuple[int, int] = (0, 1),
+    label_noise: float = 0.0,
+    shuffle_labels: bool = False,
 ) -> Data:
     """Split off validation, fit preprocessing (and augmentation statistics) on the training
     split, and build the loaders; only the training loader augments.
 
     With `fold=(k, i)` the validation set is fold i of k stratified folds (cross-validation).
     `shard=(rank, world_size)`: this process's share of every batch (several processes).
+    `label_noise=p` / `shuffle_labels`: errors put into the training split's labels on purpose
+    (`splits.corrupt_labels`, seeded by `split_seed`); validation and test stay true.
     """
     checks.open_interval("val_fraction", val_fraction, 0.0, 1.0)
 
@@ -67,7 +93,10 @@ def prepare(
     shuffle_generator = torch.Generator().manual_seed(seed)
     prep = Preprocess(preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(source, TensorData):
-        return _tensor_data(source, split, prep, augment, batch_size, device, shuffle_generator, shard)
+        corrupt = (label_noise, shuffle_labels, len(source.classes), split_seed)
+        return _tensor_data(source, split, prep, augment, batch_size, device, shuffle_generator, shard, corrupt)
+    if label_noise or shuffle_labels:
+        raise ValueError("label_noise: label errors are made in in-memory data sets only (not image folders)")
     return _folder_data(source, split, prep, augment, batch_size, device, shuffle_generator, shard, num_workers)
 
 
@@ -80,6 +109,7 @@ def _tensor_data(
     device: torch.device,
     shuffle_generator: torch.Generator,
     shard: tuple[int, int],
+    corrupt: tuple[float, bool, int, int] = (0.0, False, 0, 0),
 ) -> Data:
     """In-memory tensors: raw pixels live on the device; each batch is augmented, then preprocessed."""
     train_idx, val_idx = split(source.train_y.numpy())
@@ -96,7 +126,10 @@ def _tensor_data(
 
     return Data(
         train=loader(
-            source.train_x[train_idx], source.train_y[train_idx], generator=shuffle_generator, augment=augment
+            source.train_x[train_idx],
+            corrupt_labels(source.train_y[train_idx], *corrupt),
+            generator=shuffle_generator,
+            augment=augment,
         ),
         val=loader(source.train_x[val_idx], source.train_y[val_idx]),
         test=loader(source.test_x, source.test_y),
@@ -167,6 +200,8 @@ def _targets(dataset) -> list[int]:
 def preview_images(loader: TensorLoader | DeviceLoader, count: int = 64) -> torch.Tensor:
     """The first `count` training images as raw pixels, read without drawing from the
     shuffle generator (a preview must not change the run)."""
+    while not isinstance(loader, (TensorLoader, DeviceLoader)):
+        loader = loader.loader  # a wrapper such as `trainer.limit_train_batches`'s LimitedBatches
     if isinstance(loader, TensorLoader):
         return loader.images[:count]
     dataset = loader.loader.dataset

@@ -12,7 +12,7 @@ import torch
 from trainer_cli import checks
 from trainer_cli.config import UserError
 
-KINDS = ["none", "mean_image", "channel_mean", "channel_mean_std", "pca", "zca"]
+KINDS = ["none", "mean_image", "standardize", "channel_mean", "channel_mean_std", "pca", "zca"]
 # PCA/ZCA hold a D x D matrix (D = C*H*W values per image) and eigendecompose it once.
 MAX_WHITENING_DIM = 4096
 
@@ -21,6 +21,8 @@ class Preprocess:
     """A fitted transform x -> A (x - mean) / std of each image, or the identity.
 
     - `mean_image`: subtract the mean training image (per pixel and channel).
+    - `standardize`: per dimension, (x_i - m_i) / sigma_i (the lecture's standardisation:
+      each pixel of each channel its own mean and std; a constant pixel is only centred).
     - `channel_mean`: subtract the per-channel mean.
     - `channel_mean_std`: also divide by the per-channel std.
     - `pca`: project the centred image onto the top `components` principal components and
@@ -58,8 +60,12 @@ class Preprocess:
         images = images.double()
         if self.kind in ("channel_mean", "channel_mean_std"):
             self.mean = images.mean(dim=(0, 2, 3), keepdim=True)[0].float()
-        elif self.kind in ("mean_image", "pca", "zca"):
+        elif self.kind in ("mean_image", "standardize", "pca", "zca"):
             self.mean = images.mean(dim=0).float()
+        if self.kind == "standardize":
+            # A constant pixel (std 0, e.g. digits' always-black border) is centred, not divided by 0.
+            std = images.std(dim=0)
+            self.std = torch.where(std > 1e-6, std, torch.ones_like(std)).float()
         if self.kind == "channel_mean_std":
             # A constant channel (std 0) is left unscaled rather than divided by zero.
             self.std = images.std(dim=(0, 2, 3), keepdim=True)[0].float().clamp_min(1e-6)

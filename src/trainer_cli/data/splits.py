@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+
+from trainer_cli import checks
 
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,3 +78,29 @@ def kfold_indices(labels: np.ndarray, k: int, fold: int, seed: int) -> tuple[np.
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
     train, held = list(folds)[fold]
     return np.sort(train), np.sort(held)
+
+
+def corrupt_labels(labels: torch.Tensor, noise: float, shuffle: bool, num_classes: int, seed: int) -> torch.Tensor:
+    """The lecture's "errors in training labels", made on purpose (training split only).
+
+    `noise=p`: exactly round(p * N) labels, drawn without replacement, each moved to one of
+    the other C - 1 classes uniformly (so every chosen label really changes). `shuffle`: the
+    labels permuted across the samples (unrelated to the images; the class counts stay).
+    Seeded by `seed` alone, so a run and its k-fold or diagnosis copies corrupt the same labels.
+    """
+    checks.number("label_noise", noise, low=0.0, high=1.0)
+    if noise == 0 and not shuffle:
+        return labels
+    generator = torch.Generator().manual_seed(seed)
+    out = labels.clone()
+    if shuffle:
+        out = out[torch.randperm(len(out), generator=generator)]
+    count = round(noise * len(out))
+    if count:
+        if num_classes < 2:
+            raise ValueError(f"label_noise: {noise} needs at least 2 classes, this data has {num_classes}")
+        chosen = torch.randperm(len(out), generator=generator)[:count]
+        # An offset in 1..C-1 (mod C) lands on another class, each equally likely.
+        offset = torch.randint(1, num_classes, (count,), generator=generator)
+        out[chosen] = (out[chosen] + offset) % num_classes
+    return out

@@ -45,6 +45,26 @@ def _steps() -> dict[str, Any]:
 STEP_NAMES = ("initial_loss", "overfit", "lr", "lr_range", "grid", "refine", "curves", "gradcheck")
 
 
+def best_point(ctx: Any) -> tuple[float | None, float | None]:
+    """The (lr, weight decay) the steps so far found."""
+    return ctx.found.get("lr"), ctx.found.get("weight_decay")
+
+
+def repeat_rounds(ctx: Any, step: Any, centre: tuple[float | None, float | None]) -> None:
+    """The lecture's step 7, "GOTO step 5": while the refinement moved the best point away
+    from the centre it searched around, search again around the new point (grid, then
+    refine), up to `mode.max_rounds` rounds in all; `found rounds` says how many ran."""
+    rounds = int(ctx.options["max_rounds"])
+    while best_point(ctx) != centre and ctx.round < rounds:
+        ctx.round += 1
+        step("grid")
+        centre = best_point(ctx)
+        verdict = step("refine")
+        verdict.numbers["rounds"] = f"{ctx.round} of at most {rounds}" + (
+            " (the best point is stable)" if best_point(ctx) == centre else ""
+        )
+
+
 def run_diagnosis(
     cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, *, steps: list[str], **options: Any
 ) -> dict[str, Any]:
@@ -63,12 +83,21 @@ def run_diagnosis(
     available = _steps()
     with Reporter(run_dir, []) as reporter:
         ctx = Context(cfg, run_dir, options, reporter, user_overrides(run_dir))
-        for name in steps:
-            log.info(f"diagnose: {name}")
+
+        def step(name: str) -> Verdict:
+            log.info(f"diagnose: {name}" + (f" (round {ctx.round})" if ctx.round > 1 else ""))
             verdict = available[name](ctx)
-            verdicts.append(verdict)
+            verdicts[:] = [v for v in verdicts if v.step != verdict.step] + [verdict]  # a later round replaces
             reporter.print(panel(verdict))
             write_markdown(verdicts, run_dir)  # after each step: an interrupted diagnosis keeps what it found
+            return verdict
+
+        for name in steps:
+            centre = best_point(ctx)
+            step(name)
+            if name == "refine" and "grid" in steps:
+                repeat_rounds(ctx, step, centre)
+        write_markdown(verdicts, run_dir)
         overall = worst([v.status for v in verdicts])
         summary = {
             "status": "ok",

@@ -37,6 +37,12 @@ class Context:
     # What earlier steps found, for the later ones: `lr` (the lr / lr_range steps, then the
     # grids' best) and `weight_decay` (the grids' best).
     found: dict[str, float] = field(default_factory=dict)
+    # The lecture's "step 7: GOTO step 5": grid and refine repeat in rounds (`mode.max_rounds`).
+    round: int = 1
+
+    def folder(self, step: str) -> Path:
+        """A step's folder in the run folder: `grid`, then `grid_round2`, ..."""
+        return self.run_dir / (step if self.round == 1 else f"{step}_round{self.round}")
 
     def command(self, *overrides: str) -> str:
         """The command line a user types next: their own overrides, less those `overrides`
@@ -47,6 +53,15 @@ class Context:
 
 def _key(override: str) -> str:
     return override.strip("'").split("=", 1)[0].lstrip("+~")
+
+
+def diagnose_defaults() -> dict[str, Any]:
+    """The diagnosis options as `conf/mode/diagnose.yaml` writes them (the one place they are
+    set), for the curves' verdict at the end of a plain training run."""
+    from trainer_cli.config import CONF_DIR
+
+    options = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "mode" / "diagnose.yaml"))
+    return {k: v for k, v in options.items() if not k.startswith("_")}
 
 
 def user_overrides(run_dir: Path) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from trainer_cli.diagnose.context import Context
+from trainer_cli.diagnose.examine import examine
 from trainer_cli.verdict import Verdict, worst
 
 Row = dict[str, Any]
@@ -91,7 +92,7 @@ def labels_unrelated(history: list[Row], options: dict[str, Any]) -> Finding | N
 
 def high_bias(history: list[Row], options: dict[str, Any]) -> Finding | None:
     """The model cannot fit its own training set."""
-    threshold = float(options.get("fit_threshold", 0.95))
+    threshold = float(options["fit_threshold"])
     train_acc = max(column(history, "train/acc"))
     if train_acc < threshold:
         return Finding(
@@ -106,7 +107,7 @@ def high_bias(history: list[Row], options: dict[str, Any]) -> Finding | None:
 
 def high_variance(history: list[Row], options: dict[str, Any]) -> Finding | None:
     """It fits training but not validation: the train-val gap at the best validation epoch."""
-    gap_tolerance = float(options.get("gap_tolerance", 0.05))
+    gap_tolerance = float(options["gap_tolerance"])
     best = max(range(len(history)), key=lambda i: float(history[i]["val/acc"]))
     gap = float(history[best]["train/acc"]) - float(history[best]["val/acc"])
     if gap > gap_tolerance:
@@ -160,7 +161,7 @@ def plateau_then_drop(history: list[Row], options: dict[str, Any]) -> Finding | 
     if not all(math.isfinite(x) for x in losses):
         return None
     flat = next((i for i, x in enumerate(losses) if x < 0.95 * losses[0]), len(losses))
-    if flat >= int(options.get("plateau_epochs", 2)) and flat < len(losses) and losses[-1] < 0.7 * losses[0]:
+    if flat >= int(options["plateau_epochs"]) and flat < len(losses) and losses[-1] < 0.7 * losses[0]:
         return Finding(
             "plateau_then_drop",
             "WARN",
@@ -183,7 +184,7 @@ def update_ratio(history: list[Row], options: dict[str, Any]) -> Finding | None:
     if not ratios:
         return None
     typical = statistics.median(ratios)
-    tolerance = float(options.get("update_ratio_tolerance", 30.0))
+    tolerance = float(options["update_ratio_tolerance"])
     if typical > UPDATE_RATIO_TARGET * tolerance:
         side, override = "high", "lr=<lr/10>"
     elif typical < UPDATE_RATIO_TARGET / tolerance:
@@ -211,7 +212,7 @@ def last_unit_fraction(history: list[Row], kind: str, tolerance: float) -> tuple
 def dead_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
     """At the last epoch, more than `dead_tolerance` (40%) of a ReLU layer's units output 0
     for every image of the probe batch (CS231n: "as much as 40% of your network can be dead")."""
-    worst = last_unit_fraction(history, "dead", float(options.get("dead_tolerance", 0.4)))
+    worst = last_unit_fraction(history, "dead", float(options["dead_tolerance"]))
     if worst is None:
         return None
     fraction, layer = worst
@@ -227,7 +228,7 @@ def dead_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
 def saturated_units(history: list[Row], options: dict[str, Any]) -> Finding | None:
     """At the last epoch, more than `saturation_tolerance` (30%) of a tanh/sigmoid layer's
     outputs are within 0.01 of their bounds, where the local gradient is nearly 0."""
-    worst = last_unit_fraction(history, "saturated", float(options.get("saturation_tolerance", 0.3)))
+    worst = last_unit_fraction(history, "saturated", float(options["saturation_tolerance"]))
     if worst is None:
         return None
     fraction, layer = worst
@@ -302,35 +303,49 @@ def judge(history: list[Row], options: dict[str, Any], command) -> Verdict:
 
 
 def curves(ctx: Context) -> Verdict:
-    """Diagnose `mode.finished_run`'s curves, or train the configured run first (in `run/`)."""
-    from trainer_cli.loop import NonFiniteLoss
-    from trainer_cli.train import run
-
-    options = {**ctx.options, "num_classes": int(ctx.cfg.data.num_classes)}
-    folder = ctx.options.get("finished_run")
+    """Diagnose `mode.finished_run`'s curves, or train the configured run first (in `run/`)
+    and read its curves with the signals on a fixed probe batch (`examine`): one ranked
+    answer, whose next command tests the top cause."""
+    folder = ctx.options.get("finished_run")  # null in the yaml: train the config first
     if folder:
         run_dir = Path(str(folder))
+        options = {**ctx.options, "num_classes": int(ctx.cfg.data.num_classes)}
+        verdict = judge(read_history(run_dir), options, ctx.command)
     else:
         run_dir = ctx.run_dir / "run"
-        cfg = copy.deepcopy(ctx.cfg)
-        cfg.trainer.log_activations = True  # the dead and saturated unit rules read its probes
-        try:
-            run(cfg, run_dir)
-        except NonFiniteLoss as error:
-            verdict = Verdict(
-                "curves",
-                "FAIL",
-                f"the training run diverged: {str(error).split(';')[0]}",
-                {"run": str(run_dir)},
-                ["learning rate too high", "bad initialization", "bug in code"],
-                ctx.command(f"lr={float(ctx.cfg.optimizer.lr) / 10:g}"),
-            )
-            return verdict
-    verdict = judge(read_history(run_dir), options, ctx.command)
+        verdict = judge_evidence(examine(copy.deepcopy(ctx.cfg), run_dir), ctx)
     verdict.numbers = {"run": str(run_dir), **verdict.numbers}
     if (run_dir / "curves.png").is_file():
         verdict.figures.append(os.path.relpath(run_dir / "curves.png", ctx.run_dir))
     return verdict
+
+
+def judge_evidence(evidence: dict[str, Any], ctx: Context) -> Verdict:
+    """The verdict from the rules' ranked findings: PASS when none; else FAIL for a cause
+    measured directly or a run that did not learn, WARN otherwise."""
+    from trainer_cli.diagnose.causes import CAUSES
+    from trainer_cli.diagnose.rules import findings, rank
+
+    ranked = rank(findings(evidence))
+    numbers: dict[str, Any] = {
+        k: evidence[k]
+        for k in ("epochs", "train loss last", "train acc best", "val acc best", "update ratio")
+        if k in evidence
+    }
+    if not ranked:
+        return Verdict("curves", "PASS", "loss goes down, training and validation agree, the run converged", numbers)
+    top = ranked[0]
+    numbers.update({f"evidence ({f.cause})": f.evidence for f in ranked})
+    learned = float(evidence.get("val acc best", 0.0)) > 0.5
+    status = "FAIL" if top.strength >= 2.5 or not learned else "WARN"
+    return Verdict(
+        "curves",
+        status,
+        f"{CAUSES[top.cause].words}: {top.evidence}",
+        numbers,
+        [CAUSES[f.cause].words for f in ranked],
+        ctx.command(*CAUSES[top.cause].next_overrides),
+    )
 
 
 def diagnose_finished_run(run_dir: Path) -> Verdict:
@@ -347,10 +362,10 @@ def diagnose_finished_run(run_dir: Path) -> Verdict:
 def diagnose_history(history: list[Row], cfg, reporter, run_dir: Path) -> Verdict:
     """`trainer.diagnose_at_end=true`: the curves' verdict on the run that just ended,
     printed as a panel and written to its `diagnosis.md`."""
-    from trainer_cli.diagnose.context import Context, user_overrides
+    from trainer_cli.diagnose.context import Context, diagnose_defaults, user_overrides
     from trainer_cli.verdict import panel, write_markdown
 
-    options = {**OmegaConf.to_container(cfg.mode), "num_classes": int(cfg.data.num_classes)}
+    options = {**diagnose_defaults(), "num_classes": int(cfg.data.num_classes)}
     ctx = Context(cfg, run_dir, options, reporter, user_overrides(run_dir))
     verdict = judge(history, options, ctx.command)
     verdict.figures.append("curves.png")  # the reporter writes it as the run finishes

@@ -92,14 +92,14 @@ def gradcheck(ctx: Context) -> Verdict:
     """Check the configured model's gradients on `gradcheck_samples` training images."""
     pieces = fresh(ctx.cfg)
     images, labels = fixed_sample(pieces.data.train, 1)[0]
-    count = int(ctx.options.get("gradcheck_samples", 4))
+    count = int(ctx.options["gradcheck_samples"])
     errors = relative_errors(
-        pieces.model, images[:count], labels[:count], pieces.loss_fn, int(ctx.options.get("gradcheck_entries", 10))
+        pieces.model, images[:count], labels[:count], pieces.loss_fn, int(ctx.options["gradcheck_entries"])
     )
     verdict = judge(errors)
     verdict.numbers = {
         "samples": count,
-        "entries per tensor": int(ctx.options.get("gradcheck_entries", 10)),
+        "entries per tensor": int(ctx.options["gradcheck_entries"]),
         **{f"relative error {k}": v for k, v in verdict.numbers.items()},
     }
     if verdict.status == "PASS":

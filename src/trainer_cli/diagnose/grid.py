@@ -115,11 +115,11 @@ def _search(ctx: Context, step: str, lrs: list[float], decays: list[float], epoc
     its history, the figure) or, when no point finished, a FAIL verdict."""
     from trainer_cli.diagnose.curves import read_history
 
-    folder = ctx.run_dir / step
+    folder = ctx.folder(step)
     metric = str(ctx.cfg.optimized_metric)
     rows = train_points(ctx, folder, [(lr, wd) for lr in lrs for wd in decays], epochs, constant_lr)
     numbers, finished = _results(rows, metric), [r for r in rows if _finished(r)]  # rows: best first
-    figure = f"{step}/sweep.png"
+    figure = f"{folder.name}/sweep.png"
     if not finished:
         return Verdict(
             step,
@@ -131,7 +131,7 @@ def _search(ctx: Context, step: str, lrs: list[float], decays: list[float], epoc
             [figure] if (folder / "sweep.png").is_file() else [],
         )
     best = finished[0]
-    return numbers, best, read_history(folder / best["job"]), figure
+    return numbers, best, read_history(folder / best["job"]), figure, finished
 
 
 def symmetric(ctx: Context, step: str, numbers: dict[str, Any], figure: str) -> Verdict | None:
@@ -163,13 +163,13 @@ def grid(ctx: Context) -> Verdict:
     options = ctx.options
     configured = float(ctx.cfg.optimizer.lr)
     center = float(ctx.found.get("lr", configured))
-    lrs = sorted({_rounded(center * float(f)) for f in options.get("grid_lr_factors", [0.3, 1, 3])})
-    decays = sorted({float(w) for w in options.get("grid_weight_decays", [1e-4, 1e-5, 0.0])}, reverse=True)
-    epochs = int(options.get("grid_epochs", 2))
+    lrs = sorted({_rounded(center * float(f)) for f in options["grid_lr_factors"]})
+    decays = sorted({float(w) for w in options["grid_weight_decays"]}, reverse=True)
+    epochs = int(options["grid_epochs"])
     found = _search(ctx, "grid", lrs, decays, epochs, constant_lr=False)
     if isinstance(found, Verdict):
         return found
-    numbers, best, history, figure = found
+    numbers, best, history, figure, _ = found
     best_lr, best_decay = float(best["values"]["lr"]), float(best["values"][WEIGHT_DECAY_KEY])
     ctx.found.update(lr=best_lr, weight_decay=best_decay)
     metric = str(ctx.cfg.optimized_metric)
@@ -216,6 +216,37 @@ def grid(ctx: Context) -> Verdict:
     )
 
 
+# Curves rules that say the LR is too high for a run: the refinement then tries a lower LR.
+UNSTABLE = ("diverging", "noisy")
+
+
+def lower_if_unstable(
+    ctx: Context, best: dict[str, Any], history: list, finished: list[dict[str, Any]], rules: dict, numbers: dict
+) -> tuple[dict[str, Any], list]:
+    """The best point, or, when its curves diverge or are noisy, the next lower LR at the same
+    weight decay (a finished point of the grid, else one more point trained at half the LR):
+    the refinement does not fail at the grid's LR without trying the next lower one."""
+    from trainer_cli.diagnose.curves import findings, read_history
+
+    if not any(f.rule in UNSTABLE for f in findings(history, rules)):
+        return best, history
+    lr, decay = float(best["values"]["lr"]), float(best["values"][WEIGHT_DECAY_KEY])
+    lower = [r for r in finished if float(r["values"]["lr"]) < lr and float(r["values"][WEIGHT_DECAY_KEY]) == decay]
+    if lower:
+        chosen = max(lower, key=lambda r: float(r["values"]["lr"]))
+        chosen_history = read_history(ctx.folder("refine") / chosen["job"])
+    else:
+        folder = ctx.folder("refine_lower")
+        epochs = int(ctx.options["refine_epochs"])
+        rows = [r for r in train_points(ctx, folder, [(_rounded(lr / 2), decay)], epochs, True) if _finished(r)]
+        if not rows:
+            numbers["lower lr"] = f"{_rounded(lr / 2):g} diverged too"
+            return best, history
+        chosen, chosen_history = rows[0], read_history(folder / rows[0]["job"])
+    numbers["lower lr"] = f"lr {lr:g} was unstable at a constant LR; took lr {chosen['values']['lr']}"
+    return chosen, chosen_history
+
+
 def refine(ctx: Context) -> Verdict:
     """The finer grid around the best coarse point (or the configured LR and L2 weight
     decay): `refine_lr_factors` x `refine_weight_decay_factors`, `refine_epochs` epochs at a
@@ -227,13 +258,15 @@ def refine(ctx: Context) -> Verdict:
     center_lr = float(ctx.found.get("lr", cfg.optimizer.lr))
     own_decay = float(cfg.regularization.l2.weight_decay) if "l2" in (cfg.get("regularization") or {}) else 0.0
     center_decay = float(ctx.found.get("weight_decay", own_decay))
-    lrs = sorted({_rounded(center_lr * float(f)) for f in options.get("refine_lr_factors", [0.5, 1, 2])})
-    decays = sorted({_rounded(center_decay * float(f)) for f in options.get("refine_weight_decay_factors", [1])})
-    epochs = int(options.get("refine_epochs", 10))
+    lrs = sorted({_rounded(center_lr * float(f)) for f in options["refine_lr_factors"]})
+    decays = sorted({_rounded(center_decay * float(f)) for f in options["refine_weight_decay_factors"]})
+    epochs = int(options["refine_epochs"])
     found = _search(ctx, "refine", lrs, decays[::-1], epochs, constant_lr=True)
     if isinstance(found, Verdict):
         return found
-    numbers, best, history, figure = found
+    numbers, best, history, figure, finished = found
+    rules = {**options, "num_classes": int(cfg.data.num_classes)}
+    best, history = lower_if_unstable(ctx, best, history, finished, rules, numbers)
     best_lr, best_decay = float(best["values"]["lr"]), float(best["values"][WEIGHT_DECAY_KEY])
     ctx.found.update(lr=best_lr, weight_decay=best_decay)
     used = sorted({float(row["lr"]) for row in history})  # the schedule the run really used
@@ -246,7 +279,6 @@ def refine(ctx: Context) -> Verdict:
     )
     if (verdict := symmetric(ctx, "refine", numbers, figure)) is not None:
         return verdict
-    rules = {**options, "num_classes": int(cfg.data.num_classes)}
     # "Still improving" is not read here: the refinement's runs are short on purpose, and
     # training longer is the next command anyway.
     found_rules = [f for f in findings(history, rules) if f.rule != "still_improving"]

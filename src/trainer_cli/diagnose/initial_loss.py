@@ -4,7 +4,7 @@ so the initial cross-entropy is about ln C (penalties off)."""
 from __future__ import annotations
 
 from trainer_cli.diagnose.context import Context, fresh, plain
-from trainer_cli.verdict import DEFAULT_TOLERANCE, Verdict
+from trainer_cli.verdict import Verdict
 from trainer_cli.verdict import judge_initial_loss as judge
 
 
@@ -14,7 +14,7 @@ def initial_loss(ctx: Context) -> Verdict:
 
     pieces = fresh(plain(ctx.cfg))
     loss = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision)["loss"]
-    verdict = judge(loss, pieces.data.num_classes, float(ctx.options.get("initial_loss_tolerance", DEFAULT_TOLERANCE)))
+    verdict = judge(loss, pieces.data.num_classes, float(ctx.options["initial_loss_tolerance"]))
     if verdict.status == "PASS":
         verdict.next_command = ctx.command("diagnose=overfit")
     else:

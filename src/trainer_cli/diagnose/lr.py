@@ -44,8 +44,8 @@ def lr(ctx: Context) -> Verdict:
     """Try each candidate LR for `lr_iterations` steps; pick the one whose loss drops most."""
     options = ctx.options
     configured = float(ctx.cfg.optimizer.lr)
-    candidates = sorted({*(float(x) for x in options.get("lr_candidates") or DEFAULT_CANDIDATES), configured})
-    iterations, decay = int(options.get("lr_iterations", 100)), float(options.get("lr_weight_decay", 1e-4))
+    candidates = sorted({*(float(x) for x in options["lr_candidates"] or DEFAULT_CANDIDATES), configured})
+    iterations, decay = int(options["lr_iterations"]), float(options["lr_weight_decay"])
     drops: dict[float, float] = {}
     for candidate in candidates:
         before, after = loss_drop(with_lr(ctx.cfg, candidate), iterations, decay)
@@ -144,8 +144,8 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
 
 def lr_range(ctx: Context) -> Verdict:
     options = ctx.options
-    low, high = float(options.get("range_min_lr", 1e-7)), float(options.get("range_max_lr", 10.0))
-    lrs, smoothed = range_test(ctx.cfg, low, high, int(options.get("range_steps", 100)))
+    low, high = float(options["range_min_lr"]), float(options["range_max_lr"])
+    lrs, smoothed = range_test(ctx.cfg, low, high, int(options["range_steps"]))
     configured = float(ctx.cfg.optimizer.lr)
     if len(smoothed) < 2:
         return Verdict(

@@ -67,7 +67,7 @@ def overfit(ctx: Context) -> Verdict:
     """Train on `overfit_batches` fixed batches for up to `overfit_epochs` passes."""
     from trainer_cli.loop import NonFiniteLoss, evaluate
 
-    count, passes = int(ctx.options.get("overfit_batches", 8)), int(ctx.options.get("overfit_epochs", 200))
+    count, passes = int(ctx.options["overfit_batches"]), int(ctx.options["overfit_epochs"])
     pieces = fresh(plain(ctx.cfg))
     sample = fixed_sample(pieces.data.train, count)
     device, precision = pieces.device, pieces.options.precision

@@ -71,16 +71,26 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Row]
 def summary_text(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     """The summary as a plain-text table (printed, and written to the run folder)."""
     rows, totals = summarize(model, input_shape)
-    header = ("layer", "type", "output shape", "parameters")
+    # `#` counts the rows; `module` is the layer's path in the model (the name that TensorBoard's
+    # activations/gradients tags, the checkpoint's keys and `finetune.freeze` use), which skips
+    # the numbers of the Identity placeholders (no norm, no dropout) the summary leaves out.
+    header = ("#", "module", "type", "output shape", "parameters")
     lines = [
-        (row.name, row.kind, "x".join(map(str, row.output_shape)) if row.output_shape else "-", f"{row.parameters:,}")
-        for row in rows
+        (
+            str(index),
+            row.name,
+            row.kind,
+            "x".join(map(str, row.output_shape)) if row.output_shape else "-",
+            f"{row.parameters:,}",
+        )
+        for index, row in enumerate(rows)
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
 
     def format_line(cells) -> str:
         return "  ".join(
-            str(c).rjust(w) if i == 3 else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            str(c).rjust(w) if i in (0, 4) else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [f"input shape: {'x'.join(map(str, input_shape))}", format_line(header)]

@@ -1,0 +1,279 @@
+"""trainer_cli's Optuna sweeper (trainer_cli/sweeper.py): search space, storage, resuming, pruning.
+
+Most tests drive the sweeper with a stand-in launcher (no training): each "job" returns a value
+computed from its overrides, so the ask-and-tell loop, the resume plan and the pruned state are
+checked in milliseconds. The slow tests at the end run real sweeps through `train`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from tests.conftest import run_train
+from trainer_cli.config import UserError
+
+SPACE = {"lr": "tag(log, interval(1e-4, 1e-1))", "momentum": "choice(0.0,0.9)"}
+JOB = ["epochs=1", "trainer.device=cpu", "trainer.log_every_n_steps=5"]
+
+
+def quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+class FakeLauncher:
+    """Runs "jobs" in-process: value = -|log10(lr) + 2| (best at lr=0.01); records the calls.
+
+    `fail_jobs`: job numbers that fail (NaN, as main() returns); `die_after`: raise after that
+    many jobs, as a sweep killed part-way; `prune_jobs`: jobs that end their own trial pruned.
+    """
+
+    def __init__(self, sweep_dir: Path, fail_jobs=(), die_after: int | None = None, prune_jobs=()):
+        self.sweep_dir, self.fail_jobs, self.die_after, self.prune_jobs = (
+            sweep_dir,
+            set(fail_jobs),
+            die_after,
+            set(prune_jobs),
+        )
+        self.launched: list[tuple[int, list[str]]] = []
+
+    def launch(self, job_overrides, initial_job_idx):
+        returns = []
+        for offset, overrides in enumerate(job_overrides):
+            if self.die_after is not None and len(self.launched) >= self.die_after:
+                raise KeyboardInterrupt("the sweep's machine is gone")
+            job = initial_job_idx + offset
+            self.launched.append((job, list(overrides)))
+            values = dict(o.lstrip("+").split("=", 1) for o in overrides)
+            if job in self.prune_jobs:
+                optuna = quiet_optuna()
+                study = optuna.load_study(study_name=values["hydra.sweeper.trial_study"],
+                                          storage=f"sqlite:///{self.sweep_dir / 'optuna.db'}")  # fmt: skip
+                study.tell(int(values["hydra.sweeper.trial"]), state=optuna.trial.TrialState.PRUNED)
+            ret = JobReturn()
+            ret.status = JobStatus.COMPLETED
+            ret.return_value = math.nan if job in self.fail_jobs else -abs(math.log10(float(values["lr"])) + 2)
+            returns.append(ret)
+        return returns
+
+
+def make_sweeper(sweep_dir: Path, launcher: FakeLauncher, n_trials: int = 5, sampler=None, **kwargs):
+    optuna = quiet_optuna()
+    from trainer_cli.sweeper import OptunaSweeper
+
+    sweeper = OptunaSweeper(sampler=sampler or optuna.samplers.RandomSampler(seed=0), n_trials=n_trials,
+                            study_name="s", params=dict(SPACE), **kwargs)  # fmt: skip
+    sweeper.config = OmegaConf.create({"optimized_metric": "val/acc", "hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    sweeper.launcher = launcher
+    return sweeper
+
+
+def trials(sweep_dir: Path, name: str = "s"):
+    optuna = quiet_optuna()
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+
+
+# --- the search space ---------------------------------------------------------------------------
+
+
+def test_override_strings_become_optuna_4_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from trainer_cli.sweeper import search_space
+
+    space, fixed = search_space(["lr=tag(log, interval(1e-4, 1e-1))", "x=interval(0.0, 1.0)", "n=int(interval(2, 8))",
+                                 "k=range(1,5)", "opt=choice(sgd,adam)", "epochs=3"])  # fmt: skip
+    assert space["lr"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert space["x"] == FloatDistribution(0.0, 1.0)
+    assert space["n"] == IntDistribution(2, 8)
+    assert space["k"] == IntDistribution(1, 4, step=1)
+    assert space["opt"] == CategoricalDistribution(["sgd", "adam"])
+    assert fixed == {"epochs": "3"}
+
+
+def test_storage_is_sqlite_in_the_sweep_folder_a_url_or_a_journal_file(tmp_path):
+    optuna = quiet_optuna()
+    from trainer_cli.sweeper import open_storage, storage_location
+
+    assert storage_location(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    assert storage_location("postgresql://host/db", tmp_path) == "postgresql://host/db"
+    journal = storage_location("optuna.journal", tmp_path)
+    assert journal == str(tmp_path.resolve() / "optuna.journal")
+    study = optuna.create_study(study_name="j", storage=open_storage(journal))
+    study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(0.1, 1.0)}), 0.5)
+    # What optuna-dashboard does with the file: Optuna's own API, no trainer_cli code.
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    again = optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(journal)))
+    assert [t.value for t in again.trials] == [0.5]
+
+
+# --- the sweep, resumed ------------------------------------------------------------------------
+
+
+def test_a_sweep_asks_and_tells_each_job_with_its_trial_as_data(tmp_path):
+    launcher = FakeLauncher(tmp_path, fail_jobs={2})
+    make_sweeper(tmp_path, launcher).sweep(["epochs=3"])
+    done = trials(tmp_path)
+    assert [t.state.name for t in done] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    for (job, overrides), trial in zip(launcher.launched, done, strict=True):
+        assert trial.user_attrs["job"] == job == trial.number
+        assert f"lr={trial.params['lr']}" in overrides and "epochs=3" in overrides
+        assert f"++hydra.sweeper.trial={trial.number}" in overrides  # the job finds its trial by number
+    best = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert best.best_value == max(t.value for t in done if t.value is not None)
+
+
+def test_a_killed_sweep_resumes_skipping_finished_jobs_and_rerunning_failed_ones(tmp_path):
+    launcher = FakeLauncher(tmp_path, fail_jobs={1}, die_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        make_sweeper(tmp_path, launcher, n_trials=6).sweep([])
+    killed = trials(tmp_path)
+    assert [t.state.name for t in killed] == ["COMPLETE", "FAIL", "COMPLETE", "RUNNING"]  # job 3 was running
+
+    again = FakeLauncher(tmp_path)
+    make_sweeper(tmp_path, again, n_trials=6).sweep([])
+    rerun = [job for job, _ in again.launched]
+    assert rerun == [1, 3, 4, 5]  # the failed and the killed job in their folders, then the new ones
+    by_job = {}
+    for trial in trials(tmp_path):
+        by_job.setdefault(trial.user_attrs["job"], []).append(trial)
+    assert sorted(by_job) == [0, 1, 2, 3, 4, 5]
+    assert by_job[1][-1].params == by_job[1][0].params  # run again with the values it had
+    assert by_job[3][0].state.name == "FAIL" and by_job[3][-1].state.name == "COMPLETE"
+    assert all(ts[-1].state.name == "COMPLETE" for ts in by_job.values())
+
+    done = FakeLauncher(tmp_path)
+    make_sweeper(tmp_path, done, n_trials=6).sweep([])
+    assert done.launched == []  # nothing left to do
+
+
+def test_a_resumed_sweep_refuses_a_changed_search_space_or_fixed_override(tmp_path):
+    make_sweeper(tmp_path, FakeLauncher(tmp_path), n_trials=1).sweep(["epochs=3"])
+    wider = make_sweeper(tmp_path, FakeLauncher(tmp_path), n_trials=1)
+    wider.params["lr"] = "tag(log, interval(1e-5, 1e-1))"
+    with pytest.raises(
+        UserError, match=r"search space changed .*lr: tag\(log, interval\(1e-4, 1e-1\)\) -> tag\(log, interval\(1e-5"
+    ):
+        wider.sweep(["epochs=3"])
+    with pytest.raises(UserError, match=r"fixed overrides changed .*epochs: 3 -> 4"):
+        make_sweeper(tmp_path, FakeLauncher(tmp_path), n_trials=1).sweep(["epochs=4"])
+    make_sweeper(tmp_path, FakeLauncher(tmp_path), n_trials=2).sweep(["epochs=3"])  # more trials: fine
+
+
+def test_grid_runs_each_point_once_and_resumes_what_is_left(tmp_path):
+    import functools
+
+    optuna = quiet_optuna()
+    grid = functools.partial(optuna.samplers.GridSampler)
+    SPACE_GRID = {"lr": "0.1,0.01,0.001", "momentum": "0.0,0.9"}
+
+    def sweeper(launcher):
+        made = make_sweeper(tmp_path, launcher, n_trials=None, sampler=grid)
+        made.params = dict(SPACE_GRID)
+        return made
+
+    with pytest.raises(KeyboardInterrupt):
+        sweeper(FakeLauncher(tmp_path, die_after=4)).sweep([])
+    rest = FakeLauncher(tmp_path)
+    sweeper(rest).sweep([])
+    points = {(t.params["lr"], t.params["momentum"]) for t in trials(tmp_path) if t.state.name == "COMPLETE"}
+    assert len(points) == 6  # every point of the 3 x 2 grid, finished
+    assert [job for job, _ in rest.launched] == [4, 5]  # the job asked for when the sweep died, and the last
+
+
+def test_a_job_that_pruned_itself_stays_pruned_and_is_not_rerun(tmp_path):
+    make_sweeper(tmp_path, FakeLauncher(tmp_path, prune_jobs={1}), n_trials=3).sweep([])
+    assert [t.state.name for t in trials(tmp_path)] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    again = FakeLauncher(tmp_path)
+    make_sweeper(tmp_path, again, n_trials=3).sweep([])
+    assert again.launched == []  # pruned is finished, not failed
+
+
+# --- pruning inside a job ---------------------------------------------------------------------
+
+
+def test_pruning_hook_reports_each_epoch_and_stops_a_trial_below_the_median(tmp_path):
+    optuna = quiet_optuna()
+    from trainer_cli.search import TrialPruning
+    from trainer_cli.sweeper import open_storage
+
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    study = optuna.create_study(study_name="p", storage=storage, direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))  # fmt: skip
+    for _ in range(3):  # three finished trials at 0.8, 0.85, 0.9 per epoch
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(0.75 + 0.05 * epoch, epoch)
+        study.tell(trial, 0.9)
+    good, bad = study.ask(), study.ask()
+    hook = TrialPruning(optuna.load_study(study_name="p", storage=storage, pruner=study.pruner), good.number, "val/acc")
+    for epoch in (1, 2, 3):
+        hook.on_epoch_end(None, epoch, {"val/acc": 0.95})
+    assert not hook.stop_training
+    hook = TrialPruning(optuna.load_study(study_name="p", storage=storage, pruner=study.pruner), bad.number, "val/acc")
+    hook.on_epoch_end(None, 1, {"val/acc": 0.3})
+    assert hook.stop_training and hook.pruned_at == 1
+    trial = study.trials[bad.number]
+    assert trial.state.name == "PRUNED" and trial.intermediate_values == {1: 0.3}  # through the storage
+
+
+@pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
+def test_every_pruner_option_builds_an_optuna_pruner(name):
+    from hydra.utils import instantiate
+
+    from tests.test_sweep import compose_with_hydra
+
+    optuna = quiet_optuna()
+    node = compose_with_hydra("hparams_search=random", f"hydra/sweeper/pruner={name}").hydra.sweeper.pruner
+    assert isinstance(instantiate(node), optuna.pruners.BasePruner)
+
+
+# --- real sweeps (slow) -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pruned_sweep_job_stops_early_and_is_recorded_pruned(tmp_path):
+    sweep = tmp_path / "pruned"
+    run_train(["hparams_search=random", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=median",
+               "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+               "lr=choice(0.03,0.00001)", "epochs=3", "trainer.device=cpu", f"hydra.sweep.dir={sweep}"],
+              tmp_path)  # fmt: skip
+    optuna = quiet_optuna()
+    study = optuna.load_study(study_name="random", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    states = {t.number: t.state.name for t in study.trials}
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, states  # lr=1e-5 learns nothing in 3 epochs: below the median after epoch 1
+    for trial in pruned:
+        summary = json.loads((sweep / str(trial.user_attrs["job"]) / "metrics.json").read_text())
+        assert summary["status"] == "pruned" and summary["epochs_run"] < 3
+        assert len(trial.intermediate_values) == summary["epochs_run"]
+
+
+@pytest.mark.slow
+def test_two_submitit_workers_share_one_journal_file(tmp_path):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "journal"
+    run_train(["hparams_search=random", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+               "hydra.sweeper.storage=optuna.journal", "hydra/sweeper/pruner=median",
+               "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *JOB,
+               f"hydra.sweep.dir={sweep}"], tmp_path, timeout=600)  # fmt: skip
+    optuna = quiet_optuna()
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
+    study = optuna.load_study(study_name="random", storage=storage)
+    assert len(study.trials) == 4 and {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    pids = {
+        json.loads((sweep / str(t.user_attrs["job"]) / "metrics.json").read_text())["run_dir"] for t in study.trials
+    }
+    assert len(pids) == 4
+    assert not (sweep / "optuna.db").exists()  # the journal file was the only storage
