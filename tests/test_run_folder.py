@@ -59,3 +59,95 @@ def test_no_module_but_run_folder_spells_the_checkpoint_paths():
     # "checkpoints" elsewhere is torch hub's own cache folder only
     hub = sorted(name for name, text in texts.items() if '/ "checkpoints"' in text)
     assert hub == ["torchvision_models.py", "transfer.py"]
+
+
+# ---------------------------------------------------------------- data loss (issue 19, class 4)
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run_unless_told(tmp_path):
+    from trainer_cli import faults
+
+    run_dir = tmp_path / "run"
+    run_folder.checkpoint_dir(run_dir).mkdir(parents=True)  # a run, finished or not
+    with pytest.raises(UserError, match=r"^hydra.run.dir: .* holds a run already; continue it with resume=.*, "
+                       r"or replace it with overwrite=true$"):  # fmt: skip
+        faults.claim_run_folder(run_dir, ["epochs=1"])
+    faults.claim_run_folder(run_dir, ["overwrite=true"])  # the switch the error names
+    faults._held.pop(str(run_dir.resolve())).close()
+    faults.claim_run_folder(tmp_path / "new", [])  # a new folder: claimed (locked), nothing refused
+    faults._held.pop(str((tmp_path / "new").resolve())).close()
+
+
+def test_clean_up_removes_only_the_files_the_run_made(tmp_path):
+    import os
+    import time
+
+    from trainer_cli import faults
+
+    mine = tmp_path / "mine"
+    (mine / "nested" / "deeper").mkdir(parents=True)
+    (mine / "nested" / "deeper" / "notes.txt").write_text("the user's")
+    (mine / "old.txt").write_text("the user's too")
+    before = time.time() - 3600
+    for path in (mine / "nested" / "deeper" / "notes.txt", mine / "old.txt"):
+        os.utime(path, (before, before))  # older than this process
+    (mine / ".hydra").mkdir()
+    (mine / ".hydra" / "config.yaml").write_text("written by this run")
+    (mine / "train.log").write_text("")
+    faults.discard_empty_run_folder(mine)
+    assert (mine / "nested" / "deeper" / "notes.txt").read_text() == "the user's" and (mine / "old.txt").is_file()
+    assert not (mine / ".hydra").exists() and not (mine / "train.log").exists()  # the run's own files went
+    fresh = tmp_path / "fresh"
+    (fresh / ".hydra").mkdir(parents=True)
+    (fresh / ".hydra" / "overrides.yaml").write_text("[]")
+    faults.discard_empty_run_folder(fresh)
+    assert not fresh.exists()  # a folder the failed run made alone: gone
+    kept = tmp_path / "kept"
+    (kept / ".hydra").mkdir(parents=True)
+    (kept / "resolved_config.yaml").write_text("seed: 0")
+    faults.discard_empty_run_folder(kept)
+    assert (kept / "resolved_config.yaml").is_file()  # a run that wrote its record: a failed run, kept
+
+
+@pytest.mark.slow
+def test_a_second_run_in_a_running_runs_folder_touches_nothing(tmp_path):
+    """The lock comes before Hydra's first write: .hydra/config.yaml of the running run stays."""
+    from tests.conftest import run_train
+    from trainer_cli import faults
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("the running run's config\n")
+    held = faults.lock_run_folder(run_dir)  # as the running train holds it
+    try:
+        result = run_train(["epochs=1", f"hydra.run.dir={run_dir}"], cwd=tmp_path, check=False)
+    finally:
+        held.close()
+        faults._held.clear()
+    assert result.returncode == 2 and "is in use by a running train" in result.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the running run's config\n"
+    assert not (run_dir / "train.log").exists()
+
+
+@pytest.mark.slow
+def test_a_new_run_does_not_replace_a_finished_run_and_a_failing_one_keeps_nested_files(tmp_path):
+    import os
+    import time
+
+    from tests.conftest import run_train
+
+    args = ["epochs=1", "trainer.limit_train_batches=2", "logger=[none]", "trainer.device=cpu"]
+    run_train([*args, "hydra.run.dir=done"], cwd=tmp_path)
+    summary = (tmp_path / "done" / "metrics.json").read_text()
+    refused = run_train([*args, "hydra.run.dir=done", "seed=1"], cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "overwrite=true" in refused.stderr
+    assert (tmp_path / "done" / "metrics.json").read_text() == summary  # untouched
+    run_train([*args, "hydra.run.dir=done", "seed=1", "overwrite=true"], cwd=tmp_path)
+    assert (tmp_path / "done" / "metrics.json").read_text() != summary  # replaced, as asked
+    user = tmp_path / "user" / "a" / "b"
+    user.mkdir(parents=True)
+    (user / "data.txt").write_text("keep me")
+    os.utime(user / "data.txt", (time.time() - 60, time.time() - 60))  # the user's, from before the run
+    failed = run_train([*args, "hydra.run.dir=user", "model.width=-3"], cwd=tmp_path, check=False)
+    assert failed.returncode == 2 and (user / "data.txt").read_text() == "keep me"
+    assert not (tmp_path / "user" / ".hydra").exists()  # the failed run's own files went

@@ -78,6 +78,12 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(found, key=lambda path: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))])
 
 
+def holds_run(run_dir: Path) -> bool:
+    """Whether a folder holds a run (finished or not): its record, metrics or checkpoints."""
+    run_dir = Path(run_dir)
+    return any(path.exists() for path in (resolved_config(run_dir), metrics_file(run_dir), checkpoint_dir(run_dir)))
+
+
 def trained_weights(given: str | Path, key: str = "checkpoint") -> Path:
     """The checkpoint that stands for a run's trained model: a file as given, or a run
     folder's `best.pt`, else its `last.pt` (the one rule for evaluate, predict, export,
