@@ -93,6 +93,20 @@ def test_lr_shortcut_and_optimizer_default(make_cfg):
     assert cfg.optimizer.lr == 0.003 and cfg.lr == 0.003
 
 
+def test_lr_and_optimizer_lr_set_to_different_values_are_refused(make_cfg):
+    from trainer_cli.config import set_explicit_keys
+
+    try:
+        set_explicit_keys({"lr", "optimizer.lr"})  # as `train lr=0.1 optimizer.lr=0.2` sets them
+        with pytest.raises(UserError, match=r"^lr: '0.1' and optimizer.lr: '0.2' both set; set one"):
+            resolve(make_cfg("lr=0.1", "optimizer.lr=0.2"))
+        assert resolve(make_cfg("lr=0.1", "optimizer.lr=0.1")).optimizer.lr == 0.1  # the same value: fine
+        set_explicit_keys({"lr"})  # only the shortcut: it sets optimizer.lr
+        assert resolve(make_cfg("lr=0.1")).optimizer.lr == 0.1
+    finally:
+        set_explicit_keys(None)
+
+
 def test_model_takes_shapes_from_data(make_cfg):
     cfg = resolve(make_cfg("data=synthetic", "data.in_channels=3", "data.image_size=12", "data.num_classes=4"))
     assert (cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes) == (3, 12, 4)
