@@ -138,8 +138,9 @@ def preempted(run_dir: Path, epoch: int, step: int, *, writer: bool = True) -> P
     )
 
 
-def lock_run_folder(run_dir: Path, key: str = "resume") -> IO[str]:
-    """Hold `<run>/.lock` (released when the returned file is closed or the process dies)."""
+def lock_run_folder(run_dir: Path, config_key: str = "resume") -> IO[str]:
+    """Hold `<run>/.lock` (released when the returned file is closed or the process dies);
+    `config_key` names the key that chose the folder in the refusal."""
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     if key in _held and not _held[key].closed:
@@ -152,7 +153,7 @@ def lock_run_folder(run_dir: Path, key: str = "resume") -> IO[str]:
         owner = handle.read().strip() or "another process"
         handle.close()
         raise UserError(
-            f"{key}: {run_dir} is in use by a running train ({owner}); wait for it to end or stop it first"
+            f"{config_key}: {run_dir} is in use by a running train ({owner}); wait for it to end or stop it first"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -176,7 +177,7 @@ def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
     if overrides.get("resume") not in (None, "", "null"):
         return  # a resume writes in the resumed folder: train.run locks that one
     existed = run_dir.is_dir()
-    lock_run_folder(run_dir, key="hydra.run.dir")
+    lock_run_folder(run_dir, config_key="hydra.run.dir")
     if not existed or overrides.get("overwrite", "").lower() == "true" or preempted_mark(run_dir) is not None:
         return
     if run_folder.holds_run(run_dir):
