@@ -9,8 +9,15 @@ getrusage), which other programs on the machine inflate less; and the ratio of e
 `--also SRC` times the same run with another checkout's `src` (PYTHONPATH=SRC), interleaved
 in the same pairs: a before/after comparison measured side by side.
 
+`train --help` is paired the same way with a bare `@hydra.main` app's `--help` in the same
+environment (so Hydra discovers the same plugins, trainer_cli's included). The noise floor
+(as in bench_overhead.py): each baseline is run twice in a row and the second copy's ratio to
+the first is reported beside the real ratios; a real ratio inside the floor's range says nothing.
+Targets (issue 23): tiny run <= 1.3x the imports, --help <= 1.2x the bare app.
+
     python scripts/bench_startup.py              # 5 alternating pairs
     python scripts/bench_startup.py --repeats 9 --also /tmp/main/src   # with another checkout, side by side
+    python scripts/bench_startup.py --help-only --repeats 9             # only --help against the bare app
 """
 
 from __future__ import annotations
@@ -26,6 +33,17 @@ import time
 from pathlib import Path
 
 TRAIN = str(Path(sys.executable).with_name("train"))
+BARE_APP = """import hydra
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg):
+    pass
+
+
+if __name__ == "__main__":
+    main()
+"""
 
 
 def timed(command: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -38,43 +56,64 @@ def timed(command: list[str], cwd: str, env: dict[str, str] | None = None) -> tu
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def paired(
+    name: str,
+    baseline: list[str],
+    commands: dict[str, tuple[list[str], dict[str, str] | None]],
+    repeats: int,
+    folder: str,
+    target: float,
+) -> None:
+    """Alternate the baseline (twice: the noise floor), then each command; print the medians and
+    the paired ratios (each command over the baseline run just before it)."""
+    times: dict[str, list[tuple[float, float]]] = {name: [], f"{name} (again)": [], **{c: [] for c in commands}}
+    ratios: dict[str, list[tuple[float, float]]] = {f"{name} (again)": [], **{c: [] for c in commands}}
+    for i in range(repeats):
+        first = timed(baseline, folder)
+        again = timed(baseline, folder)
+        times[name].append(first)
+        times[f"{name} (again)"].append(again)
+        ratios[f"{name} (again)"].append((again[0] / first[0], again[1] / first[1]))
+        for label, (command, env) in commands.items():
+            took = timed([a.replace("{i}", str(i)) for a in command], folder, env)
+            times[label].append(took)
+            ratios[label].append((took[0] / first[0], took[1] / first[1]))
+    print(f"\n{name}: {repeats} alternating rounds; {os.cpu_count()} CPU cores (shared)")
+    print(f"{'':44}{'wall s: median (min-max)':>26}{'CPU s: median (min-max)':>26}")
+    for label, values in times.items():
+        print(f"{label:44}{spread([v[0] for v in values]):>26}{spread([v[1] for v in values]):>26}")
+    print(f"paired ratio over '{name}' (target <= {target}): median (min-max); the '(again)' row is the noise floor")
+    for label, values in ratios.items():
+        print(f"{label:44}wall {spread([r[0] for r in values]):>20}   CPU {spread([r[1] for r in values]):>20}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--also", metavar="SRC", help="also time the run with PYTHONPATH=SRC (another checkout)")
+    parser.add_argument("--help-only", action="store_true", help="only `train --help` against the bare Hydra app")
+    parser.add_argument("--run-only", action="store_true", help="only the tiny run against the imports")
     args = parser.parse_args()
-    baseline = [sys.executable, "-c", "import torch, torchvision"]
-    import_name, train_name = "import torch, torchvision", "train (1 epoch, digits)"
-    envs = {train_name: None}
-    if args.also:
-        envs[f"train with {args.also}"] = dict(os.environ, PYTHONPATH=args.also)
-    results: dict[str, list[tuple[float, float]]] = {import_name: [], **{name: [] for name in envs}}
-    ratios: dict[str, list[tuple[float, float]]] = {name: [] for name in envs}
     with tempfile.TemporaryDirectory() as folder:
-        for i in range(args.repeats):
-            imported = timed(baseline, folder)
-            results[import_name].append(imported)
-            for j, (name, env) in enumerate(envs.items()):
-                tiny = [TRAIN, "data=digits", "epochs=1", "trainer.device=cpu", f"hydra.run.dir={folder}/run{i}_{j}"]
-                took = timed(tiny, folder, env)
-                results[name].append(took)
-                ratios[name].append((took[0] / imported[0], took[1] / imported[1]))
-    print(f"\n{args.repeats} alternating runs each; {os.cpu_count()} CPU cores (shared)")
-    print(f"{'':40}{'wall s: median (min-max)':>26}{'CPU s: median (min-max)':>26}")
-
-    def spread(values: list[float]) -> str:
-        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-
-    for name, values in results.items():
-        print(f"{name:40}{spread([v[0] for v in values]):>26}{spread([v[1] for v in values]):>26}")
-    print("ratio train / import (target <= 1.5), of the medians; and each pair's ratio: median (min-max)")
-    wall_import = statistics.median(v[0] for v in results[import_name])
-    cpu_import = statistics.median(v[1] for v in results[import_name])
-    for name in envs:
-        wall = statistics.median(v[0] for v in results[name]) / wall_import
-        cpu = statistics.median(v[1] for v in results[name]) / cpu_import
-        print(f"{name:40}wall {wall:.2f}, CPU {cpu:.2f}; paired: wall {spread([r[0] for r in ratios[name]])}, "
-              f"CPU {spread([r[1] for r in ratios[name]])}")  # fmt: skip
+        if not args.help_only:
+            tiny = [TRAIN, "data=digits", "epochs=1", "trainer.device=cpu", f"hydra.run.dir={folder}/run{{i}}"]
+            runs = {"train (1 epoch, digits)": (tiny, None)}
+            if args.also:
+                also = [*tiny[:-1], f"hydra.run.dir={folder}/also{{i}}"]
+                runs[f"train with {args.also}"] = (also, dict(os.environ, PYTHONPATH=args.also))
+            paired("import torch, torchvision", [sys.executable, "-c", "import torch, torchvision"], runs,
+                   args.repeats, folder, 1.3)  # fmt: skip
+        if not args.run_only:
+            app = Path(folder, "bare_app.py")
+            app.write_text(BARE_APP)
+            helps = {"train --help": ([TRAIN, "--help"], None)}
+            if args.also:
+                helps[f"train --help with {args.also}"] = ([TRAIN, "--help"], dict(os.environ, PYTHONPATH=args.also))
+            paired("bare @hydra.main --help", [sys.executable, str(app), "--help"], helps, args.repeats, folder, 1.2)
 
 
 if __name__ == "__main__":

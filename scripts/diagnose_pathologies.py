@@ -4,40 +4,28 @@
 
 Each row composes the real conf/ with `diagnose=all` plus the overrides that make the
 pathology, runs the diagnosis in-process (one CPU thread), and prints each step's verdict and
-its first cause. The shuffled-labels run uses `shuffled_digits` below as its data source (a
-module the script trusts through $TRAINER_CLI_TRUST, as `train --trust` would).
+its first cause. The shuffled-labels run uses `data.shuffle_labels=true`. The zoo
+(`scripts/diagnose_zoo.py`) measures the curves step's first-named cause on 47 runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-from trainer_cli.data.sources import TensorData, load_digits
 
 PATHOLOGIES = {
     "healthy default": [],
     "LR far too high": ["optimizer=sgd", "lr=100"],
     "LR far too low": ["lr=1e-7"],
     "constant init": ["model.init=constant"],
-    "labels shuffled": ["data.source._target_=diagnose_pathologies.shuffled_digits"],
+    "labels shuffled": ["data.shuffle_labels=true"],
     "tiny training set, big model": ["data.val_fraction=0.9", "model.width=2048", "model.depth=3"],
     "too-small model": ["model.width=2", "model.depth=1"],
 }
-
-
-def shuffled_digits(test_fraction: float = 0.2, seed: int = 0) -> TensorData:
-    """Digits whose training labels are a random permutation of the true ones (the test labels
-    stay true): the lecture's "errors in training labels" at 100%."""
-    data = load_digits(test_fraction, seed)
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
-    return TensorData(data.train_x, data.train_y[order], data.test_x, data.test_y, data.classes)
 
 
 def first_cause(run_dir: Path, step: str) -> str:
@@ -53,8 +41,6 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/diagnose_pathologies")
     parser.add_argument("--only", default=None, help="one pathology's name")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).parent))
-    os.environ["TRAINER_CLI_TRUST"] = "diagnose_pathologies"
     torch.set_num_threads(1)
     from hydra import compose, initialize_config_dir
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import build_run, run_train, write_image_folder
-from trainer_cli import checkpoint, cli
+from trainer_cli import checkpoint, cli_errors
 from trainer_cli.config import UserError, resolve
 
 
@@ -122,7 +122,7 @@ def test_a_file_size_limit_during_a_checkpoint_write(tmp_path):
 
 
 def test_long_values_are_cut_in_error_lines():
-    line = cli.shorten("lr: expected a number, got '" + "x" * 1_000_000 + "'")
+    line = cli_errors.shorten("lr: expected a number, got '" + "x" * 1_000_000 + "'")
     assert len(line) < 300 and "(1,000,000 characters)" in line
 
 
@@ -130,7 +130,7 @@ def test_non_ascii_values_get_a_hint_to_quote():
     from hydra.errors import OverrideParseException
 
     error = OverrideParseException("data.path=/tmp/données", "LexerNoViableAltException: data.path=/tmp/données")
-    assert cli.hydra_error_line(error).startswith("data.path: cannot parse a value with non-ASCII characters")
+    assert cli_errors.hydra_error_line(error).startswith("data.path: cannot parse a value with non-ASCII characters")
 
 
 @pytest.mark.slow
@@ -173,3 +173,50 @@ def test_a_file_size_limit_through_train(tmp_path):
     assert "File too large" in lines[-1]
     assert not list((tmp_path / "run" / "checkpoints").glob("*"))
     assert signal.SIGXFSZ  # ignored by train, so the write fails instead of killing it
+
+
+# --- issue 19's bad inputs: each one line naming the key -------------------------------------
+
+
+def test_a_pickled_npy_and_a_non_image_file_are_one_line(tmp_path):
+    import numpy as np
+
+    from trainer_cli.inference import read_inputs
+
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match=r"^mode\.input: cannot read .*objects\.npy.*pickle"):
+        read_inputs(str(tmp_path / "objects.npy"), 1, 8)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "garbage.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"^mode\.input: '.*garbage\.png' is not a readable image"):
+        read_inputs(str(tmp_path / "images"), 1, 8)
+
+
+def test_a_non_ascii_run_folder_can_be_resumed_quoted_or_not(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainer_cli.cli_argv import rewrite_argv
+
+    folder = tmp_path / "läufe 'x'"
+    folder.mkdir()
+    for typed in (f"resume={folder}", f"resume='{folder}'", f'resume="{folder}"'):
+        parsed = OverridesParser.create().parse_overrides(rewrite_argv([typed]))
+        values = {o.key_or_group: o.value() for o in parsed}
+        assert values["resume"] == str(folder) and values["hydra.run.dir"] == str(folder)
+
+
+def test_a_read_only_run_folder_is_one_line_naming_the_key():
+    from trainer_cli.cli_errors import error_line
+
+    line, status = error_line(PermissionError(13, "Permission denied", "/runs/a/.hydra"))
+    assert status == 2 and line.startswith("hydra.run.dir: cannot write '/runs/a/.hydra' (permission denied)")
+
+
+def test_an_argument_a_hydra_plugin_does_not_take_is_one_line():
+    import hydra.utils
+
+    from trainer_cli.cli_guard import install_hydra_guard
+
+    install_hydra_guard()
+    with pytest.raises(UserError, match=r"^hydra: SweepSummary\(\) takes no arguments"):
+        hydra.utils.instantiate({"_target_": "trainer_cli.sweep.SweepSummary", "x": 1})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from trainer_cli.diagnose.context import Context, diagnose_defaults
 from trainer_cli.diagnose.grid import WEIGHT_DECAY_KEY, lower_if_unstable
 from trainer_cli.verdict import Verdict
@@ -78,3 +80,15 @@ def test_grid_and_refine_repeat_until_the_best_point_is_stable(monkeypatch, make
     assert "rounds: 2 of at most 5 (the best point is stable)" in (tmp_path / "a" / "diagnosis.md").read_text()
     calls = run_rounds(monkeypatch, make_cfg, tmp_path / "b", [0.05, 0.02, 0.01, 0.005], max_rounds=3)
     assert calls == ["grid1", "refine1", "grid2", "refine2", "grid3", "refine3"]  # stopped by max_rounds
+
+
+@pytest.mark.slow
+def test_the_healthy_default_passes_the_whole_recipe(make_cfg, tmp_path):
+    """`train diagnose=all` on the defaults (digits, CPU): every step PASS (~9 min on the
+    loaded 2-core CPU; grid and refine may run up to mode.max_rounds rounds)."""
+    from trainer_cli import build
+    from trainer_cli.config import resolve
+
+    cfg = make_cfg("diagnose=all", "trainer.device=cpu", "logger=[]", fast=False)
+    summary = build.procedure(resolve(cfg))(cfg, tmp_path)
+    assert summary["verdict"] == "PASS", (tmp_path / "diagnosis.md").read_text()

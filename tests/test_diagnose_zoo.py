@@ -145,3 +145,31 @@ def test_a_zoo_run_is_diagnosed_with_its_cause(name: str, tmp_path: Path):
     case = next(c for c in zoo.load_cases() if c.name == name)
     diagnosis = zoo.diagnose_case(case, tmp_path / name)
     assert (diagnosis.ranked or [HEALTHY])[0] == case.cause, diagnosis.evidence
+
+
+def test_a_history_verdict_lists_no_opposite_causes_and_its_next_command_tests_the_top_one():
+    from trainer_cli.diagnose.context import diagnose_defaults
+    from trainer_cli.diagnose.curves import judge
+
+    # diverging (FAIL) and noisy; not-decreasing's "LR too low" must not sit beside "LR too high"
+    rows = [{"epoch": i + 1, "train/loss": x, "train/acc": 0.1, "val/loss": x, "val/acc": 0.1}
+            for i, x in enumerate([2.3, 2.0, 2.6, 2.1, 5.0])]  # fmt: skip
+    verdict = judge(rows, {**diagnose_defaults(), "num_classes": 10}, lambda *o: "train " + " ".join(o))
+    assert verdict.causes[0] == "learning rate too high"
+    assert "learning rate too low" not in verdict.causes
+    assert verdict.next_command == "train lr=<lr/10>"
+
+
+def test_the_signals_hook_writes_its_readings_into_the_history(make_cfg, tmp_path):
+    from trainer_cli.diagnose.examine import read_history
+    from trainer_cli.train import run
+
+    run(
+        make_cfg("epochs=2", "logger=[]", "callbacks=[checkpoints,diagnose_signals]", "data.label_noise=0.3"),
+        tmp_path,
+    )
+    history = read_history(tmp_path)
+    assert "start/input/std" in history[0] and "start/input/std" not in history[1]
+    assert all("grad/depth_log10_ratio" in row and "probe/acc_eval_mode" in row for row in history)
+    # 30% of the training labels are wrong: the fixed probe cannot fit them all after 2 epochs
+    assert history[-1]["probe/loss_above_chance"] > 0.1

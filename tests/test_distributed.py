@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import run_train, wait_for_epoch
-from trainer_cli import checkpoint, distributed
+from trainer_cli import checkpoint, cli_devices, distributed
 from trainer_cli.config import UserError
 from trainer_cli.data.loaders import TensorLoader
 
@@ -95,11 +95,11 @@ def test_image_folder_evaluation_shards_count_every_sample_once(n):
 
 
 def test_devices_on_the_command_line():
-    assert distributed.requested_devices(["data=digits"]) == 1
-    assert distributed.requested_devices(["trainer.devices=4"]) == 4
+    assert cli_devices.typed(["data=digits"]) == 1
+    assert cli_devices.typed(["trainer.devices=4"]) == 4
     for bad in ("0", "two", "1.5"):
         with pytest.raises(UserError, match=f"trainer.devices: expected a whole number >= 1, got '{bad}'"):
-            distributed.requested_devices([f"trainer.devices={bad}"])
+            cli_devices.typed([f"trainer.devices={bad}"])
 
 
 def test_printing_the_config_starts_no_processes(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,14 +113,19 @@ def test_predict_refuses_inputs_of_the_wrong_shape(finished_run, make_cfg, tmp_p
         procedure_run(make_cfg, tmp_path, "mode=evaluate", f"checkpoint={tmp_path}/nothing.pt")
 
 
-def test_export_torchscript_and_onnx_match_pytorch(finished_run, make_cfg, tmp_path):
+@pytest.mark.slow  # torch.export and the dynamo ONNX exporter: seconds each
+def test_export_torch_export_torchscript_and_onnx_match_pytorch(finished_run, make_cfg, tmp_path):
     run_dir, _ = finished_run
-    formats = "[torchscript,onnx]"
+    formats = "[torch_export,torchscript,onnx]"
     try:
         import onnxruntime
     except ImportError:
-        onnxruntime, formats = None, "[torchscript]"
-    summary = procedure_run(make_cfg, tmp_path, "mode=export", f"checkpoint={run_dir}", f"mode.formats={formats}")
+        onnxruntime, formats = None, "[torch_export,torchscript]"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = procedure_run(make_cfg, tmp_path, "mode=export", f"checkpoint={run_dir}", f"mode.formats={formats}")
+    # Issue 23: no FutureWarning about torch.jit.trace reaches the user.
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
     from trainer_cli.data.sources import load_digits
     from trainer_cli.inference import from_checkpoint
 
@@ -129,6 +135,8 @@ def test_export_torchscript_and_onnx_match_pytorch(finished_run, make_cfg, tmp_p
         expected = trained.model(trained.preprocess(images))
     scripted = torch.jit.load(summary["exported"]["torchscript"])
     torch.testing.assert_close(scripted(images), expected)
+    program = torch.export.load(summary["exported"]["torch_export"]).module()
+    torch.testing.assert_close(program(images), expected)  # 7 images: the batch size is free
     if onnxruntime is None:
         pytest.skip("onnxruntime not installed (pip install 'trainer_cli[onnx]'): only TorchScript checked")
     session = onnxruntime.InferenceSession(summary["exported"]["onnx"], providers=["CPUExecutionProvider"])

@@ -17,7 +17,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import run_train
-from trainer_cli import cli, trust
+from trainer_cli import cli_errors, cli_hydra, trust
+from trainer_cli.cli_guard import install_hydra_guard
 from trainer_cli.config import UserError
 from trainer_cli.trust import TRUST_ENV
 
@@ -201,7 +202,7 @@ SEARCHPATHS = [
     ("primary", "pkg://evilpkg", "hydra.searchpath[0]"),
     ("primary", "pkg://evilpkg.conf", "hydra.searchpath[0]"),
     ("primary", "pkg://evilpkg/conf", "hydra.searchpath[0]"),
-    ("primary", "pkg://trainer_cli.conf', 'pkg://evilpkg", "hydra.searchpath[1]"),
+    ("primary", "pkg://trainer_cli.conf', 'pkg://evilpkg", "hydra.searchpath[0]"),  # pkg:// from a file: none
     ("override", "pkg://evilpkg", "hydra.searchpath[0]"),
     ("experiment", "pkg://evilpkg", "hydra.searchpath"),  # only the primary config may set it (Hydra)
 ]
@@ -224,17 +225,18 @@ def test_a_searchpath_cannot_import_an_untrusted_package(where, entry, key, mark
     (conf / "config.yaml").write_text(primary + "epochs: 1\n")
     (conf / "experiment" / "evil.yaml").write_text(f"# @package _global_\n{searchpath}")
     overrides = {"override": [f"hydra.searchpath=[{entry}]"], "experiment": ["experiment=evil"]}.get(where, [])
-    assert cli.install_hydra_guard is not None  # the guard is on (importing cli installs it)
+    install_hydra_guard()  # as `train`'s main() installs it
     with (
         initialize_config_dir(config_dir=str(conf), version_base="1.3"),
         pytest.raises((UserError, ConfigCompositionException)) as error,
     ):
         compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    line = f"error: {cli.hydra_error_line(error.value)}"
+    line = f"error: {cli_errors.hydra_error_line(error.value)}"
     assert "\n" not in line and key in line, line
     if isinstance(error.value, UserError):
         _one_line_naming(error.value, key)
-        assert "--trust" in str(error.value)
+        # From a file, a pkg:// source is refused outright; on the command line, it names --trust.
+        assert ("--trust" if where == "override" else "command line only") in str(error.value)
 
 
 def test_a_searchpath_to_the_projects_own_or_a_trusted_package_or_a_folder(tmp_path, monkeypatch):
@@ -251,14 +253,18 @@ def test_a_searchpath_to_the_projects_own_or_a_trusted_package_or_a_folder(tmp_p
     monkeypatch.syspath_prepend(str(tmp_path / "packages"))
     conf = tmp_path / "conf"
     conf.mkdir()
-    searchpath = f"['pkg://mypkg.conf', 'file://{tmp_path / 'more'}']"
-    (conf / "config.yaml").write_text(f"defaults:\n  - _self_\n  - model: null\nhydra:\n  searchpath: {searchpath}\n")
+    (conf / "config.yaml").write_text(
+        f"defaults:\n  - _self_\n  - model: null\nhydra:\n  searchpath: ['file://{tmp_path / 'more'}']\n"
+    )
+    on_command_line = f"hydra.searchpath=[pkg://mypkg.conf,file://{tmp_path / 'more'}]"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        with pytest.raises(UserError, match="pkg://mypkg.conf"):
-            compose(config_name="config", overrides=["model=tiny"])
-        monkeypatch.setenv(TRUST_ENV, "mypkg")  # the user's own act
-        assert compose(config_name="config", overrides=["model=tiny"]).model.width == 3
+        # A file:// folder from the primary config; a pkg:// source from the command line only, trusted.
         assert compose(config_name="config", overrides=["model=small"]).model.width == 5
+        with pytest.raises(UserError, match="pkg://mypkg.conf"):
+            compose(config_name="config", overrides=["model=tiny", on_command_line])
+        monkeypatch.setenv(TRUST_ENV, "mypkg")  # the user's own act
+        assert compose(config_name="config", overrides=["model=tiny", on_command_line]).model.width == 3
+        assert compose(config_name="config", overrides=["model=small", on_command_line]).model.width == 5
 
 
 def _checkpoint(folder: Path, cfg, name: str = "last.pt", **extra) -> None:
@@ -273,7 +279,7 @@ def test_a_checkpoints_config_is_checked_on_resume(target, make_cfg, marker, tmp
     OmegaConf.update(evil, "model.evil", payload(target, marker, tmp_path), force_add=True)
     _checkpoint(tmp_path / "run", evil)
     with pytest.raises(UserError) as error:
-        cli.execute(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "run")
+        cli_hydra.execute(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "run")
     _one_line_naming(error.value, "model.evil._target_")
 
 
@@ -282,7 +288,7 @@ def test_a_checkpoint_cannot_widen_trust(make_cfg, marker, tmp_path):
     OmegaConf.update(evil, "extra_trusted_targets", [""], force_add=True)
     _checkpoint(tmp_path / "run", evil)
     with pytest.raises(UserError) as error:
-        cli.execute(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "run")
+        cli_hydra.execute(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "run")
     _one_line_naming(error.value, "extra_trusted_targets")
 
 
@@ -292,7 +298,7 @@ def test_an_ensemble_members_config_is_checked(make_cfg, marker, tmp_path):
     _checkpoint(tmp_path / "member", evil, name="best.pt")
     (tmp_path / "member" / "metrics.json").write_text(json.dumps({"status": "ok"}))
     with pytest.raises(UserError) as error:
-        cli.execute(make_cfg(f"ensemble={tmp_path / 'member'}", "mode=ensemble"), tmp_path / "ens")
+        cli_hydra.execute(make_cfg(f"ensemble={tmp_path / 'member'}", "mode=ensemble"), tmp_path / "ens")
     _one_line_naming(error.value, "data.source.evil._target_")
 
 
@@ -300,7 +306,7 @@ def test_kfold_folds_are_checked(make_cfg, marker, tmp_path):
     cfg = make_cfg("mode=kfold", "data.kfold=2")
     OmegaConf.update(cfg, "data.source.evil", payload("torch.os.system", marker, tmp_path), force_add=True)
     with pytest.raises(UserError) as error:
-        cli.execute(cfg, tmp_path / "kfold")
+        cli_hydra.execute(cfg, tmp_path / "kfold")
     _one_line_naming(error.value, "data.source.evil._target_")
 
 
@@ -309,7 +315,7 @@ def test_a_saved_config_is_checked(make_cfg, marker, tmp_path):
     OmegaConf.update(evil, "model.evil", payload("subprocess.call", marker, tmp_path), force_add=True)
     OmegaConf.save(evil, tmp_path / "config.yaml")
     with pytest.raises(UserError) as error:
-        cli.execute(OmegaConf.load(tmp_path / "config.yaml"), tmp_path / "rerun")
+        cli_hydra.execute(OmegaConf.load(tmp_path / "config.yaml"), tmp_path / "rerun")
     _one_line_naming(error.value, "model.evil._target_")
 
 
@@ -364,7 +370,10 @@ def test_the_projects_own_conf_is_trusted(make_cfg):
         targets |= {line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("class:")}
     targets = {t for t in targets if t and "$" not in t and not t.startswith("#")}
     for target in sorted(targets):
-        trust.check_object("t", target)
+        try:
+            trust.check_object("t", target)
+        except UserError as error:  # a sampler this Optuna lacks: listed by name (test_trust_list)
+            assert "cannot find" in str(error) and target in trust.TARGETS, error
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         node = compose(config_name="config", return_hydra_config=True).hydra
     trust.check_targets(node.callbacks, "hydra.callbacks")
@@ -374,7 +383,7 @@ def test_a_file_that_is_not_a_trainer_checkpoint(make_cfg, tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     torch.save({"a": torch.zeros(2)}, tmp_path / "run" / "checkpoints" / "last.pt")
     with pytest.raises(UserError) as error:
-        cli.execute(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "run")
+        cli_hydra.execute(make_cfg(f"resume={tmp_path / 'run'}"), tmp_path / "run")
     assert "not a trainer_cli checkpoint" in str(error.value) and "\n" not in str(error.value)
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import hydra.utils
 import torch
-from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -52,7 +51,9 @@ def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
     resolved = OmegaConf.create(trust.plain(node, key)) if isinstance(node, DictConfig) else node
     trust.check_targets(resolved, key)
     try:
-        return hydra.utils.instantiate(resolved, *args, _convert_="all")
+        # Hydra's own instantiate (unwrapped from the Hydra guard: this door has checked the node).
+        instantiate_ = getattr(hydra.utils.instantiate, "__wrapped__", hydra.utils.instantiate)
+        return instantiate_(resolved, *args, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, UserError):
@@ -75,7 +76,7 @@ def _keyed(error: Exception, key: str, node: Any = None) -> str:
     """A constructor's message, as one line that starts with the full config key.
 
     Constructors name their own argument (`alpha: expected a number > 0`); prefixed with
-    the node's key that reads `regularization.mixup.alpha: expected a number > 0`. An
+    the node's key that reads `mix.mixup.alpha: expected a number > 0`. An
     unexpected keyword names the key the constructor does not take.
     """
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -202,22 +203,20 @@ def augmentation(cfg: DictConfig) -> Augmentation | None:
 
 @dataclass
 class Regularization:
-    """What `'regularization=[...]'` builds, sorted by what each object is: weight penalties
-    (in the loss, or decoupled beside the step) and batch transforms (cutout, mixup, cutmix)
-    applied to training batches in the loop. Model switches (dropout, DropConnect,
-    stochastic depth) and loss options (label smoothing) are plain keys of those nodes."""
+    """What `'regularization=[...]'` builds, each kind from its own key: weight penalties
+    from `regularization` (in the loss, or decoupled beside the step) and the batch transforms
+    (cutout, mixup, cutmix) from `mix`, where their options put their nodes (`# @package mix`),
+    applied to training batches in the loop. Model switches (dropout, DropConnect, stochastic
+    depth) and loss options (label smoothing) are plain keys of those nodes."""
 
     penalties: list[Penalty]
     batch_transform: BatchRegularization | None
 
 
 def regularization(cfg: DictConfig) -> Regularization:
-    built = [instantiate(node, key=f"regularization.{name}") for name, node in _selected(cfg.get("regularization"))]
-    transforms = [obj for obj in built if not isinstance(obj, Penalty)]
-    return Regularization(
-        penalties=[obj for obj in built if isinstance(obj, Penalty)],
-        batch_transform=BatchRegularization(transforms) if transforms else None,
-    )
+    penalties = [instantiate(node, key=f"regularization.{name}") for name, node in _selected(cfg.get("regularization"))]
+    transforms = [instantiate(node, key=f"mix.{name}") for name, node in _selected(cfg.get("mix"))]
+    return Regularization(penalties, BatchRegularization(transforms) if transforms else None)
 
 
 def model(cfg: DictConfig) -> nn.Module:
@@ -236,11 +235,12 @@ def constructor_keys(node: DictConfig, key: str) -> DictConfig:
     asked = explicit_keys()
     if asked is None:
         return node
+    # The trust check first: looking a target up imports its module (runs its code).
+    target = trust.check_object(f"{key}._target_", trust.plain(node, key).get("_target_"))
     try:
-        # Hydra's own locator, as instantiate uses it (get_object would log a failure first).
-        parameters = inspect.signature(_locate(str(node._target_))).parameters.values()
-    except Exception:
-        return node  # instantiate reports a target it cannot import
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return node  # no signature to read: instantiate reports what is wrong
     if any(p.kind == p.VAR_KEYWORD for p in parameters):
         return node
     accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -451,8 +451,7 @@ def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
     val_limit = _batch_limit(cfg, "limit_val_batches", len(run_data.val))
     test_limit = _batch_limit(cfg, "limit_test_batches", len(run_data.test))
     max_steps = cfg.trainer.get("max_steps")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-        raise UserError(f"trainer.max_steps: expected a whole number >= 1 or null, got '{max_steps}'")
+    checks.whole_number("trainer.max_steps", max_steps, optional=True, error=UserError)
     if train_limit is not None or max_steps is not None:
         run_data.train = LimitedBatches(run_data.train, train_limit or len(run_data.train))
     if val_limit is not None:
@@ -585,7 +584,6 @@ def fast_path(cfg: DictConfig, run_model: nn.Module) -> None:
 
 def _refuse_noise_with_full_batch(cfg: DictConfig, run_data: Data, chosen: Regularization) -> None:
     """L-BFGS's line search and curvature pairs assume one deterministic objective."""
-    penalty_names = {p.name for p in chosen.penalties}
     noisy = []
     if float(cfg.model.get("dropout", 0.0) or 0.0) > 0:
         noisy.append("dropout (model.dropout=0)")
@@ -593,7 +591,7 @@ def _refuse_noise_with_full_batch(cfg: DictConfig, run_data: Data, chosen: Regul
         names = [name for name, _ in _selected(cfg.get("augmentation"))]
         noisy.append(f"augmentation {', '.join(names)} (augmentation=[none])")
     if chosen.batch_transform is not None:
-        names = [name for name, node in _selected(cfg.get("regularization")) if name not in penalty_names]
+        names = [name for name, _ in _selected(cfg.get("mix"))]
         noisy.append(f"regularization {', '.join(names)}")
     for penalty in chosen.penalties:
         if penalty.decoupled:

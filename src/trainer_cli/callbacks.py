@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer_cli import checks
 from trainer_cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -123,10 +124,7 @@ class Hooks:
 
 
 def _whole_number(key: str, value: Any, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}: expected a whole number >= 1{' or null' if optional else ''}, got '{value}'")
+    checks.whole_number(key, value, optional=optional, error=UserError)
 
 
 class StepCheckpoints(Callback):

@@ -12,13 +12,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def whole_number(name: str, value: Any, minimum: int = 1, optional: bool = False) -> int | None:
-    """An int >= `minimum` (or None when `optional`)."""
+def whole_number(
+    name: str,
+    value: Any,
+    minimum: int = 1,
+    optional: bool = False,
+    maximum: int | None = None,
+    error: type[Exception] = ValueError,
+) -> int | None:
+    """An int in [minimum, maximum] (or None when `optional`). `error`: the exception raised,
+    ValueError for a constructor (`build` names the node), UserError where `name` is already
+    the config key."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        null = " or null" if optional else ""
-        raise ValueError(f"{name}: expected a whole number >= {minimum}{null}, got '{value}'")
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        accepted = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise error(f"{name}: expected a whole number {accepted}{' or null' if optional else ''}, got '{value}'")
     return value
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trainer_cli import trust
+from trainer_cli import checks, trust
 from trainer_cli.errors import UserError
 
 __all__ = ["CONF_DIR", "UserError", "resolve"]
@@ -102,10 +102,7 @@ def _number(cfg: DictConfig, key: str) -> float:
 
 
 def _positive_int(cfg: DictConfig, key: str) -> int:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}: expected a whole number >= 1, got '{value}'")
-    return value
+    return checks.whole_number(key, OmegaConf.select(cfg, key), error=UserError)
 
 
 def _refuse_two_learning_rates(resolved: DictConfig) -> None:
@@ -176,12 +173,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
     _number(resolved, "seed")
     # Rules that relate several keys; a single value is checked by the constructor it feeds.
     swa_start = resolved.trainer.get("swa_start_epoch")
-    if swa_start is not None and (
-        isinstance(swa_start, bool) or not isinstance(swa_start, int) or not 1 <= swa_start <= resolved.epochs
-    ):
-        raise UserError(
-            f"trainer.swa_start_epoch: expected a whole number in [1, epochs={resolved.epochs}], got '{swa_start}'"
-        )
+    checks.whole_number("trainer.swa_start_epoch", swa_start, optional=True, maximum=resolved.epochs, error=UserError)
     with open_dict(resolved):
         resolved.pop("hydra", None)
     return resolved

@@ -281,22 +281,6 @@ def worker_overrides(argv: list[str]) -> list[str]:
     return [*kept, f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
-def requested_devices(argv: list[str]) -> int:
-    """The `trainer.devices=N` of a command line (1 when absent)."""
-    values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "trainer.devices"]
-    if not values:
-        return 1
-    from trainer_cli.config import UserError
-
-    try:
-        count = int(values[-1])
-    except ValueError:
-        count = 0
-    if count < 1 or str(count) != values[-1].strip():
-        raise UserError(f"trainer.devices: expected a whole number >= 1, got '{values[-1]}'")
-    return count
-
-
 # Where rank 0 of `train trainer.devices=N` leaves its stop line for the launcher to print last.
 STOP_FILE_ENV = "TRAINER_CLI_STOP_FILE"
 
@@ -324,6 +308,28 @@ def rank_error(log_dir: str) -> str | None:
     return None
 
 
+# The only flags a child's command line may hold (each with its value): where its config is.
+CHILD_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
+
+
+def check_child_argv(argv: list[str]) -> None:
+    """A child's command line is the parent's: Hydra overrides and where the config is, nothing
+    that could widen trust or change how the child starts (`--trust` goes by the environment)."""
+    from trainer_cli.errors import UserError
+
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            expect_value = False
+            continue
+        if arg in CHILD_FLAGS:
+            expect_value = True
+        elif "=" in arg and arg.split("=", 1)[0] in CHILD_FLAGS:
+            continue
+        elif arg.startswith("-") or not isinstance(arg, str):
+            raise UserError(f"trainer.devices: cannot start processes with '{str(arg)[:60]}' on their command line")
+
+
 def launch(argv: list[str], processes: int, log_dir: str | None = None) -> int:
     """`train trainer.devices=N`: start N processes of `python -m trainer_cli <argv>` on this
     machine through torchrun's own launcher (`torch.distributed.run`, standalone rendezvous),
@@ -337,6 +343,7 @@ def launch(argv: list[str], processes: int, log_dir: str | None = None) -> int:
     import signal
     import sys
 
+    check_child_argv(argv)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run

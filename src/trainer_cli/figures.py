@@ -106,11 +106,12 @@ def first_layer_filters(model: Any, tile: int = 32) -> Any:
     input channel's mean), enlarged pixel for pixel to about `tile` pixels; None for a model
     without convolutions."""
     import torch
-    import torchvision
 
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if conv is None:
         return None
+    import torchvision
+
     kernels = conv.weight.detach().float().cpu()
     if kernels.shape[1] != 3:
         kernels = kernels.mean(dim=1, keepdim=True)
@@ -124,10 +125,10 @@ def first_layer_filters(model: Any, tile: int = 32) -> Any:
 
 def save_first_layer(model: Any, path: Path) -> Any:
     """`first_layer.png` (see `first_layer_filters`); returns the grid, or None."""
-    import torchvision
-
     grid = first_layer_filters(model)
     if grid is not None:
+        import torchvision  # only for a conv net: an MLP run never imports it
+
         path.parent.mkdir(parents=True, exist_ok=True)
         torchvision.utils.save_image(grid, str(path))
     return grid

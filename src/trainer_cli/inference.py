@@ -7,11 +7,15 @@ weights are restored (the same steps as `resume`, through `build`), and nothing 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.util
+import io
 import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +206,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None 
         reporter.log_image("test/confusion_matrix", image, 0)
         reporter.finish(summary, {"checkpoint": str(trained.path), "data": summary["data"]}, {})
         reporter.print(per_class_table(summary))
+        log.info(f"checkpoint: {trained.path}")  # its own line: a table title would wrap the path
     (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info(f"confusion matrix: {run_dir / 'confusion_matrix.png'} (and TensorBoard's Images tab)")
     return summary
@@ -227,7 +232,12 @@ def read_inputs(given: Any, channels: int, size: int) -> tuple[torch.Tensor, lis
             [v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True)]
         )
         mode = "L" if channels == 1 else "RGB"
-        images = [transform(Image.open(f).convert(mode)) for f in files]
+        images = []
+        for f in files:
+            try:
+                images.append(transform(Image.open(f).convert(mode)))
+            except (OSError, ValueError) as error:  # not an image (PIL.UnidentifiedImageError is an OSError)
+                raise UserError(f"mode.input: '{f}' is not a readable image ({type(error).__name__})") from None
         return torch.stack(images), [str(f.relative_to(path)) for f in files]
     if path.suffix == ".pt" and path.is_file():
         try:
@@ -235,7 +245,10 @@ def read_inputs(given: Any, channels: int, size: int) -> tuple[torch.Tensor, lis
         except Exception as error:
             raise UserError(f"mode.input: cannot read '{given}' ({str(error).splitlines()[0][:120]})") from None
     elif path.suffix == ".npy" and path.is_file():
-        images = torch.from_numpy(np.load(path, allow_pickle=False))
+        try:  # never unpickled: an array of Python objects is refused
+            images = torch.from_numpy(np.load(path, allow_pickle=False))
+        except (ValueError, TypeError, OSError) as error:
+            raise UserError(f"mode.input: cannot read '{given}' ({str(error).splitlines()[0][:120]})") from None
     else:
         raise UserError(f"mode.input: '{given}' is not an image folder, a .pt or a .npy file")
     if not isinstance(images, torch.Tensor):
@@ -294,6 +307,24 @@ def run_predict(
     return summary
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Any:
+    """The ONNX exporter's optimizer passes log each step at INFO (to our console): warnings only."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+# torch_export and onnx by default (conf/mode/export.yaml); torchscript for LibTorch (C++) users.
+EXPORT_FORMATS = ("torch_export", "onnx", "torchscript")
+
+
 class Exported(nn.Module):
     """The model with the run's preprocessing in front: it takes images in [0, 1], as the
     data sets give them, and returns logits."""
@@ -307,16 +338,21 @@ class Exported(nn.Module):
 
 
 def run_export(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, formats: Any = ("torchscript", "onnx")
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, formats: Any = ("torch_export", "onnx")
 ) -> dict[str, Any]:
-    """`train mode=export checkpoint=<run | .pt>`: `model.torchscript.pt` (torch.jit.trace)
-    and `model.onnx` (needs `pip install trainer_cli[onnx]`), each taking images in [0, 1]
-    of shape (N, C, H, W) with the run's preprocessing inside, and returning logits."""
+    """`train mode=export checkpoint=<run | .pt>`: `model.pt2` (`torch.export`; load it with
+    `torch.export.load(path).module()`) and `model.onnx` (the same exported program through
+    torch's dynamo ONNX exporter; needs `pip install trainer_cli[onnx]`), each taking images in
+    [0, 1] of shape (N, C, H, W), any N, with the run's preprocessing inside, and returning logits.
+    `torchscript` (`model.torchscript.pt`, for LibTorch in C++) is still on offer, but torch
+    deprecates `torch.jit.trace`: only when asked for, its warnings silenced."""
     cfg = resolve(cfg)
     chosen = [str(f) for f in formats]
-    unknown = [f for f in chosen if f not in ("torchscript", "onnx")]
+    unknown = [f for f in chosen if f not in EXPORT_FORMATS]
     if unknown:
-        raise UserError(f"mode.formats: '{unknown[0]}' is not accepted; choose torchscript, onnx")
+        raise UserError(f"mode.formats: '{unknown[0]}' is not accepted; choose {', '.join(EXPORT_FORMATS)}")
+    if "onnx" in chosen and importlib.util.find_spec("onnx") is None:
+        raise UserError("mode.formats: onnx needs the onnx package; pip install 'trainer_cli[onnx]'")
     trained = from_checkpoint(cfg, with_data=False)
     trained.model.to("cpu")
     exported = Exported(trained.model, trained.preprocess).eval()
@@ -324,22 +360,23 @@ def run_export(
     example = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     run_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
+    if "torch_export" in chosen or "onnx" in chosen:
+        program = torch.export.export(exported, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        if "torch_export" in chosen:
+            torch.export.save(program, str(run_dir / "model.pt2"))
+            written["torch_export"] = str(run_dir / "model.pt2")
+        if "onnx" in chosen:
+            path = run_dir / "model.onnx"
+            with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("onnxscript", "onnx_ir"):
+                torch.onnx.export(program, (example,), str(path), input_names=["images"], output_names=["logits"],
+                                  dynamo=True, external_data=False, verbose=False)  # fmt: skip
+            written["onnx"] = str(path)
     if "torchscript" in chosen:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # asked for by name: no deprecation notice twice
             traced = torch.jit.trace(exported, example)
         traced.save(str(run_dir / "model.torchscript.pt"))
         written["torchscript"] = str(run_dir / "model.torchscript.pt")
-    if "onnx" in chosen:
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
-            raise UserError("mode.formats: onnx needs the onnx package; pip install 'trainer_cli[onnx]'") from None
-        path = run_dir / "model.onnx"
-        torch.onnx.export(
-            exported, (example,), str(path), input_names=["images"], output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-        )  # fmt: skip
-        written["onnx"] = str(path)
     for name, path in written.items():
         log.info(f"{name}: {path}")
     summary = {"status": "ok", "run_dir": str(run_dir), "checkpoint": str(trained.path), "exported": written}

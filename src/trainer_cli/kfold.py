@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 from rich.table import Table
 
-from trainer_cli import metrics
+from trainer_cli import checks, metrics
 from trainer_cli.config import UserError, resolve
 from trainer_cli.train import run
 
@@ -33,8 +33,7 @@ def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = N
 
     cfg = resolve(cfg)
     k = cfg.data.kfold
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise UserError(f"data.kfold: expected a whole number >= 2 (or null for one validation split), got '{k}'")
+    checks.whole_number("data.kfold", k, minimum=2, error=UserError)  # null (one validation split) is no k-fold run
     if cfg.get("resume"):
         raise UserError("resume: a k-fold run cannot be resumed; resume one of its fold_<i> folders instead")
     started = time.perf_counter()

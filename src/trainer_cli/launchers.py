@@ -65,6 +65,13 @@ def execute_job(
     """Run one job in a worker (Hydra's `execute_job`), first marking it started; a retry
     first clears the job folder of the dead attempt's files (none holds a summary)."""
     Path(started, str(idx)).touch()
+    # This worker composes and logs the job itself: the parent's trust rules first (the guard
+    # is installed by `train`'s main(), which a worker does not run), and no folder on sys.path.
+    from trainer_cli import trust
+    from trainer_cli.cli_guard import install_hydra_guard
+
+    trust.forget_current_folder()
+    install_hydra_guard()
     setup_globals()
     Singleton.set_state(singleton_state)
     sweep_config = job_config(idx, overrides, hydra_context, config)

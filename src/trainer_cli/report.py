@@ -440,7 +440,9 @@ def record_failure(
 
 def print_results(summary: dict[str, Any]) -> None:
     """The results table printed at the end of a run."""
-    table = Table(title=f"Results ({summary['run_dir']})", show_header=True)
+    # The folder goes on its own line after the table: in the title, rich wrapped a long path
+    # at the table's width, and the printed path no longer existed as printed.
+    table = Table(title="Results", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
@@ -463,6 +465,9 @@ def print_results(summary: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     show(table)
+    where = f"results: {Path(summary['run_dir']) / 'metrics.json'}"
+    console.print(where, soft_wrap=True, highlight=False)  # soft_wrap: never a newline inside the path
+    log.info(where, extra={"console": False})
 
 
 def print_activation_table(stats: dict[str, tuple[float, float]]) -> None:
@@ -477,7 +482,9 @@ def print_activation_table(stats: dict[str, tuple[float, float]]) -> None:
 
 def per_class_table(summary: dict[str, Any]) -> Table:
     """`mode=evaluate`'s table: the test metrics and each class's accuracy."""
-    table = Table(title=f"Evaluation of {summary['checkpoint']} on {summary['data']}", show_header=True)
+    # The checkpoint's path in a caption that rich may wrap would no longer be a path: it is
+    # printed on its own line by the caller's log ("checkpoint: ..."); the title names the data.
+    table = Table(title=f"Evaluation on {summary['data']}", show_header=True)
     table.add_column("class")
     table.add_column("test acc", justify="right")
     for name, acc in summary["test/per_class_acc"].items():

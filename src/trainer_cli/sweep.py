@@ -14,14 +14,16 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from trainer_cli import metrics
+
+if TYPE_CHECKING:  # rich is imported where a table is drawn: every `train`, --help too, imports this module
+    from rich.console import Console
+    from rich.table import Table
 
 
 def collect(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
@@ -126,6 +128,8 @@ def jobs_table(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], met
     title = f"Sweep {sweep_dir} (sorted by best {metric})"
     if shared:
         title += f"\nevery job: {' '.join(o for o in rows[0]['overrides'].split() if o in shared)}"
+    from rich.table import Table
+
     table = Table(title=title)
     staged = bool(rows) and "stage" in rows[0]
     for column in ["job", *(["stage"] if staged else []), *keys]:
@@ -145,6 +149,8 @@ def jobs_table(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], met
 
 def configs_table(sweep_dir: Path, groups: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> Table:
     """One row per config: mean ± sd and the 95% interval of its best `metric` over its seeds."""
+    from rich.table import Table
+
     keys = [k for k in swept_keys(rows) if k != SEED_KEY]
     table = Table(title=f"Sweep {sweep_dir}: {len(groups)} configs x seeds (sorted by mean best {metric})")
     for column in [*keys, "seeds"]:

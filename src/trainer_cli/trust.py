@@ -1,28 +1,31 @@
-"""The trust check: a config names callables, so every object built from one passes here.
+"""The trust rules: a config names callables, so what it may build is one closed list.
 
-One rule, applied at every door where config becomes objects (`build.instantiate`, and the
-places Hydra itself instantiates: `hydra.callbacks`, the sweeper and launcher, the
-`hydra.job_logging`/`hydra_logging` handlers), on the config AFTER its interpolations are
-resolved (so `${oc.create:...}` builds nothing unchecked), in two stages:
-
-1. before anything is imported, the `_target_`'s module path must lie under a trusted root
-   (importing a module runs its code, so `evil._target_` is refused without importing `evil`);
-2. then the object the path resolves to is checked by its real defining module and name
-   (`torch.os.system` and `trainer_cli.config.os.system` resolve to `posix.system`: refused).
-
-Trusted by default: the public classes and functions of the modules the project's own `conf/`
-uses (torch optimizers, `torch.nn` modules, torchvision models and transforms, trainer_cli's
-public API, the project's sweepers and Hydra's core plugins, the logging handlers of
-`conf/hydra/job_logging`); never a file, process, import or deserialisation function. Widening
-is the user's own act: `train --trust <module>` or `TRAINER_CLI_TRUST=mod1,mod2`, never a
-config file or a checkpoint. A `pkg://` entry of `hydra.searchpath` imports its module, so it
-names a trusted one too (`check_searchpath`). This module imports no torch.
+- What a config may build (`on_list`): exactly `TARGETS` (the `_target_`s the shipped conf/
+  uses) and the `KINDS` of torch/torchvision objects the project builds (optimizers, `nn`
+  modules and losses, LR schedules, v2 transforms, torchvision's model builders), plus what
+  the user trusts on the command line (`train --trust mymod`). A module being trusted does not
+  make its functions buildable. Checked at `build.instantiate` and wherever Hydra builds (the
+  guard, `cli_guard.py`), after interpolations are resolved, on the object the target really
+  is (`torch.os.system` is `posix.system`: refused), in two stages: the module path before any
+  import (`check_path`), then the object (`check_object`).
+- Own code by name, never by folder: the current folder is off `sys.path`
+  (`forget_current_folder`); `--trust mymod` loads `mymod.py` from it by its path
+  (`load_user_modules`). Widening trust is the user's act on the command line; children get it
+  through the environment ($TRAINER_CLI_TRUST), never from a config or argv.
+- Hydra keys from files (`check_file_hydra_keys`): a config file outside conf/ sets only
+  `FILE_HYDRA_KEYS`; search path sources (`check_searchpath`); environment interpolation reads
+  only what the command line names (`guard_env`).
+This module imports no torch.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import inspect
 import os
+import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,58 +45,212 @@ def user_trusted_modules() -> list[str]:
 
 HINT = f"trust your own module with `train --trust <module>` (or {TRUST_ENV}=<module>)"
 
-# Stage 1: module paths that may be imported to look a target up.
-IMPORT_ROOTS = (
-    "torch",
-    "torchvision",
-    "trainer_cli",
-    "hydra_plugins",  # Hydra imports every installed plugin at start-up anyway
-    "hydra",
-    "optuna",
-    "logging",
-    "rich",
-)
+# Stage 1: module paths that may be imported to look a target up (importing runs a module's code).
+IMPORT_ROOTS = ("torch", "torchvision", "trainer_cli", "hydra_plugins", "hydra", "optuna", "logging")
 
-# Stage 2: where a trusted object may be defined (its `__module__`), and what is carved out.
-TRUSTED_MODULES = (
-    "torch.optim",
-    "torch.nn.modules",
-    "torchvision.models",
-    "torchvision.transforms",
-    "trainer_cli",
-    "hydra_plugins.trainer_cli_search",
-    "hydra_plugins.trainer_cli_launchers",
-    "hydra_plugins.hydra_optuna_sweeper",
-    "hydra_plugins.hydra_joblib_launcher",
-    "hydra_plugins.hydra_submitit_launcher",
-    "hydra._internal.core_plugins.basic_sweeper",
-    "hydra._internal.core_plugins.basic_launcher",
-    "optuna.samplers",
-    "optuna.pruners",
-    "rich.logging",
+# Stage 2, the closed list of what a config may build. (1) Exactly these objects, by the name
+# of the module that defines them: the `_target_`s of the shipped conf/ (and of the Hydra
+# plugins' own configs it selects). A new config node type is added here in the same change.
+TARGETS = frozenset(
+    {
+        # conf/mode
+        "trainer_cli.train.run",
+        "trainer_cli.kfold.run_folds",
+        "trainer_cli.ensemble.run_ensemble",
+        "trainer_cli.diagnose.run_diagnosis",
+        "trainer_cli.inference.run_evaluate",
+        "trainer_cli.inference.run_predict",
+        "trainer_cli.inference.run_export",
+        # conf/data
+        "trainer_cli.data.sources.load_digits",
+        "trainer_cli.data.sources.load_synthetic",
+        "trainer_cli.data.sources.load_mnist",
+        "trainer_cli.data.sources.load_fashion_mnist",
+        "trainer_cli.data.sources.load_cifar",
+        "trainer_cli.data.sources.load_imagefolder",
+        # conf/model
+        "trainer_cli.models.MLP",
+        "trainer_cli.models.CNN",
+        "trainer_cli.models.resnet.ResNet",
+        "trainer_cli.models.torchvision_models.torchvision_model",
+        # conf/finetune
+        "trainer_cli.transfer.Finetune",
+        "trainer_cli.transfer.ProbeStage",
+        "trainer_cli.transfer.LoRA",
+        # conf/optimizer, conf/scheduler, conf/regularization
+        "trainer_cli.optim.optimizers.AdamNoBias",
+        "trainer_cli.optim.schedules.constant",
+        "trainer_cli.optim.schedules.cosine",
+        "trainer_cli.optim.schedules.step",
+        "trainer_cli.optim.schedules.onecycle",
+        "trainer_cli.optim.schedules.linear",
+        "trainer_cli.optim.schedules.inverse_time",
+        "trainer_cli.optim.schedules.inverse_sqrt",
+        "trainer_cli.optim.schedules.exponential",
+        "trainer_cli.optim.schedules.SGDR",
+        "trainer_cli.optim.schedules.Plateau",
+        "trainer_cli.optim.penalties.L1",
+        "trainer_cli.optim.penalties.L2",
+        "trainer_cli.optim.penalties.ElasticNet",
+        "trainer_cli.data.mix.Mixup",
+        "trainer_cli.data.mix.CutMix",
+        "trainer_cli.data.mix.Cutout",
+        # conf/augmentation
+        "trainer_cli.data.augment.RandomFlip",
+        "trainer_cli.data.augment.RandomCrop",
+        "trainer_cli.data.augment.RandomResizedCrop",
+        "trainer_cli.data.augment.RandomAffine",
+        "trainer_cli.data.augment.RandomPerspective",
+        "trainer_cli.data.augment.ColorJitter",
+        "trainer_cli.data.augment.ElasticTransform",
+        "trainer_cli.data.augment.PCALighting",
+        "trainer_cli.data.augment.AutoAugment",
+        "trainer_cli.data.augment.RandAugment",
+        "trainer_cli.data.augment.TrivialAugment",
+        "trainer_cli.data.augment.AugMix",
+        # conf/loss
+        "trainer_cli.losses.MulticlassSVMLoss",
+        # conf/callbacks (hooks the loop calls)
+        "trainer_cli.callbacks.AugmentationPreview",
+        "trainer_cli.callbacks.DiagnoseAtEnd",
+        "trainer_cli.callbacks.FirstLayer",
+        "trainer_cli.callbacks.LogProbes",
+        "trainer_cli.callbacks.StepCheckpoints",
+        # conf/logger
+        "trainer_cli.report.TensorBoard",
+        "trainer_cli.sinks.CSVLogger",
+        "trainer_cli.sinks.MLflow",
+        # conf/hydra: callbacks, sweepers, launchers (Hydra's and its plugins' too), logging
+        "trainer_cli.sweep.SweepSummary",
+        "trainer_cli.report.console_handler",
+        "hydra_plugins.trainer_cli_search.OptunaSweeper",
+        "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
+        "hydra_plugins.trainer_cli_launchers.JoblibLauncher",
+        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+        "optuna.samplers._tpe.sampler.TPESampler",
+        "optuna.samplers._random.RandomSampler",
+        "optuna.samplers._cmaes.CmaEsSampler",  # restores its own state from the study's storage (pickle)
+        "optuna.samplers._grid.GridSampler",
+        "optuna.samplers._nsga2.NSGAIISampler",
+        "optuna.samplers._qmc.QMCSampler",
+        "optuna.samplers.QMCSampler",  # conf/hydra/sweeper/sampler/qmc.yaml's name (newer Optuna)
+        "optuna.pruners._hyperband.HyperbandPruner",
+        "optuna.pruners._median.MedianPruner",
+        "optuna.pruners._nop.NopPruner",
+        "optuna.pruners._successive_halving.SuccessiveHalvingPruner",
+        "logging.StreamHandler",
+        "logging.FileHandler",  # its filename must lie in the run folder (see `check_logging`)
+        "logging.NullHandler",
+        "logging.Formatter",
+    }
 )
-# Modules under a trusted one whose functions touch files, load weights, or run the CLI.
-UNTRUSTED_MODULES = (
-    "torchvision.models._api",  # get_model/get_weight: downloads
-    "torchvision.models._utils",
-    "trainer_cli.checkpoint",
-    "trainer_cli.cli",
-    "trainer_cli.config",
-    "trainer_cli.trust",
-    "trainer_cli.build",
-    "trainer_cli.__main__",
+# Listed objects that act when called (a procedure, a writer given its run folder): a config
+# builds them only as `_partial_: true`; the code calls them with the run's own folder.
+PARTIAL_ONLY = frozenset(
+    {
+        "trainer_cli.train.run",
+        "trainer_cli.kfold.run_folds",
+        "trainer_cli.ensemble.run_ensemble",
+        "trainer_cli.diagnose.run_diagnosis",
+        "trainer_cli.inference.run_evaluate",
+        "trainer_cli.inference.run_predict",
+        "trainer_cli.inference.run_export",
+        "trainer_cli.report.TensorBoard",
+        "trainer_cli.sinks.CSVLogger",
+        "trainer_cli.sinks.MLflow",
+    }
 )
-# Single objects of otherwise untrusted modules that the project's conf/ uses (logging).
-TRUSTED_OBJECTS = (
-    "logging.StreamHandler",
-    "logging.FileHandler",  # its filename must lie in the run folder (see `check_logging`)
-    "logging.NullHandler",
-    "logging.Formatter",
+# (2) The kinds of torch and torchvision objects the project builds: the public classes (in the
+# package's `__all__`) of these modules that derive from the base class, and torchvision's
+# registered model builders. No file, process, import or pickle function is any of these.
+KINDS = (
+    ("torch.optim", "torch.optim.optimizer.Optimizer"),
+    ("torch.optim.lr_scheduler", "torch.optim.lr_scheduler.LRScheduler"),
+    ("torch.nn.modules", "torch.nn.modules.module.Module"),  # layers and losses
+    ("torchvision.transforms.v2", "torchvision.transforms.v2._transform.Transform"),
+)
+# Classes of those kinds that take a callable or run arbitrary code by design.
+KIND_EXCLUDED = frozenset(
+    {
+        "torch.optim.lr_scheduler.LambdaLR",
+        "torch.optim.lr_scheduler.MultiplicativeLR",
+        "torchvision.transforms.v2._misc.Lambda",
+    }
 )
 # Keys that used to widen trust from a config file; now an error (the old defaults are ignored).
 WIDENING_KEYS = {"trusted_targets": ["torch.", "torchvision.", "trainer_cli."], "extra_trusted_targets": []}
 # Environment variables a config may not set for its jobs (`hydra.job.env_set`).
 PROTECTED_ENV = ("TRAINER_CLI_", "LD_", "PYTHON", "DYLD_")
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '') or ''}.{getattr(obj, '__qualname__', '') or ''}"
+
+
+@functools.cache
+def kind_members(module_name: str, base_name: str) -> tuple[Any, ...]:
+    """The objects of one kind: the module's public classes (its `__all__`, else its names
+    without a leading underscore) that derive from `base_name`."""
+    import importlib
+
+    from hydra.utils import get_class
+
+    module = importlib.import_module(module_name)
+    base = get_class(base_name)
+    names = getattr(module, "__all__", None) or [name for name in dir(module) if not name.startswith("_")]
+    members = [getattr(module, name, None) for name in names]
+    return tuple(
+        obj
+        for obj in members
+        if inspect.isclass(obj) and issubclass(obj, base) and _qualified(obj) not in KIND_EXCLUDED
+    )
+
+
+@functools.cache
+def torchvision_builders() -> tuple[Any, ...]:
+    """torchvision's registered model builders (`torchvision.models.list_models()`)."""
+    import torchvision.models
+
+    return tuple(torchvision.models.get_model_builder(name) for name in torchvision.models.list_models())
+
+
+def allowed_objects() -> dict[str, Any]:
+    """Every object on the list, by its defining module and name (imports torch and torchvision)."""
+    from hydra.utils import get_object
+
+    found: dict[str, Any] = {}
+    for name in sorted(TARGETS):
+        try:
+            found[name] = get_object(name)
+        except Exception:  # an optional plugin that is not installed (submitit, optuna)
+            continue
+    for module_name, base in KINDS:
+        for obj in kind_members(module_name, base):
+            found[_qualified(obj)] = obj
+    for obj in torchvision_builders():
+        found[_qualified(obj)] = obj
+    return found
+
+
+def on_list(obj: Any) -> bool:
+    """Whether `obj` itself (not its module) is on the closed list (or the user's `--trust`)."""
+    real = _qualified(obj)
+    module = getattr(obj, "__module__", None) or ""
+    if _under(module, _user()):
+        return True
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return False
+    if real in TARGETS:
+        return True
+    for module_name, base in KINDS:
+        if _under(module, [module_name]) and any(obj is member for member in kind_members(module_name, base)):
+            return True
+    if _under(module, ["torchvision.models"]):
+        return any(obj is builder for builder in torchvision_builders())
+    return False
 
 
 def _under(name: str, roots: tuple[str, ...] | list[str]) -> bool:
@@ -133,17 +290,8 @@ def check_object(key: str, target: str) -> Any:
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{key}: cannot find '{target[:80]}' ({reason[:120]})") from None
-    module = getattr(obj, "__module__", None) or ""
-    qualname = getattr(obj, "__qualname__", None) or ""
-    real = f"{module}.{qualname}"
-    if _under(module, _user()) or _under(real, _user()):
-        return obj
-    kind_ok = inspect.isclass(obj) or inspect.isfunction(obj)
-    public = qualname.isidentifier() and not qualname.startswith("_") and kind_ok
-    trusted = real in TRUSTED_OBJECTS or (
-        _under(module, TRUSTED_MODULES) and not _under(module, UNTRUSTED_MODULES) and public
-    )
-    if not trusted:
+    real = _qualified(obj)
+    if not on_list(obj):
         shown = f"'{target[:80]}'" + (f" (that is {real})" if real != target else "")
         raise refuse(key, shown)
     return obj
@@ -179,11 +327,30 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
 
     `resolve_objects=False` is stage 1 alone (no import: the fast check before torch loads).
     """
-    for where, target in _walk(plain(node, key), key):
-        if resolve_objects:
-            check_object(where, target)
-        else:
+    for where, target, parent in _walk_nodes(plain(node, key), key):
+        if not resolve_objects:
             check_path(where, target)
+            continue
+        obj = check_object(where, target)
+        if _qualified(obj) in PARTIAL_ONLY and parent.get("_partial_") is not True:
+            # Built whole, it would act at once, with a folder the config names.
+            raise UserError(
+                f"{where}: '{str(target)[:80]}' is built only with `_partial_: true` (the run supplies its folder)"
+            )
+
+
+def _walk_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, dict]]:
+    """Every (key, `_target_` value, the node holding it) in a plain container."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            where = f"{path}.{name}" if path else str(name)
+            if name == "_target_":
+                yield where, value, node
+            else:
+                yield from _walk_nodes(value, where)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk_nodes(value, f"{path}[{i}]")
 
 
 def check_no_widening(cfg: Any) -> None:
@@ -246,26 +413,200 @@ def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
 # `pkg://` modules a `hydra.searchpath` entry may name without the user's trust: the project's
 # own config package and Hydra's (Hydra imports its plugins at start-up anyway).
 SEARCHPATH_ROOTS = ("trainer_cli", "hydra", "hydra_plugins")
+COMMAND_LINE_ONLY = "accepted from the command line only"
 
 
-def check_searchpath(key: str, entry: str) -> None:
-    """A `hydra.searchpath` entry (the primary config's, or an override's, a sweeper's too).
+def _scheme(entry: str) -> str:
+    """The source type of a search path entry, as Hydra reads it (`file` without `://`)."""
+    return entry[: entry.find("://")] if "://" in entry else "file"
 
-    `pkg://<module>` imports that module to read configs from it, which runs its code: only
-    the project's own package, Hydra's, or a module the user trusts (`--trust`). `file://`
-    and plain folders are read as YAML, which runs nothing, and every `_target_` of what they
-    hold passes the check like any config: allowed.
+
+def check_searchpath(key: str, entry: str, from_command_line: bool = True) -> None:
+    """A `hydra.searchpath` entry (the primary config's, or an override's).
+
+    `file://` folders and plain folders are read as YAML, which runs nothing (and every
+    `_target_` they hold passes the check like any config): allowed. `pkg://<module>` imports
+    that module to read configs from it, which runs its code: from the command line only, and
+    only the project's own package, Hydra's, or a module the user trusts (`--trust`). Any other
+    source (`structured://` imports its module too; `PKG://` is no source) is refused.
     """
-    if not str(entry).startswith("pkg://"):
+    entry = str(entry)
+    scheme = _scheme(entry)
+    if scheme == "file":
         return
-    module = str(entry)[len("pkg://") :].strip("/").replace("/", ".")
+    if scheme != "pkg":
+        raise UserError(
+            f"{key}: '{entry[:80]}' is not accepted; a search path entry is a file:// folder "
+            f"(or pkg://<trusted module>, {COMMAND_LINE_ONLY})"
+        )
+    if not from_command_line:
+        raise UserError(f"{key}: '{entry[:80]}' (a pkg:// source imports a module) is {COMMAND_LINE_ONLY}")
+    module = entry[len("pkg://") :].strip("/").replace("/", ".")
     if not module or not all(part.isidentifier() for part in module.split(".")):
-        raise refuse(key, f"'{str(entry)[:80]}'")
+        raise refuse(key, f"'{entry[:80]}'")
     if not _under(module, [*SEARCHPATH_ROOTS, *_user()]):
         raise UserError(
             f"{key}: 'pkg://{module[:80]}' would import '{module.split('.')[0][:40]}' (running its code), which is "
             f"not trusted; {HINT}"
         )
+
+
+# --- Hydra keys from files ------------------------------------------------------------------
+# The `hydra.*` keys a config file from outside the shipped conf/ may set (a `--config-path`
+# primary config, a `--config-dir` overlay, an experiment there, a saved `.hydra/`). Everything
+# else under `hydra.` (callbacks, job_logging, hydra_logging, env_set, output_subdir, launcher
+# and sweeper classes, ...) is accepted from the command line only.
+FILE_HYDRA_KEYS = (
+    "hydra.sweeper.params",  # and everything under it: the search space
+    "hydra.sweeper.n_trials",
+    "hydra.sweeper.direction",
+    "hydra.launcher.n_jobs",
+    "hydra.run.dir",  # relative, inside the current folder (`_check_relative_folder`)
+    "hydra.sweep.dir",
+    "hydra.sweep.subdir",
+    "hydra.searchpath",  # file:// entries only (`check_searchpath`)
+)
+FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
+# The interpolations a run folder's name written in a file may use (no other key's value: a
+# task key could hold any path).
+FOLDER_INTERPOLATION = re.compile(r"\$\{(now:[%A-Za-z0-9_:-]*|run_suffix:|hydra[.:]job\.(num|name|id))\}")
+
+
+def shipped_source(path: str) -> bool:
+    """Whether a config source is the project's own `conf/`, Hydra's package or a registered
+    (in-process, installed) structured config."""
+    from trainer_cli.config import CONF_DIR
+
+    if path.startswith("file://"):
+        return os.path.realpath(path[len("file://") :]) == os.path.realpath(CONF_DIR)
+    return path in ("pkg://hydra.conf", "structured://")
+
+
+def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf, and of every empty container."""
+    if isinstance(node, dict) and node:
+        for name, value in node.items():
+            yield from _leaves(value, f"{path}.{name}" if path else str(name))
+    else:
+        yield path, node
+
+
+def check_file_hydra_keys(config: Any, where: str) -> None:
+    """A config file from outside the shipped conf/ (package applied): its `hydra.*` keys."""
+    if not isinstance(config, DictConfig) or "hydra" not in config:
+        return
+    raw = OmegaConf.to_container(config.hydra, resolve=False) if isinstance(config.hydra, DictConfig) else config.hydra
+    for key, value in _leaves({"hydra": raw}, ""):
+        if not _under(key, FILE_HYDRA_KEYS):
+            raise UserError(f"{key}: set in the config file {where[:120]}; this Hydra setting is {COMMAND_LINE_ONLY}")
+        if _under(key, FOLDER_KEYS):
+            _check_relative_folder(key, value)
+        if _under(key, ["hydra.searchpath"]):
+            for i, entry in enumerate(value if isinstance(value, list) else [value]):
+                check_searchpath(f"hydra.searchpath[{i}]", str(entry), from_command_line=False)
+
+
+def _check_relative_folder(key: str, value: Any) -> None:
+    text = str(value)
+    bare = FOLDER_INTERPOLATION.sub("x", text)
+    if "${" in bare or os.path.isabs(bare) or ".." in re.split(r"[/\\]", bare) or bare.startswith("~"):
+        raise UserError(
+            f"{key}: '{text[:80]}' from a config file must be a folder relative to, and inside, the current "
+            f"folder; other folders are {COMMAND_LINE_ONLY}"
+        )
+
+
+# --- Environment interpolation --------------------------------------------------------------
+ENV_NAMED = re.compile(r"oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+TYPED_ENV = "TRAINER_CLI_TYPED_ENV"  # the variable names the user's own command line reads
+
+
+def remember_typed_env(argv: list[str]) -> None:
+    """The variables `${oc.env:NAME}` on this command line names: the only ones a config may read.
+    Kept in the environment, so the ranks and workers this process starts know them too."""
+    names = {match.group(1) for arg in argv for match in ENV_NAMED.finditer(arg)}
+    inherited = {n for n in os.environ.get(TYPED_ENV, "").split(",") if n}
+    os.environ[TYPED_ENV] = ",".join(sorted(names | inherited))
+
+
+def guard_env() -> None:
+    """Replace OmegaConf's `oc.env` resolver: it reads only a variable the user's command line
+    names (`remember_typed_env`); a config file, a saved config or a checkpoint reads none."""
+    from omegaconf.resolvers import oc
+
+    if getattr(OmegaConf, "_trainer_cli_env_guard", False):
+        return
+
+    def env(name: str, default: Any = "__no_default__", *, _node_: Any = None) -> Any:
+        allowed = {n for n in os.environ.get(TYPED_ENV, "").split(",") if n}
+        if str(name) not in allowed:
+            key = _node_._get_full_key(None) if _node_ is not None else "config"
+            raise UserError(
+                f"{key}: reads the environment variable '{str(name)[:60]}' (${{oc.env:...}}); environment "
+                f"interpolation is {COMMAND_LINE_ONLY}"
+            )
+        return oc.env(name) if default == "__no_default__" else oc.env(name, default)
+
+    OmegaConf.register_new_resolver("oc.env", env, replace=True, use_cache=False)
+    OmegaConf._trainer_cli_env_guard = True  # type: ignore[attr-defined]
+
+
+# --- Own code by name, never by folder ------------------------------------------------------
+
+
+def forget_current_folder() -> None:
+    """Take the current folder off `sys.path` (`python -m` puts it first), and keep it off in the
+    processes this one starts (torchrun ranks, loky workers, submitit: `PYTHONSAFEPATH`)."""
+    here = os.path.realpath(os.getcwd())
+    sys.path[:] = [entry for entry in sys.path if entry and os.path.realpath(entry) != here]
+    os.environ["PYTHONSAFEPATH"] = "1"
+
+
+def without_trust_flags(argv: list[str]) -> list[str]:
+    """The command line without `--trust <module>`: a child process gets trust by the environment."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--trust":
+            skip = True
+        elif not arg.startswith("--trust="):
+            out.append(arg)
+    return out
+
+
+def load_user_modules(folder: str | None = None) -> None:
+    """Import each module the user trusts: from the current folder by its file path
+    (`mymod.py` or `mymod/__init__.py`), nothing else from there; else installed, by name."""
+    folder = folder or os.getcwd()
+    for name in user_trusted_modules():
+        top = name.split(".")[0]
+        if not top.isidentifier():
+            raise UserError(f"--trust: '{name[:80]}' is not a module name")
+        if top in sys.modules:
+            continue
+        file = os.path.join(folder, f"{top}.py")
+        package = os.path.join(folder, top, "__init__.py")
+        if os.path.isfile(file):
+            spec = importlib.util.spec_from_file_location(top, file)
+        elif os.path.isfile(package):
+            spec = importlib.util.spec_from_file_location(
+                top, package, submodule_search_locations=[os.path.dirname(package)]
+            )
+        else:
+            continue  # an installed module: imported by name when a target names it
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            sys.modules.pop(top, None)
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(
+                f"--trust {name}: importing {spec.origin} failed: {type(error).__name__}: {reason[:160]}"
+            ) from None
 
 
 def check_hydra_node(hydra_cfg: Any, log_dir: str | None = None) -> None:

@@ -48,9 +48,7 @@ class RandomCrop:
     up to `padding` pixels in each direction, the same for all channels of an image."""
 
     def __init__(self, padding: int = 4) -> None:
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding: expected a whole number >= 0, got '{padding}'")
-        self.padding = padding
+        self.padding = checks.whole_number("padding", padding, minimum=0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         padding = self.padding

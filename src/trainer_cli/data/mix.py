@@ -1,6 +1,8 @@
 """Regularization by noise on training batches: cutout, mixup and cutmix.
 
-Each is configured by `conf/regularization/<name>.yaml` (keys = constructor arguments) and
+Each is chosen by `'regularization=[<name>]'`; `conf/regularization/<name>.yaml` puts its
+node under the run config's `mix` key (`mix.mixup.alpha`, keys = constructor arguments), and
+`build.regularization` builds every node there into one `BatchRegularization`. Each is
 called on a preprocessed training batch as `(images, targets) -> (images, targets)`, where
 targets are class indices (N,) or class probabilities (N, num_classes). Mixup and cutmix
 return probabilities, so the loss is the cross-entropy with soft targets. Every sample gets

@@ -89,8 +89,7 @@ class Preprocess:
             scale = 1.0 / torch.sqrt(eigenvalues + self.epsilon)
         else:
             keep = dim if self.components is None else self.components
-            if not 1 <= keep <= dim:
-                raise UserError(f"data.pca_components: expected a whole number in [1, {dim}] or null, got {keep}")
+            checks.whole_number("data.pca_components", keep, maximum=dim, optional=True, error=UserError)
             eigenvectors = eigenvectors[:, :keep]
             scale = 1.0 / torch.sqrt(eigenvalues[:keep] + self.epsilon) if self.whiten else torch.ones(keep)
         # x -> U diag(scale) U^T x: for pca the projection onto the top components, expressed

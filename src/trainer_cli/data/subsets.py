@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from trainer_cli import checks
 from trainer_cli.data.sources import TensorData
 
 
@@ -37,8 +38,7 @@ def class_subset(source: TensorData, classes: Sequence[int | str]) -> TensorData
 
 def few_shot(source: TensorData, samples_per_class: int, seed: int) -> TensorData:
     """`samples_per_class` training images of each class, drawn at random by `seed`; the test set is kept."""
-    if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int) or samples_per_class < 1:
-        raise ValueError(f"samples_per_class: expected a whole number >= 1, got '{samples_per_class}'")
+    checks.whole_number("samples_per_class", samples_per_class)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for label in range(len(source.classes)):

@@ -85,6 +85,7 @@ def plain(cfg: DictConfig, weight_decay: float = 0.0) -> DictConfig:
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.regularization = {}
+        cfg.mix = {}  # cutout/mixup/cutmix (conf/regularization/*.yaml put them under `mix`)
         cfg.augmentation = {"preview": False}
         for key in MODEL_NOISE_KEYS:
             if key in cfg.model:

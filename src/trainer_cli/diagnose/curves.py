@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from trainer_cli.diagnose.context import Context
 from trainer_cli.diagnose.examine import examine
-from trainer_cli.verdict import Verdict, worst
+from trainer_cli.verdict import STATUSES, Verdict, worst
 
 Row = dict[str, Any]
 
@@ -290,23 +290,39 @@ def judge(history: list[Row], options: dict[str, Any], command) -> Verdict:
         return Verdict(
             "curves", "PASS", "loss goes down, training and validation agree, the run has converged", numbers, [], ""
         )
+    found = sorted(found, key=lambda f: -STATUSES.index(f.status))  # FAIL first, then the rules' order
     numbers["findings"] = ", ".join(f.rule for f in found)
-    overrides = [o for f in found for o in f.overrides]
     return Verdict(
         "curves",
         worst([f.status for f in found]),
         "; ".join(f.summary for f in found),
         numbers,
-        [c for f in found for c in f.causes],
-        command(*overrides),
+        one_ranked_list([c for f in found for c in f.causes]),
+        command(*found[0].overrides),  # the next command tests the top finding
     )
+
+
+# Words whose fixes go opposite ways: a ranked list keeps the first of each pair it meets.
+OPPOSITE_WORDS = (("too high", "too low"), ("large bias", "large variance"))
+
+
+def one_ranked_list(causes: list[str]) -> list[str]:
+    """The causes in order, each once, without one whose opposite is already listed."""
+    kept: list[str] = []
+    for cause in causes:
+        flipped = [cause.replace(a, b) if a in cause else cause.replace(b, a) for a, b in OPPOSITE_WORDS]
+        if cause not in kept and not any(
+            f != cause and f.split(":")[0] in [k.split(":")[0] for k in kept] for f in flipped
+        ):
+            kept.append(cause)
+    return kept
 
 
 def curves(ctx: Context) -> Verdict:
     """Diagnose `mode.finished_run`'s curves, or train the configured run first (in `run/`)
     and read its curves with the signals on a fixed probe batch (`examine`): one ranked
     answer, whose next command tests the top cause."""
-    folder = ctx.options.get("finished_run")  # null in the yaml: train the config first
+    folder = ctx.options["finished_run"]  # null in the yaml: train the config first
     if folder:
         run_dir = Path(str(folder))
         options = {**ctx.options, "num_classes": int(ctx.cfg.data.num_classes)}

@@ -251,7 +251,7 @@ def refine(ctx: Context) -> Verdict:
     """The finer grid around the best coarse point (or the configured LR and L2 weight
     decay): `refine_lr_factors` x `refine_weight_decay_factors`, `refine_epochs` epochs at a
     constant LR; the best point's curves are read by the curves rules."""
-    from trainer_cli.diagnose.curves import findings
+    from trainer_cli.diagnose.curves import findings, one_ranked_list
 
     options = ctx.options
     cfg = ctx.cfg
@@ -285,14 +285,15 @@ def refine(ctx: Context) -> Verdict:
     metric = str(cfg.optimized_metric)
     train_command = ctx.command(f"lr={best_lr:g}", *regularization_overrides(ctx, best_decay))
     if found_rules:
+        found_rules.sort(key=lambda f: f.status != "FAIL")  # FAIL first: one ranked answer
         numbers["findings"] = ", ".join(f.rule for f in found_rules)
-        overrides = [o for f in found_rules for o in f.overrides]
+        overrides = found_rules[0].overrides  # the next command tests the top finding
         return Verdict(
             "refine",
             worst([f.status for f in found_rules]),
             f"best point lr {best_lr:g}, wd {best_decay:g}; its curves: " + "; ".join(f.summary for f in found_rules),
             numbers,
-            [c for f in found_rules for c in f.causes],
+            one_ranked_list([c for f in found_rules for c in f.causes]),
             ctx.command(f"lr={best_lr:g}", *regularization_overrides(ctx, best_decay), *overrides),
             [figure],
         )

@@ -78,10 +78,15 @@ def init_scale(e: Evidence) -> Finding | None:
 
 
 def penalty_dominates(e: Evidence) -> Finding | None:
-    """The penalty is most of the objective at the end of training."""
-    share = _get(e, "end penalty/share", 0.0)
-    if share > 0.5:
-        return Finding("l2_too_strong", 3, f"the penalty is {share:.0%} of the objective at the end")
+    """The penalty is most of the objective and the model does not fit its training set, or
+    it shrank the weights to nothing (a penalty that dominates a fitted model is harmless:
+    the data loss of a fitted model is near 0)."""
+    share = max(_get(e, "start penalty/share", 0.0), _get(e, "end penalty/share", 0.0))
+    start, end = _get(e, "start weights/init_gain", 1.0), _get(e, "end weights/init_gain", 1.0)
+    if share > 0.5 and _get(e, "train acc best", 1.0) < 0.95:
+        return Finding("l2_too_strong", 3, f"the penalty is up to {share:.0%} of the objective, training does not fit")
+    if share > 0 and start > 0 and end / start < 0.05:
+        return Finding("l2_too_strong", 3, f"the penalty shrank the weights' gain from {start:.3g} to {end:.3g}")
     return None
 
 
@@ -110,9 +115,10 @@ def diverged(e: Evidence) -> Finding | None:
 
 def weights_blew_up(e: Evidence) -> Finding | None:
     """The weights' gain grew tenfold or more during training: steps too large for them
-    (a large init starts large, it does not grow)."""
+    (a large init starts large, it does not grow; a tiny or constant one must grow, so it is
+    not read below a gain of 0.1)."""
     start, end = _get(e, "start weights/init_gain", 1.0), _get(e, "end weights/init_gain", 1.0)
-    if start > 0 and end / start > 10:
+    if start >= 0.1 and end / start > 10:
         return Finding("lr_too_high", 2.6, f"the weights' gain grew from {start:.3g} to {end:.3g} during training")
     return None
 

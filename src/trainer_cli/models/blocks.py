@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer_cli import checks
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "maxout")
 NORMS_1D = ("none", "batch", "layer", "group")
 NORMS_2D = ("none", "batch", "layer", "group", "instance")
@@ -83,8 +85,7 @@ def activation(name: str, slope: float = 0.01, alpha: float = 1.0, maxout_k: int
         gpn: wrap it in Gaussian-Poincaré normalization (GaussPoincare).
     """
     if name == "maxout":
-        if isinstance(maxout_k, bool) or not isinstance(maxout_k, int) or maxout_k < 1:
-            raise ValueError(f"model.maxout_k: expected a whole number >= 1, got '{maxout_k}'")
+        checks.whole_number("model.maxout_k", maxout_k)
         if gpn:
             raise ValueError("model.activation_gpn: not defined for maxout (it is not a function of one input)")
         return Maxout(maxout_k)
@@ -140,8 +141,7 @@ def norm_2d(name: str, channels: int, groups: int = 8) -> nn.Module:
 
 def _groups(groups: int, channels: int) -> int:
     """`groups`, capped at the channel count (a narrow layer cannot have more groups)."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"model.norm_groups: expected a whole number >= 1, got '{groups}'")
+    checks.whole_number("model.norm_groups", groups)
     groups = min(groups, channels)
     if channels % groups:
         raise ValueError(f"model.norm_groups: {groups} groups do not divide a layer of {channels} channels")

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
 
 from trainer_cli.models.init import initialize
+
+if TYPE_CHECKING:
+    import torchvision
+
+# `import torchvision` happens inside the functions that build a torchvision model: it pulls in
+# torch._dynamo (about half a tiny MLP run's start-up), which no other model needs.
 
 
 def torchvision_model(
@@ -38,6 +44,8 @@ def torchvision_model(
             false: stop with the path to put the file at instead.
         init: re-initialize when no weights are loaded (`default` keeps torchvision's).
     """
+    import torchvision
+
     classifiers = torchvision.models.list_models(module=torchvision.models)
     if name not in classifiers:
         raise ValueError(
@@ -65,6 +73,8 @@ def torchvision_model(
 
 def _named_weights(name: str, weights: str, download: bool) -> torchvision.models.WeightsEnum:
     """The weights enum member, after making sure its file is in torch's cache."""
+    import torchvision
+
     enum = torchvision.models.get_model_weights(name)
     member = weights.rsplit(".", 1)[-1]
     if member not in enum.__members__:
@@ -90,6 +100,8 @@ def _named_weights(name: str, weights: str, download: bool) -> torchvision.model
 
 def _from_file(name: str, path: str, in_channels: int, num_classes: int) -> nn.Module:
     """Weights from a local file: of this adapted model, or of torchvision's own layout."""
+    import torchvision
+
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a trainer_cli checkpoint

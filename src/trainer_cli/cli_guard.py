@@ -1,0 +1,113 @@
+"""The Hydra guard: the places where Hydra itself turns config into actions pass the trust rules.
+
+Installed by `main()` (and by a sweep worker before it composes its job, `launchers.py`), not
+when a module is imported:
+
+- Hydra's own `instantiate` (callbacks, sweeper, launcher) and its logging set-up (handler
+  factories `()`/`class`, log files inside the run folder) go through `trust.py`'s list;
+- every config file Hydra loads from outside the shipped `conf/` and Hydra's own package (a
+  `--config-path` primary config, a `--config-dir` overlay, a saved `.hydra/`) may set only
+  `trust.FILE_HYDRA_KEYS` under `hydra.` (`trust.check_file_hydra_keys`);
+- `hydra.searchpath`: only `file://` folders from a file; `pkg://` of a trusted module too on
+  the command line; any other source (`structured://`, `PKG://`) is refused;
+- `${oc.env:NAME}` reads only a variable the command line itself names (`trust.guard_env`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainer_cli import trust
+from trainer_cli.errors import UserError
+
+
+def install_hydra_guard() -> None:
+    """Route Hydra's instantiation, logging set-up, config loading and search path through the
+    trust rules (idempotent)."""
+    import hydra.core.plugins
+    import hydra.core.utils
+    import hydra.utils
+    from hydra._internal import hydra as internal_hydra
+
+    trust.guard_env()
+    if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
+        return
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_repository import ConfigRepository
+
+    instantiate = hydra.utils.instantiate
+    configure_log = hydra.core.utils.configure_log
+    initialize_sources = ConfigRepository.initialize_sources
+    load_single_config = ConfigLoaderImpl._load_single_config
+
+    def guarded_instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
+        # Hydra passes the plugin class itself as `_target_` (from its own registry).
+        if "_target_" in kwargs:
+            trust.check_object("hydra", trust.check_path("hydra", kwargs["_target_"]))
+        key = config._get_full_key(None) if isinstance(config, DictConfig) else ""
+        key = key if key.startswith("hydra") else f"hydra.{key}".rstrip(".")
+        trust.check_targets(config, key)
+        try:
+            return instantiate(config, *args, **kwargs)
+        except Exception as error:  # e.g. `+hydra.sweeper.x=1`: an argument the class does not take
+            from hydra.errors import InstantiationException
+
+            if not isinstance(error, InstantiationException):
+                raise
+            cause = error.__cause__ if error.__cause__ is not None else error
+            reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise UserError(f"{key}: {reason[:200]}") from None
+
+    def guarded_configure_log(log_config: Any, verbose_config: Any = False) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        log_dir = None
+        if HydraConfig.initialized():
+            log_dir = HydraConfig.get().runtime.get("output_dir")
+            trust.check_hydra_node(OmegaConf.create({"job": {"env_set": HydraConfig.get().job.get("env_set")}}))
+        name = log_config._key() if isinstance(log_config, DictConfig) else "job_logging"
+        from trainer_cli.faults import claim_hydra_run_folder
+
+        claim_hydra_run_folder()  # the lock and the folder check come before Hydra's first write there
+        try:
+            trust.check_logging(log_config, f"hydra.{name}", log_dir)
+            configure_log(log_config, verbose_config)
+        except Exception as error:
+            if log_dir is not None:  # the folder Hydra just made for this job, still empty
+                from trainer_cli.faults import discard_empty_run_folder
+
+                discard_empty_run_folder(Path(log_dir))
+            if isinstance(error, UserError) or not isinstance(
+                error, (ValueError, TypeError, AttributeError, ImportError)
+            ):
+                raise
+            # logging.config's messages name the handler; the cause says what is wrong with it
+            cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
+            raise UserError(f"hydra.{name}: {str(error).splitlines()[0]}{cause}"[:400]) from None
+
+    def guarded_initialize_sources(self: Any, config_search_path: Any) -> None:
+        # `hydra.searchpath` (from the primary config or an override): which sources may be read.
+        added = [e for e in config_search_path.get_path() if str(e.provider).startswith("hydra.searchpath")]
+        for i, entry in enumerate(added):
+            from_command_line = str(entry.provider).endswith("command-line")
+            trust.check_searchpath(f"hydra.searchpath[{i}]", str(entry.path), from_command_line=from_command_line)
+        initialize_sources(self, config_search_path)
+
+    def guarded_load_single_config(self: Any, default: Any, repo: Any) -> Any:
+        # Every config file composed into the run: one from outside the shipped conf/ sets few hydra keys.
+        result = load_single_config(self, default, repo)
+        if not trust.shipped_source(str(result.path)):
+            trust.check_file_hydra_keys(result.config, f"{default.config_path} ({result.path})")
+        return result
+
+    guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
+    guarded_instantiate.__wrapped__ = instantiate  # type: ignore[attr-defined]  # build's door checks itself
+    hydra.utils.instantiate = guarded_instantiate
+    hydra.core.plugins.instantiate = guarded_instantiate
+    hydra.core.utils.configure_log = guarded_configure_log
+    internal_hydra.configure_log = guarded_configure_log
+    ConfigRepository.initialize_sources = guarded_initialize_sources  # type: ignore[method-assign]
+    ConfigLoaderImpl._load_single_config = guarded_load_single_config  # type: ignore[method-assign]

@@ -1,0 +1,263 @@
+"""The closed list of what a config may build (`trust.TARGETS` and `trust.KINDS`).
+
+Every shipped `_target_` is on it; nothing on it opens files, starts processes, imports,
+unpickles or changes trust: read from each entry's own bytecode names, and seen when each
+shipped config node is built with those functions made to fail loudly.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import importlib
+import inspect
+import os
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from hydra.utils import get_object
+
+from trainer_cli import build, trust
+from trainer_cli.config import CONF_DIR, UserError
+
+# Names whose use in an entry's own code means it opens files, starts processes, imports,
+# unpickles or changes trust (bytecode `co_names`, so `os.system` shows as `system`).
+FORBIDDEN = {
+    "open": "opens a file",
+    "Popen": "starts a process",
+    "system": "starts a process",
+    "popen": "starts a process",
+    "execv": "starts a process",
+    "execve": "starts a process",
+    "spawnv": "starts a process",
+    "launch": "starts processes",
+    "import_module": "imports",
+    "__import__": "imports",
+    "exec": "runs code",
+    "eval": "runs code",
+    "pickle": "unpickles",
+    "loads": "deserialises",
+    "load": "deserialises (torch.load, pickle.load)",
+    "TRUST_ENV": "changes trust",
+    "load_user_modules": "changes trust",
+    "putenv": "changes the environment",
+}
+# Entries whose job is to read data or write in the run folder (through a writer or a reader,
+# not by a path a config can point anywhere else): they may open files, nothing else.
+OPENS_BY_DESIGN = {
+    "logging.FileHandler": "a log file, its path checked to lie in the run folder (trust.check_logging)",
+    "trainer_cli.data.sources.load_digits": "reads scikit-learn's packaged digits file",
+    "trainer_cli.sinks.CSVLogger": "writes metrics.csv in the run folder it is given",
+    "trainer_cli.inference.run_evaluate": "writes its report in the run folder",
+}
+# Hydra's sweepers and launchers start the sweep's jobs (`launch`): each job's overrides come
+# from the parent's command line and search space, its trust from the parent's environment.
+LAUNCHES_BY_DESIGN = {
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.trainer_cli_launchers.JoblibLauncher",
+    "hydra_plugins.trainer_cli_search.OptunaSweeper",
+    "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+}
+# Known and accepted: Optuna's CMA-ES sampler keeps its optimizer's state pickled in the study's
+# storage and unpickles it; a sweep continued from someone else's optuna.db runs their pickle.
+# Listed because conf/hydra/sweeper/sampler/cmaes.yaml offers it (docs/trust.md, "Limits").
+UNPICKLES_BY_DESIGN = {"optuna.samplers._cmaes.CmaEsSampler"}
+# Builtins counted only when loaded as a global (`model.eval()` is a method, not `eval`).
+BUILTINS = {"open", "eval", "exec", "__import__", "compile"}
+
+
+def shipped_targets() -> set[str]:
+    """Every `_target_`, `()` and `class` value in the shipped conf/."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("_target_", "()", "class") and isinstance(value, str):
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in Path(CONF_DIR).rglob("*.yaml"):
+        walk(yaml.safe_load(path.read_text()) or {})
+    return found
+
+
+def _on_list(name: str) -> bool:
+    try:
+        return trust.on_list(get_object(name))
+    except ImportError:  # not in the installed version (an optional plugin, a newer Optuna)
+        return name in trust.TARGETS
+
+
+def test_every_shipped_target_is_on_the_list():
+    missing = [name for name in sorted(shipped_targets()) if not _on_list(name)]
+    assert not missing, f"conf/ builds what trust.py does not list: {missing}"
+
+
+def test_nothing_else_of_trainer_cli_is_on_the_list():
+    from trainer_cli import checkpoint, distributed, faults, report
+
+    for obj in (distributed.launch, checkpoint.load_run, faults.requeue_with_submitit, report.Reporter, trust.refuse):
+        assert not trust.on_list(obj), obj
+    with pytest.raises(UserError, match=r"^mode\._target_: 'trainer_cli.distributed.launch' is not a trusted"):
+        trust.check_object("mode._target_", "trainer_cli.distributed.launch")
+
+
+def _codes(obj: Any) -> list[types.CodeType]:
+    """The code objects of an entry: a function's, or the methods its class itself defines."""
+    functions = []
+    if inspect.isclass(obj):
+        for value in vars(obj).values():
+            value = getattr(value, "__func__", value)  # staticmethod, classmethod
+            if isinstance(value, property):
+                functions += [f for f in (value.fget, value.fset) if f is not None]
+            elif inspect.isfunction(value):
+                functions.append(value)
+    elif inspect.isfunction(obj):
+        functions.append(obj)
+    stack = [getattr(f, "__code__", None) for f in functions]
+    codes = []
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        codes.append(code)
+        stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return codes
+
+
+def test_no_entry_opens_runs_imports_or_unpickles():
+    entries = trust.allowed_objects()
+    assert len(entries) > 300  # torch's optimizers, modules, schedules, v2 transforms, models, and conf/'s
+    problems = []
+    for name, obj in entries.items():
+        allowed = ({"open"} if name in OPENS_BY_DESIGN else set()) | (
+            {"launch"} if name in LAUNCHES_BY_DESIGN else set()
+        )
+        allowed |= {"pickle", "loads"} if name in UNPICKLES_BY_DESIGN else set()
+        for code in _codes(obj):
+            globals_ = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+            names = {n for n in code.co_names if n not in BUILTINS or n in globals_}
+            for used in names & (set(FORBIDDEN) - allowed):
+                problems.append(f"{name} ({code.co_name}): uses {used}: {FORBIDDEN[used]}")
+    assert not problems, "\n".join(problems)
+
+
+class Refused(AssertionError):
+    """What a patched dangerous function raises while a config node is built."""
+
+
+@pytest.fixture
+def dangerous_functions_fail(monkeypatch):
+    """open (for writing), processes, new imports, unpickling and torch.load fail loudly."""
+    real_open, real_import = builtins.open, importlib.import_module
+
+    def no(what: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise Refused(f"{what}: {args[:2]}")
+
+        return refuse
+
+    def read_only_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if any(flag in mode for flag in "wax+"):
+            raise Refused(f"open for writing: {file}")
+        return real_open(file, mode, *args, **kwargs)
+
+    def known_import(name: str, package: str | None = None) -> Any:
+        if name not in sys.modules:
+            raise Refused(f"import {name}")
+        return real_import(name, package)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    monkeypatch.setattr(importlib, "import_module", known_import)
+    for module, name in ((subprocess, "Popen"), (os, "system"), (os, "execv"), (pickle, "load"), (pickle, "loads")):
+        monkeypatch.setattr(module, name, no(f"{module.__name__}.{name}"))
+    monkeypatch.setattr(torch, "load", no("torch.load"))
+
+
+# The groups whose nodes a run builds, with options that need no download.
+GROUPS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "augmentation",
+    "regularization",
+    "finetune",
+    "mode",
+    "logger",
+    "callbacks",
+)
+
+
+def _options() -> list[tuple[str, str]]:
+    return [(group, path.stem) for group in GROUPS for path in sorted(Path(CONF_DIR, group).glob("*.yaml"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("group", "option"), _options())
+def test_building_a_shipped_node_opens_runs_imports_nothing(group, option, make_cfg, request):
+    multi = group in ("augmentation", "regularization", "logger", "callbacks")
+    cfg = make_cfg(f"{group}=[{option}]" if multi else f"{group}={option}", "data=synthetic")
+    node = cfg.get(group)
+    if node is None:  # a `# @package _global_` switch: it sets other groups' keys, builds nothing
+        return
+    nodes = (
+        [(f"{group}.{k}", v) for k, v in node.items() if hasattr(v, "get") and "_target_" in v]
+        if multi
+        else [(group, node)]
+    )
+    for key, value in nodes:
+        target = trust.check_object(key, str(value._target_))  # imports its module, before the patches
+        importlib.import_module(target.__module__)
+    request.getfixturevalue("dangerous_functions_fail")
+    for key, value in nodes:
+        if key == "model" or group == "finetune" or "_partial_" in value or group in ("augmentation", "regularization"):
+            build.instantiate(value, key=key)
+
+
+def test_a_procedure_or_a_writer_is_built_only_partial():
+    """Built whole, `run_export` or `CSVLogger` would act at once in a folder the config names."""
+    for target in ("trainer_cli.inference.run_export", "trainer_cli.sinks.CSVLogger"):
+        node = {"model": {"_target_": target, "run_dir": "/home/someone"}}
+        with pytest.raises(UserError, match=rf"^model\._target_: '{target}' is built only with `_partial_: true`"):
+            trust.check_targets(node)
+        trust.check_targets({"mode": {"_target_": target, "_partial_": True}})
+
+
+@pytest.mark.parametrize(
+    ("folder", "accepted"),
+    [
+        ("outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}", True),
+        ("runs/${hydra.job.num}", True),
+        ("/tmp/elsewhere", False),
+        ("outputs/../../x", False),
+        ("${now:..}/x", False),
+        ("~/x", False),
+        ("${data.root}", False),
+        ("${hydra.job.override_dirname}", False),
+    ],
+)
+def test_a_run_folder_from_a_file_stays_inside(folder, accepted):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"run": {"dir": folder}}})
+    if accepted:
+        trust.check_file_hydra_keys(config, "x.yaml")
+    else:
+        with pytest.raises(UserError, match=r"^hydra\.run\.dir: .* command line only"):
+            trust.check_file_hydra_keys(config, "x.yaml")
