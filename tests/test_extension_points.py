@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 
 import trainer_cli.loop
 from tests.conftest import FAST
-from trainer_cli import build, callbacks, checkpoint, cli
+from trainer_cli import build, callbacks, checkpoint, cli_hydra
 from trainer_cli.callbacks import Callback
 from trainer_cli.config import CONF_DIR, register_resolvers, resolve
 from trainer_cli.optim.penalties import Penalty
@@ -214,7 +214,7 @@ def test_a_new_mode_is_one_function_and_one_yaml_file(conf, tmp_path):
         "mode/count.yaml",
         "_target_: tests.test_extension_points.count_samples\n_partial_: true\nsplit: test\n",
     )
-    test = cli.execute(compose_from(conf, "mode=count"), tmp_path / "test")
-    train = cli.execute(compose_from(conf, "mode=count", "mode.split=train"), tmp_path / "train")
+    test = cli_hydra.execute(compose_from(conf, "mode=count"), tmp_path / "test")
+    train = cli_hydra.execute(compose_from(conf, "mode=count", "mode.split=train"), tmp_path / "train")
     assert (test["split"], train["split"]) == ("test", "train")  # the mode's own key reached it
     assert 0 < test["samples"] < train["samples"]  # digits: 360 test, the rest train/val
