@@ -314,7 +314,7 @@ def test_the_next_command_keeps_the_users_overrides_and_replaces_the_changed_one
 
 
 def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
-    from trainer_cli.cli import execute
+    from trainer_cli.cli_hydra import execute
 
     execute(make_cfg("epochs=3", "lr=1e-9", "logger=[]", "trainer.diagnose_at_end=true"), tmp_path)
     report = read_report(tmp_path)
@@ -329,7 +329,7 @@ def test_diagnose_at_end_reads_the_curves_of_the_run(make_cfg, tmp_path):
 def test_lr_auto_trains_with_the_range_tests_suggestion(make_cfg, tmp_path):
     from omegaconf import OmegaConf
 
-    from trainer_cli.cli import execute
+    from trainer_cli.cli_hydra import execute
     from trainer_cli.diagnose.lr import range_test, suggest
 
     cfg = make_cfg("lr=auto", "epochs=1", "logger=[]")
