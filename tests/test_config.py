@@ -44,10 +44,7 @@ def take_a_step(pieces) -> tuple[dict[str, float], float]:
     returns the step's metrics and how far the weights moved."""
     batch = next(iter(pieces.data.train))
     before = torch.cat([p.detach().flatten().clone() for p in pieces.model.parameters()])
-    metrics, step = pieces.train_epoch(
-        pieces.model, [batch], pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options,
-        step=0, penalties=pieces.penalties, batch_transform=pieces.batch_transform, ema=pieces.ema,
-    )  # fmt: skip
+    metrics, step = pieces.train_epoch(pieces.step_parts, [batch], step=0)
     after = torch.cat([p.detach().flatten() for p in pieces.model.parameters()])
     assert step == 1 and math.isfinite(metrics["loss"])
     return metrics, float((after - before).norm())
@@ -97,6 +94,20 @@ def test_lr_shortcut_and_optimizer_default(make_cfg):
     assert resolve(make_cfg("optimizer=sgd")).lr == 0.1  # the effective value is recorded
     cfg = resolve(make_cfg("optimizer=adam", "lr=0.003"))
     assert cfg.optimizer.lr == 0.003 and cfg.lr == 0.003
+
+
+def test_lr_and_optimizer_lr_set_to_different_values_are_refused(make_cfg):
+    from trainer_cli.config import set_explicit_keys
+
+    try:
+        set_explicit_keys({"lr", "optimizer.lr"})  # as `train lr=0.1 optimizer.lr=0.2` sets them
+        with pytest.raises(UserError, match=r"^lr: '0.1' and optimizer.lr: '0.2' both set; set one"):
+            resolve(make_cfg("lr=0.1", "optimizer.lr=0.2"))
+        assert resolve(make_cfg("lr=0.1", "optimizer.lr=0.1")).optimizer.lr == 0.1  # the same value: fine
+        set_explicit_keys({"lr"})  # only the shortcut: it sets optimizer.lr
+        assert resolve(make_cfg("lr=0.1")).optimizer.lr == 0.1
+    finally:
+        set_explicit_keys(None)
 
 
 def test_model_takes_shapes_from_data(make_cfg):

@@ -131,11 +131,13 @@ def test_a_new_penalty_is_one_class_and_one_yaml_file(conf):
     weights = [p for p in pieces.model.parameters() if p.ndim >= 2]
     expected = 0.01 * sum(float(w.detach().pow(4).sum()) for w in weights)
     logged = []
-    pieces.train_epoch(
-        pieces.model, [next(iter(pieces.data.train))], pieces.optimizer, pieces.scheduler, pieces.loss_fn,
-        trainer_cli.loop.StepOptions(log_every_n_steps=1), step=0, penalties=pieces.penalties,
-        on_log=lambda step, scalars: logged.append(scalars),
+    parts = trainer_cli.loop.StepParts(
+        pieces.model, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
+        trainer_cli.loop.StepOptions(log_every_n_steps=1), penalties=pieces.penalties,
     )  # fmt: skip
+    pieces.train_epoch(
+        parts, [next(iter(pieces.data.train))], step=0, on_log=lambda step, scalars: logged.append(scalars)
+    )
     assert logged[0]["train/penalty/l4"] == pytest.approx(expected, rel=1e-5)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tests.conftest import build_run
-from trainer_cli.loop import NonFiniteLoss, StepOptions, train_one_epoch
+from trainer_cli.loop import NonFiniteLoss, StepOptions, StepParts, train_one_epoch
 from trainer_cli.optim.schedules import Scheduler
 
 
@@ -49,12 +49,14 @@ def test_deferred_check_raises_at_the_epoch_end_and_no_nan_reaches_the_weights()
     model, optimizer, scheduler = model_and_optimizer()
     options = StepOptions(nan_check="deferred")
     with pytest.raises(NonFiniteLoss, match=r"loss is nan at step 3; noticed at step 4") as error:
-        train_one_epoch(model, batches(4), optimizer, scheduler, NaNAt(3), options, step=0)
+        train_one_epoch(StepParts(model, optimizer, scheduler, NaNAt(3), options), batches(4), step=0)
     assert error.value.step == 3
     # The bad step changed nothing (gradient zeroed, decoupled decay skipped): the weights are
     # those after the first three batches.
     reference, ref_optimizer, ref_scheduler = model_and_optimizer()
-    train_one_epoch(reference, batches(3), ref_optimizer, ref_scheduler, nn.CrossEntropyLoss(), options, step=0)
+    train_one_epoch(
+        StepParts(reference, ref_optimizer, ref_scheduler, nn.CrossEntropyLoss(), options), batches(3), step=0
+    )
     assert all(torch.equal(a, b) for a, b in zip(weights(model), weights(reference), strict=True))
 
 
@@ -64,7 +66,10 @@ def test_deferred_check_raises_at_the_next_logging_step():
     options = StepOptions(nan_check="deferred", log_every_n_steps=2)
     with pytest.raises(NonFiniteLoss, match=r"at step 0; noticed at step 2"):
         train_one_epoch(
-            model, batches(6), optimizer, scheduler, NaNAt(0), options, step=0, on_log=lambda s, v: logged.append(s)
+            StepParts(model, optimizer, scheduler, NaNAt(0), options),
+            batches(6),
+            step=0,
+            on_log=lambda s, v: logged.append(s),
         )
     assert logged == []  # raised before the window's NaN numbers are logged
     assert all(torch.isfinite(w).all() for w in weights(model))
@@ -74,7 +79,9 @@ def test_step_check_raises_before_the_step():
     model, optimizer, scheduler = model_and_optimizer()
     before = weights(model)
     with pytest.raises(NonFiniteLoss, match=r"at step 0; stopped before the optimizer step"):
-        train_one_epoch(model, batches(2), optimizer, scheduler, NaNAt(0), StepOptions(nan_check="step"), step=0)
+        train_one_epoch(
+            StepParts(model, optimizer, scheduler, NaNAt(0), StepOptions(nan_check="step")), batches(2), step=0
+        )
     assert all(torch.equal(a, b) for a, b in zip(weights(model), before, strict=True))
 
 
@@ -90,7 +97,7 @@ def test_a_step_the_grad_scaler_skips_skips_the_decoupled_weight_decay_too():
         model[0].weight.register_hook(overflow)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
         options = StepOptions(scaler=scaler, nan_check="step")
-        train_one_epoch(model, batches(count), optimizer, scheduler, nn.CrossEntropyLoss(), options, step=0)
+        train_one_epoch(StepParts(model, optimizer, scheduler, nn.CrossEntropyLoss(), options), batches(count), step=0)
         return weights(model), scaler.get_scale()
 
     skipped, scale = run(2, overflow_at=1)  # the second step overflows: skipped, scale halved
@@ -120,9 +127,7 @@ def test_channels_last_trains_conv_nets_in_that_format_to_the_same_numbers(make_
         conv.register_forward_pre_hook(
             lambda module, args, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
         )
-        metrics, _ = train_one_epoch(
-            pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
-        )
+        metrics, _ = train_one_epoch(pieces.step_parts, pieces.data.train, step=0)
         assert all(seen) == flag
         runs[flag] = metrics
     assert runs[True]["loss"] == pytest.approx(runs[False]["loss"], rel=1e-4)
@@ -139,9 +144,7 @@ def test_compile_runs_the_model_through_torch_compile_to_the_same_numbers(make_c
         pieces = build_run(
             make_cfg("data=synthetic", "data.source.num_train=256", f"trainer.compile={str(flag).lower()}")
         )
-        results[flag], _ = train_one_epoch(
-            pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
-        )
+        results[flag], _ = train_one_epoch(pieces.step_parts, pieces.data.train, step=0)
         assert (counters["stats"]["unique_graphs"] > 0) == flag
         assert set(pieces.model.state_dict()) == set(copy.deepcopy(pieces.model).state_dict())
     assert results[True]["loss"] == pytest.approx(results[False]["loss"], rel=1e-4)
@@ -156,7 +159,7 @@ def test_on_cuda_the_deferred_check_keeps_nan_out_of_the_weights():
     options = StepOptions(device=torch.device("cuda"))  # nan_check=auto: deferred on CUDA
     assert options.deferred_nan_check
     with pytest.raises(NonFiniteLoss, match=r"at step 1; noticed at step 4"):
-        train_one_epoch(model, data, optimizer, scheduler, NaNAt(1), options, step=0)
+        train_one_epoch(StepParts(model, optimizer, scheduler, NaNAt(1), options), data, step=0)
     assert all(torch.isfinite(w).all() for w in weights(model))
 
 
@@ -170,10 +173,6 @@ def test_on_cuda_channels_last_compile_and_mixed_precision_train(make_cfg, preci
     )  # fmt: skip
     pieces = build_run(cfg)
     assert (pieces.options.scaler is not None) == (precision == "16")
-    first, _ = train_one_epoch(
-        pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
-    )
-    second, _ = train_one_epoch(
-        pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
-    )
+    first, _ = train_one_epoch(pieces.step_parts, pieces.data.train, step=0)
+    second, _ = train_one_epoch(pieces.step_parts, pieces.data.train, step=0)
     assert second["loss"] < first["loss"]

@@ -12,7 +12,14 @@ from torch import nn
 
 from trainer_cli import build
 from trainer_cli.config import resolve
-from trainer_cli.loop import UPDATE_SAMPLE, StepOptions, UpdateRatios, train_full_batch, train_one_epoch
+from trainer_cli.loop import (
+    UPDATE_SAMPLE,
+    StepOptions,
+    StepParts,
+    UpdateRatios,
+    train_full_batch,
+    train_one_epoch,
+)
 
 CPU = torch.device("cpu")
 
@@ -34,10 +41,8 @@ def split(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tenso
 def epoch(model, batches, optimizer, ema=None, on_log=None, **options) -> tuple[dict, int]:
     """One epoch with a constant LR; `options` are StepOptions (clipping, accumulation...)."""
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return train_one_epoch(
-        model, batches, optimizer, scheduler, nn.CrossEntropyLoss(), StepOptions(**options), step=0, ema=ema,
-        on_log=on_log,
-    )  # fmt: skip
+    parts = StepParts(model, optimizer, scheduler, nn.CrossEntropyLoss(), StepOptions(**options), ema=ema)
+    return train_one_epoch(parts, batches, step=0, on_log=on_log)
 
 
 @pytest.mark.parametrize("option", ["sgd", "momentum", "adam"])
@@ -224,8 +229,9 @@ def test_full_batch_lbfgs_step_lowers_the_loss_with_several_evaluations(make_cfg
     logged = []
     batches, loss_fn = split(x, y, 64), nn.CrossEntropyLoss()
     kwargs = dict(on_log=lambda step, scalars: logged.append(scalars))
-    first, step = train_full_batch(model, batches, optimizer, scheduler, loss_fn, step=0, **kwargs)
-    second, step = train_full_batch(model, batches, optimizer, scheduler, loss_fn, step=1, **kwargs)
+    parts = StepParts(model, optimizer, scheduler, loss_fn)
+    first, step = train_full_batch(parts, batches, step=0, **kwargs)
+    second, step = train_full_batch(parts, batches, step=1, **kwargs)
     assert step == 2
     with torch.no_grad():
         initial = float(nn.functional.cross_entropy(mlp()(x), y))

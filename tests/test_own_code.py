@@ -1,5 +1,5 @@
-"""The README's worked example "Add your own model / data set / augmentation / optimizer",
-written into an empty folder from the README itself and run."""
+"""docs/extending.md's worked examples (your own model, data set, augmentation, optimizer,
+hook and mode), written into an empty folder from the page itself and run."""
 
 from __future__ import annotations
 
@@ -15,17 +15,14 @@ from tests.conftest import build_run, run_train
 from trainer_cli.config import UserError, set_explicit_keys
 from trainer_cli.trust import TRUST_ENV
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Add your own model / data set / augmentation / optimizer"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
 def readme_example(folder: Path) -> list[list[str]]:
-    """Write the section's files (each code block that starts with `# <path>`) into `folder`;
+    """Write the page's files (each code block that starts with `# <path>`) into `folder`;
     return its `train` commands."""
-    text = README.read_text()
-    section = text[text.index(SECTION) : text.index("\n## ", text.index(SECTION) + 1)]
     commands = []
-    for language, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
+    for language, body in re.findall(r"```(\w+)\n(.*?)```", PAGE.read_text(), flags=re.S):
         first = body.splitlines()[0]
         if language in ("python", "yaml") and first.startswith("# ") and "." in first:
             path = folder / first[2:].strip()
@@ -81,12 +78,17 @@ def test_own_config_folder_adds_choices(own_code, make_cfg):
 @pytest.mark.slow
 def test_readme_commands_run_in_an_empty_folder(tmp_path):
     commands = readme_example(tmp_path)
-    assert len(commands) == 2
-    for i, args in enumerate(commands):
+    assert len(commands) == 4
+    hook, mode, *own = commands
+    for i, args in enumerate(own):
         run_train([*args, "trainer.device=cpu", f"hydra.run.dir=run{i}"], cwd=tmp_path)
         summary = json.loads((tmp_path / f"run{i}" / "metrics.json").read_text())
         assert summary["test/acc"] > 0.5
         assert "model: Net with" in (tmp_path / f"run{i}" / "train.log").read_text()
+    run_train([*hook, "trainer.device=cpu", "hydra.run.dir=hook"], cwd=tmp_path)
+    header, *rows = (tmp_path / "hook" / "metrics.csv").read_text().splitlines()
+    assert "steps_so_far" in header.split(",") and len(rows) == 2  # the hook's column, each epoch
+    run_train([*mode, "hydra.run.dir=mode"], cwd=tmp_path)  # the own mode ran (exit 0)
     # Without the trust switch, the same command is refused before anything is imported.
-    refused = run_train([a for a in commands[0] if a not in ("--trust", "mycode")], cwd=tmp_path, check=False)
+    refused = run_train([a for a in own[0] if a not in ("--trust", "mycode")], cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "mycode.Net" in refused.stderr

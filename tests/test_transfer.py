@@ -22,9 +22,7 @@ def train_one_epoch(pieces, epoch: int = 1) -> None:
     from trainer_cli import loop
 
     pieces.finetune.start_epoch(pieces.model, epoch)
-    loop.train_one_epoch(
-        pieces.model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=0
-    )
+    loop.train_one_epoch(pieces.step_parts, pieces.data.train, step=0)
 
 
 def changed_tensors(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> set[str]:

@@ -501,6 +501,14 @@ class Pieces:
         (4 ms a checkpoint otherwise)."""
         return OmegaConf.to_yaml(self.cfg)
 
+    @functools.cached_property
+    def step_parts(self) -> loop.StepParts:
+        """What the training step uses: `train_epoch(pieces.step_parts, batches, step=...)`."""
+        return loop.StepParts(
+            self.train_model, self.optimizer, self.scheduler, self.loss_fn, self.options,
+            self.penalties, self.batch_transform, self.ema,
+        )  # fmt: skip
+
     def stateful(self) -> dict[str, Any]:
         """The run's state, listed once: what a checkpoint saves and a resume restores.
 

@@ -69,6 +69,9 @@ def install_hydra_guard() -> None:
             log_dir = HydraConfig.get().runtime.get("output_dir")
             trust.check_hydra_node(OmegaConf.create({"job": {"env_set": HydraConfig.get().job.get("env_set")}}))
         name = log_config._key() if isinstance(log_config, DictConfig) else "job_logging"
+        from trainer_cli.faults import claim_hydra_run_folder
+
+        claim_hydra_run_folder()  # the lock and the folder check come before Hydra's first write there
         try:
             trust.check_logging(log_config, f"hydra.{name}", log_dir)
             configure_log(log_config, verbose_config)

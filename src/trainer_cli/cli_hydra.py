@@ -189,7 +189,9 @@ def hydra_main(cfg: DictConfig) -> float:
             discard_empty_run_folder(run_dir)  # a config error leaves no run folder behind
         message = f"error: {shorten(str(error))}"
         if isinstance(error, NonFiniteLoss):
-            last = Path(str(cfg.resume or run_dir)) / "checkpoints" / "last.pt"
+            from trainer_cli.run_folder import last_checkpoint
+
+            last = last_checkpoint(Path(str(cfg.resume or run_dir)))
             message += f"; the last good checkpoint is {last}" if last.is_file() else "; no checkpoint was written yet"
         print(message, file=sys.stderr)
         sys.exit(2 if isinstance(error, UserError) else 1)

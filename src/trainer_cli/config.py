@@ -105,6 +105,17 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
     return checks.whole_number(key, OmegaConf.select(cfg, key), error=UserError)
 
 
+def _refuse_two_learning_rates(resolved: DictConfig) -> None:
+    """`lr` is the shortcut for `optimizer.lr`: a command line that sets both to different
+    values is refused (which one was meant is a guess)."""
+    asked = explicit_keys() or set()
+    given = resolved.optimizer.get("lr")
+    if {"lr", "optimizer.lr"} <= asked and given != resolved.lr:
+        raise UserError(
+            f"lr: '{resolved.lr}' and optimizer.lr: '{given}' both set; set one (lr is the shortcut for optimizer.lr)"
+        )
+
+
 def resolve(cfg: DictConfig) -> DictConfig:
     """Apply the top-level shortcuts, validate, and return the effective config.
 
@@ -142,6 +153,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
     auto_lr = resolved.get("lr") == "auto"
     if resolved.get("lr") is not None and not auto_lr:
         _number(resolved, "lr")
+        _refuse_two_learning_rates(resolved)
         resolved.optimizer.lr = resolved.lr
     if "lr" in resolved.optimizer:
         lr = _number(resolved, "optimizer.lr")

@@ -10,36 +10,30 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 
-from trainer_cli import build, checkpoint, trust
+from trainer_cli import build, run_folder
 from trainer_cli.config import UserError
 
 log = logging.getLogger("trainer_cli")
 
 
-def _natural(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-
 def find_members(paths: list[str]) -> list[Path]:
-    """The finished run folders (checkpoints/best.pt, metrics.json status ok) under `paths`."""
+    """The finished run folders (trained weights, metrics.json status ok) under `paths`."""
     members: list[Path] = []
     for given in paths:
         root = Path(given)
         if not root.is_dir():
             raise UserError(f"ensemble: '{given}' is not a folder; give a sweep folder or run folders")
         found = []
-        for best in sorted(root.rglob("checkpoints/best.pt"), key=_natural):
-            run_dir = best.parent.parent
-            metrics = run_dir / "metrics.json"
+        for run_dir in run_folder.find_runs(root):
+            metrics = run_folder.metrics_file(run_dir)
             status = json.loads(metrics.read_text()).get("status") if metrics.is_file() else "unfinished"
             if status == "ok":
                 found.append(run_dir)
@@ -47,7 +41,7 @@ def find_members(paths: list[str]) -> list[Path]:
                 log.warning(f"ensemble: leaving out {run_dir} ({status})")
         if not found:
             raise UserError(
-                f"ensemble: no finished run (checkpoints/best.pt and metrics.json) under '{given}'; "
+                f"ensemble: no finished run (checkpoints/best.pt or last.pt, and metrics.json) under '{given}'; "
                 "give a sweep folder or run folders"
             )
         members += found
@@ -58,7 +52,7 @@ def snapshot_members(run_dirs: list[Path]) -> list[Path]:
     """The snapshot checkpoints (`checkpoints/snapshot_<i>.pt`, one per SGDR cycle) of each run."""
     members = []
     for run_dir in run_dirs:
-        found = sorted((run_dir / "checkpoints").glob("snapshot_*.pt"), key=_natural)
+        found = run_folder.snapshots(run_dir)
         if not found:
             raise UserError(f"ensemble: {run_dir} has no checkpoints/snapshot_*.pt; train it with scheduler=sgdr")
         members += found
@@ -67,24 +61,15 @@ def snapshot_members(run_dirs: list[Path]) -> list[Path]:
 
 @torch.no_grad()
 def predict_proba(member: Path, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(test-set class probabilities, test labels) of a run's best checkpoint (`member` is
-    the run folder) or of one checkpoint file."""
-    path = member if member.is_file() else member / "checkpoints" / "best.pt"
-    state = checkpoint.load_run(path, map_location=device)
-    cfg = OmegaConf.create(state["config"])
-    trust.check_no_widening(cfg)  # a checkpoint's config is code too: built through build's trust door
-    # The run's own data config rebuilds its exact test set and preprocessing (fitted on its
-    # own training split, k-fold folds included); the saved statistics are then restored.
-    data = build.data(cfg, device)
-    data.preprocess.load_state_dict(state["preprocess"])
-    model = build.model(cfg).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    probs, labels = [], []
-    for images, targets in data.test:
-        probs.append(torch.softmax(model(images).float(), dim=1).cpu())
-        labels.append(targets.cpu())
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    """(test-set class probabilities, test labels) of a run's trained model (`member` is the
+    run folder: run_folder.trained_weights's rule) or of one checkpoint file. The run's own
+    data config rebuilds its exact test set and preprocessing (fitted on its own training
+    split, k-fold folds included); the saved statistics are then restored."""
+    from trainer_cli.inference import predictions, rebuild
+
+    trained = rebuild(member, device, key="ensemble")
+    probs, labels = predictions(trained, trained.data.test)
+    return probs.numpy(), labels.numpy()
 
 
 def run_ensemble(

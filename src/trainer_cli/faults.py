@@ -20,6 +20,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -29,6 +30,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from trainer_cli import run_folder
 from trainer_cli.config import UserError
 from trainer_cli.trust import user_trusted_modules
 
@@ -136,8 +138,9 @@ def preempted(run_dir: Path, epoch: int, step: int, *, writer: bool = True) -> P
     )
 
 
-def lock_run_folder(run_dir: Path) -> IO[str]:
-    """Hold `<run>/.lock` (released when the returned file is closed or the process dies)."""
+def lock_run_folder(run_dir: Path, config_key: str = "resume") -> IO[str]:
+    """Hold `<run>/.lock` (released when the returned file is closed or the process dies);
+    `config_key` names the key that chose the folder in the refusal."""
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     if key in _held and not _held[key].closed:
@@ -150,7 +153,7 @@ def lock_run_folder(run_dir: Path) -> IO[str]:
         owner = handle.read().strip() or "another process"
         handle.close()
         raise UserError(
-            f"resume: {run_dir} is in use by a running train ({owner}); wait for it to end or stop it first"
+            f"{config_key}: {run_dir} is in use by a running train ({owner}); wait for it to end or stop it first"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -160,10 +163,52 @@ def lock_run_folder(run_dir: Path) -> IO[str]:
     return handle
 
 
+def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
+    """A new single run's folder, before anything is written into it (Hydra's `train.log`
+    handler and `.hydra/` included): take its lock, so a second run in a running run's folder
+    is refused before it touches a file; then refuse a folder that holds a run, finished or
+    not, unless the command line continues it (`resume=`), names the overwrite switch
+    (`overwrite=true`), or the folder holds this command's own stopped run (`preempted.json`:
+    a requeued job continues it)."""
+    key = str(run_dir.resolve())
+    if key in _held and not _held[key].closed:
+        return  # claimed already (Hydra writes several files)
+    overrides = {arg.partition("=")[0].lstrip("+~"): arg.partition("=")[2] for arg in command_line}
+    if overrides.get("resume") not in (None, "", "null"):
+        return  # a resume writes in the resumed folder: train.run locks that one
+    existed = run_dir.is_dir()
+    lock_run_folder(run_dir, config_key="hydra.run.dir")
+    if not existed or overrides.get("overwrite", "").lower() == "true" or preempted_mark(run_dir) is not None:
+        return
+    if run_folder.holds_run(run_dir):
+        _held.pop(key).close()
+        raise UserError(
+            f"hydra.run.dir: {run_dir} holds a run already; continue it with resume={run_dir}, "
+            "or replace it with overwrite=true"
+        )
+
+
+def claim_hydra_run_folder() -> None:
+    """`claim_run_folder` for the folder Hydra is about to write (one run, not a sweep's jobs:
+    a sweeper decides what its job folders hold; not the ranks of a multi-process run, which
+    share rank 0's folder)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from trainer_cli import distributed
+
+    if not HydraConfig.initialized() or distributed.launched():
+        return
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.get("output_dir")
+    if hydra_cfg.mode == RunMode.RUN and output_dir:
+        claim_run_folder(Path(output_dir), list(hydra_cfg.overrides.task))
+
+
 def remove_orphans(run_dir: Path) -> list[Path]:
     """Delete the temporary files a kill during a checkpoint write left behind."""
     removed = []
-    for path in (run_dir / "checkpoints").glob(".*.tmp"):
+    for path in run_folder.checkpoint_dir(run_dir).glob(".*.tmp"):
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
@@ -183,11 +228,34 @@ def finished_summary(run_dir: Path, checkpoint_epoch: int, epochs: int, saved_ep
     return summary
 
 
+# What a run makes in its folder before its own first write: Hydra's record, the log, the lock.
+HYDRA_WRITES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", ".lock")
+
+
+def process_start() -> float:
+    """When this process started (Linux's /proc; elsewhere +inf: no file counts as ours)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return float("inf")
+
+
 def discard_empty_run_folder(run_dir: Path) -> None:
-    """A run that failed before writing anything leaves no folder (Hydra's own files only)."""
+    """A run that failed before writing anything leaves no trace: the files it made itself
+    (`HYDRA_WRITES`, written since this process started) go, then the folders they leave
+    empty. Anything else, at any depth, stays: the folder may be the user's."""
     if not run_dir.is_dir():
         return
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", ".lock"}:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
+    started = process_start()
+    ours = [p for p in run_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= started]
+    if any(p.relative_to(run_dir).as_posix() not in HYDRA_WRITES for p in ours):
+        return  # the run wrote more than Hydra's record: a failed run's record, kept
+    for path in ours:
+        path.unlink(missing_ok=True)
+    for folder in (run_dir / ".hydra", run_dir):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: what was there before stays

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainer_cli import build, checkpoint, metrics, trust
+from trainer_cli import build, checkpoint, metrics, run_folder, trust
 from trainer_cli.config import UserError, explicit_keys, resolve
 from trainer_cli.data import Data
 from trainer_cli.data.preprocess import Preprocess
@@ -49,18 +49,10 @@ class Trained:
 
 
 def checkpoint_path(given: Any) -> Path:
-    """`checkpoint=`: a run folder (its best-on-validation checkpoint, else its last) or a .pt file."""
+    """`checkpoint=`: a run folder (the rule of run_folder.trained_weights) or a .pt file."""
     if not given:
         raise UserError("checkpoint: give a run folder or a .pt file, e.g. checkpoint=outputs/<date>/<run>")
-    path = Path(str(given))
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise UserError(f"checkpoint: '{given}' has no checkpoints/best.pt or checkpoints/last.pt")
-    if not path.is_file():
-        raise UserError(f"checkpoint: '{given}' is neither a run folder nor a checkpoint file")
-    return path
+    return run_folder.trained_weights(given)
 
 
 def data_from_command_line() -> bool:
@@ -71,29 +63,45 @@ def data_from_command_line() -> bool:
 
 @torch.no_grad()
 def from_checkpoint(cfg: DictConfig, *, with_data: bool = True) -> Trained:
-    """Rebuild the checkpoint's run on `cfg.trainer.device`: its data (or the command line's
-    `data=`), its preprocessing statistics and weights. Its config passes the trust check."""
-    path = checkpoint_path(cfg.get("checkpoint"))
-    device = build.device(str(cfg.trainer.device))
+    """`checkpoint=`'s trained model on `cfg.trainer.device`, with its own data (or the
+    command line's `data=`, seen through the run's own preprocessing)."""
+    data = cfg.data if data_from_command_line() else None
+    return rebuild(cfg.get("checkpoint"), build.device(str(cfg.trainer.device)), data=data, with_data=with_data)
+
+
+@torch.no_grad()
+def rebuild(
+    given: Any, device: torch.device, *, data: DictConfig | None = None, with_data: bool = True, key: str = "checkpoint"
+) -> Trained:
+    """A finished run's trained model, rebuilt from a run folder (run_folder.trained_weights's
+    rule) or a checkpoint file: the saved config (it passes the trust check: a checkpoint's
+    config is code too), the model in the structure it was saved in (its `finetune`: a
+    probe on an early stage stays one), its weights and preprocessing statistics; with
+    `with_data`, its data (or `data`, another data set's config). Evaluate, predict, export
+    and ensembles all use it."""
+    if not given:
+        raise UserError(f"{key}: give a run folder or a .pt file, e.g. {key}=outputs/<date>/<run>")
+    path = run_folder.trained_weights(given, key=key)
     try:
         state = checkpoint.load_run(path, map_location=device)
     except UserError as error:
-        raise UserError(f"checkpoint{str(error).removeprefix('resume')}") from None
+        raise UserError(f"{key}{str(error).removeprefix('resume')}") from None
     saved = OmegaConf.create(state["config"])
-    trust.check_no_widening(saved)  # a checkpoint's config is code too: built through build's trust door
-    saved.trainer.device = str(cfg.trainer.device)
-    if data_from_command_line():
-        saved.data = cfg.data  # another data set, seen through the run's own preprocessing
-    data, preprocess = None, Preprocess("none")
+    trust.check_no_widening(saved)  # built through build's trust door, like any config
+    saved.trainer.device = str(device)  # this rebuilt copy's device, not the run's
+    if data is not None:
+        saved.data = data
+    run_data, preprocess = None, Preprocess("none")
     if with_data:
-        data = build.data(saved, device)
-        preprocess = data.preprocess
+        run_data = build.data(saved, device)
+        preprocess = run_data.preprocess
     preprocess.load_state_dict(state["preprocess"])
-    classes = data.classes if data is not None else class_names(saved)
-    model = build.model(saved).to(device)
+    classes = run_data.classes if run_data is not None else class_names(saved)
+    shape = (int(saved.data.in_channels), int(saved.data.image_size), int(saved.data.image_size))
+    model = build.finetune(saved).saved_structure(build.model(saved), shape).to(device)
     model.load_state_dict(state["model"])
     model.eval()
-    return Trained(saved, data, model, device, str(saved.trainer.precision), path, preprocess, classes)
+    return Trained(saved, run_data, model, device, str(saved.trainer.precision), path, preprocess, classes)
 
 
 def class_names(cfg: DictConfig) -> list[str]:

@@ -191,18 +191,32 @@ class LoopState:
             setattr(self, name, value)
 
 
+@dataclass
+class StepParts:
+    """What a training step uses, named once (`Pieces.step_parts` builds it for a run).
+
+    Args:
+        model: what the step calls (a run's model, or its DDP wrapper).
+        penalties: `penalties() -> {name: term}` added to the objective (regularization).
+        batch_transform: `(images, labels) -> (images, targets)`: cutout/mixup/cutmix.
+        ema: the exponential moving average of the weights, updated after each step.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    options: StepOptions = field(default_factory=StepOptions)
+    penalties: Callable[[], dict[str, torch.Tensor]] | None = None
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    ema: AveragedModel | None = None
+
+
 def train_one_epoch(
-    model: nn.Module,
+    parts: StepParts,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    options: StepOptions | None = None,
     *,
     step: int,
-    penalties: Callable[[], dict[str, torch.Tensor]] | None = None,
-    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ema: AveragedModel | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     totals: dict[str, float] | None = None,
@@ -219,7 +233,10 @@ def train_one_epoch(
     `on_step(step, totals)` after every step gets the epoch's running sums (mid-epoch
     checkpoints, stop requests); `totals` continues an epoch resumed mid-way.
     """
-    options = options or StepOptions()
+    model, optimizer, scheduler, loss_fn, options = (
+        parts.model, parts.optimizer, parts.scheduler, parts.loss_fn, parts.options
+    )  # fmt: skip
+    penalties, batch_transform, ema = parts.penalties, parts.batch_transform, parts.ema
     device, accumulate = options.device, options.accumulate_grad_batches
     model.train()
     host = device.type == "cpu"  # sums of Python numbers; on accelerators tensors, read at the epoch's end
@@ -476,17 +493,10 @@ class UpdateRatios:
 
 
 def train_full_batch(
-    model: nn.Module,
+    parts: StepParts,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    options: StepOptions | None = None,
     *,
     step: int,
-    penalties: Callable[[], dict[str, torch.Tensor]] | None = None,
-    batch_transform: None = None,
-    ema: AveragedModel | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     totals: dict[str, float] | None = None,
@@ -498,7 +508,10 @@ def train_full_batch(
     the step after it. Same signature as `train_one_epoch`; a full-batch objective takes no
     batch transform (the config check refuses one).
     """
-    options = options or StepOptions()
+    model, optimizer, scheduler, loss_fn, options = (
+        parts.model, parts.optimizer, parts.scheduler, parts.loss_fn, parts.options
+    )  # fmt: skip
+    penalties, ema = parts.penalties, parts.ema
     device, precision = options.device, options.precision
     model.train()
     num_samples = sum(labels.shape[0] for _, labels in batches)

@@ -72,6 +72,18 @@ def resolved_config(run_dir: Path) -> Path:
     return Path(run_dir) / RESOLVED_CONFIG
 
 
+def find_runs(root: Path) -> list[Path]:
+    """The run folders at or under `root` that hold trained weights, in natural order."""
+    found = {path.parent.parent for name in (BEST, LAST) for path in Path(root).rglob(f"{CHECKPOINTS}/{name}")}
+    return sorted(found, key=lambda path: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))])
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether a folder holds a run (finished or not): its record, metrics or checkpoints."""
+    run_dir = Path(run_dir)
+    return any(path.exists() for path in (resolved_config(run_dir), metrics_file(run_dir), checkpoint_dir(run_dir)))
+
+
 def trained_weights(given: str | Path, key: str = "checkpoint") -> Path:
     """The checkpoint that stands for a run's trained model: a file as given, or a run
     folder's `best.pt`, else its `last.pt` (the one rule for evaluate, predict, export,

@@ -78,11 +78,13 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
             reporter.start_epoch(epoch, state.step)
             pieces.finetune.start_epoch(pieces.model, epoch)  # gradual unfreezing: what trains this epoch
             train_metrics, state.step = pieces.train_epoch(
-                pieces.train_model, pieces.data.train, pieces.optimizer, pieces.scheduler, pieces.loss_fn,
-                pieces.options, step=state.step, penalties=pieces.penalties, batch_transform=pieces.batch_transform,
-                ema=pieces.ema, on_log=hooks.log_step, on_step=hooks.step_end,
+                pieces.step_parts,
+                pieces.data.train,
+                step=state.step,
+                on_log=hooks.log_step,
+                on_step=hooks.step_end,
                 totals=state.partial if distributed.is_main() else None,
-            )  # fmt: skip
+            )
             row = end_of_epoch(pieces, epoch, train_metrics, started)
             row.update(reporter.epoch_health())  # update/weight ratio, dead/saturated units: for the curves rules
             hooks.epoch_end(epoch, row)

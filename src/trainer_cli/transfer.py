@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from trainer_cli import checks
+from trainer_cli import checks, run_folder
 from trainer_cli.config import UserError
 from trainer_cli.models.stages import blocks_of
 
@@ -48,14 +48,7 @@ def initial_state(source: str) -> tuple[dict[str, torch.Tensor], str]:
 
     path = Path(source).expanduser()
     if path.is_dir():
-        candidates = [path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise UserError(
-                f"init_from: '{source}' has no checkpoints/best.pt or last.pt; give a run folder, "
-                "a checkpoint file or a torchvision weights name"
-            )
-        path = found
+        path = run_folder.trained_weights(path, key="init_from")
     elif not path.is_file():
         if "/" in source or source.endswith((".pt", ".pth")):
             raise UserError(f"init_from: no file or folder at '{source}'")
@@ -233,6 +226,14 @@ class Finetune:
         """The state_dict of the plain model to save instead of `model`'s, or None when it is plain."""
         return None
 
+    def saved_structure(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+        """The structure a finished run's checkpoints hold the model in (what `model` is
+        rebuilt into before its saved weights load): the trained one, unless `finish` saved
+        a plain model instead."""
+        if type(self).finish is not Finetune.finish:
+            return model
+        return self.prepare(model, input_shape)
+
 
 def _stay_in_eval(module: nn.Module, _inputs: Any) -> None:
     """A frozen block's batch norm normalizes with its running statistics and never updates them."""
@@ -375,7 +376,7 @@ def merge_saved_models(tuning: Finetune, model: nn.Module, run_dir: Path) -> Non
 
     if type(tuning).finish is Finetune.finish:
         return
-    for path in sorted((run_dir / "checkpoints").glob("*.pt")):
+    for path in sorted(run_folder.checkpoint_dir(run_dir).glob("*.pt")):
         state = checkpoint.load(path)
         if "trained_model" in state:  # merged already (an extended run's older files)
             continue

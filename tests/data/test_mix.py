@@ -7,7 +7,7 @@ import torch
 from trainer_cli import build
 from trainer_cli.config import resolve
 from trainer_cli.data.mix import BatchRegularization, CutMix, Cutout, Mixup
-from trainer_cli.loop import evaluate, train_one_epoch
+from trainer_cli.loop import StepParts, evaluate, train_one_epoch
 
 N = 16  # one class per sample, so each label's weight can be read back from the targets
 
@@ -87,7 +87,9 @@ def test_regularization_options_build_and_act_on_training_batches_only(make_cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     loss_fn = build.loss(cfg)
-    metrics, _ = train_one_epoch(model, batches, optimizer, scheduler, loss_fn, step=0, batch_transform=recording)
+    metrics, _ = train_one_epoch(
+        StepParts(model, optimizer, scheduler, loss_fn, batch_transform=recording), batches, step=0
+    )
     assert calls == [32, 32] and torch.isfinite(torch.tensor(metrics["loss"]))
     evaluate(model, batches, torch.device("cpu"))
     assert calls == [32, 32]  # evaluation did not mix

@@ -10,7 +10,7 @@ from torch import nn
 
 from trainer_cli import build
 from trainer_cli.config import resolve
-from trainer_cli.loop import StepOptions, train_one_epoch
+from trainer_cli.loop import StepOptions, StepParts, train_one_epoch
 from trainer_cli.optim.penalties import decay_weights_
 
 CPU = torch.device("cpu")
@@ -56,10 +56,11 @@ def test_no_penalty_when_none_is_selected(make_cfg):
 def _one_logged_step(cfg, model, optimizer, x, y) -> dict[str, float]:
     logged = []
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_one_epoch(
-        model, [(x, y)], optimizer, scheduler, nn.CrossEntropyLoss(), StepOptions(log_every_n_steps=1), step=0,
-        penalties=build.penalties(cfg, model), on_log=lambda s, scalars: logged.append(scalars),
+    parts = StepParts(
+        model, optimizer, scheduler, nn.CrossEntropyLoss(), StepOptions(log_every_n_steps=1),
+        penalties=build.penalties(cfg, model),
     )  # fmt: skip
+    train_one_epoch(parts, [(x, y)], step=0, on_log=lambda s, scalars: logged.append(scalars))
     return logged[0]
 
 
@@ -139,10 +140,8 @@ def test_l1_drives_weights_to_near_zero_where_plain_training_does_not(make_cfg):
         optimizer = build.optimizer(cfg, model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         for _ in range(4):
-            metrics, _ = train_one_epoch(
-                model, data.train, optimizer, scheduler, nn.CrossEntropyLoss(), step=0,
-                penalties=build.penalties(cfg, model),
-            )  # fmt: skip
+            parts = StepParts(model, optimizer, scheduler, nn.CrossEntropyLoss(), penalties=build.penalties(cfg, model))
+            metrics, _ = train_one_epoch(parts, data.train, step=0)
         flat = torch.cat([w.detach().flatten() for w in weights(model)])
         return float((flat.abs() < 1e-3).float().mean()), metrics["acc"]
 

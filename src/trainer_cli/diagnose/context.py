@@ -139,6 +139,7 @@ def endless(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 def train_steps(pieces: Pieces, batches: list, step: int = 0) -> tuple[dict[str, float], int]:
     """One pass of the run's own training step over `batches` (no penalties: the sanity
     checks run without them)."""
-    return pieces.train_epoch(
-        pieces.model, batches, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options, step=step
-    )
+    from trainer_cli.loop import StepParts
+
+    parts = StepParts(pieces.model, pieces.optimizer, pieces.scheduler, pieces.loss_fn, pieces.options)
+    return pieces.train_epoch(parts, batches, step=step)

@@ -86,7 +86,9 @@ def examine(cfg: DictConfig, run_dir: Path) -> Evidence:
         evidence["diverged"] = True
     evidence.update(history_features(read_history(run_dir), int(cfg.data.num_classes)))
     evidence.update({f"start {k}": v for k, v in probe(cfg).items()})
-    last = run_dir / "checkpoints" / "last.pt"
+    from trainer_cli.run_folder import last_checkpoint
+
+    last = last_checkpoint(run_dir)
     if last.is_file():
         evidence.update({f"end {k}": v for k, v in probe(cfg, last).items()})
     return evidence
