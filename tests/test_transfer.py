@@ -162,6 +162,26 @@ def test_init_from_loads_matching_layers_and_reinitialises_the_head(make_cfg, tm
     assert pieces.model[16].weight.shape == (10, 8)
 
 
+def test_init_from_carries_the_source_runs_preprocessing_statistics(make_cfg, tmp_path):
+    """Pretrained features expect the inputs they were trained on: the target run uses the
+    source's channel mean and std, not statistics refitted on its own (few) images."""
+    from trainer_cli import checkpoint
+
+    source = build_run(make_cfg(*CNN, "data.classes=[0,1,2,3,4]"))
+    state = {"model": source.model.state_dict(), "preprocess": source.data.preprocess.state_dict(), "epoch": 1}
+    checkpoint.save(state, tmp_path / "run" / "checkpoints" / "best.pt")
+    fresh = build_run(make_cfg(*CNN, "data.classes=[5,6,7,8,9]", "data.samples_per_class=10")).data.preprocess
+    carried = build_run(
+        make_cfg(*CNN, "data.classes=[5,6,7,8,9]", "data.samples_per_class=10", f"init_from={tmp_path / 'run'}")
+    ).data.preprocess
+    assert torch.equal(carried.mean, source.data.preprocess.mean)
+    assert torch.equal(carried.std, source.data.preprocess.std)
+    assert not torch.equal(fresh.mean, carried.mean)  # refitted on the 10-per-class target: other numbers
+    # A preprocessing of another kind is fitted anew (the source's statistics do not apply).
+    other = build_run(make_cfg(*CNN, "data.preprocess=channel_mean", f"init_from={tmp_path / 'run'}"))
+    assert other.data.preprocess.std is None and other.data.preprocess.mean is not None
+
+
 def test_init_from_gives_a_new_task_a_fresh_head_unless_told(make_cfg, tmp_path):
     """Five classes to five other classes: the shapes match, but the old classifier is no start."""
     from trainer_cli import checkpoint

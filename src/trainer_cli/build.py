@@ -126,8 +126,11 @@ def device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def data(cfg: DictConfig, device: torch.device) -> Data:
+def data(cfg: DictConfig, device: torch.device, carry_preprocess: bool = True) -> Data:
     """Load the data source and prepare splits, preprocessing and loaders.
+
+    With `init_from` a run (and `carry_preprocess`: not when resuming, whose checkpoint has
+    them), that run's preprocessing statistics are used instead of fitting new ones.
 
     A class count the config leaves open (`data.num_classes: null`, as for image folders)
     is filled in from the data, in the data and model nodes, so the saved config is exact.
@@ -148,6 +151,10 @@ def data(cfg: DictConfig, device: torch.device) -> Data:
             whiten=bool(cfg.data.get("pca_whiten", False)),
             epsilon=cfg.data.get("whitening_epsilon", 1e-2),
         )
+        if cfg.get("init_from") and carry_preprocess:
+            carried = transfer.initial_preprocess(str(cfg.init_from), preprocess.kind)
+            if carried is not None:
+                preprocess.load_state_dict(carried)
         fold = (cfg.data.kfold, cfg.data.fold) if cfg.data.get("kfold") and cfg.data.get("fold") is not None else None
         return prepare(
             source,
@@ -535,7 +542,7 @@ def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
     the global random generator after the data is split). `init_weights`: load `init_from`
     (a resumed run's checkpoint has the weights)."""
     where = distributed.device(device(str(cfg.trainer.device)))
-    run_data = limit_batches(cfg, data(cfg, where))
+    run_data = limit_batches(cfg, data(cfg, where, carry_preprocess=init_weights))
     tuning = finetune(cfg)
     run_model = transfer.adapt(cfg, model(cfg), tuning, init_weights)
     run_model = distributed.sync_batchnorm(run_model, bool(cfg.trainer.get("sync_batchnorm", False)), where).to(where)

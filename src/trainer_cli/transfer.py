@@ -44,6 +44,29 @@ def initial_state(source: str) -> tuple[dict[str, torch.Tensor], str]:
     weights name (`ResNet18_Weights.IMAGENET1K_V1`), read from torch's cache (offline-safe).
     Every file is read with `torch.load(weights_only=True)`.
     """
+    path, state = _source_checkpoint(source)
+    if isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"init_from: '{path}' is not a state_dict or a trainer_cli checkpoint")
+    return state, str(path.resolve())
+
+
+def initial_preprocess(source: str, kind: str) -> dict[str, Any] | None:
+    """The preprocessing statistics of the run `init_from` names, when it has them and they
+    are of the same `kind`: pretrained features expect the inputs they were trained on (the
+    lecture's "use the pretrained model's normalisation"), and statistics refitted on a few
+    target images are noise. None for a plain state_dict or torchvision weights."""
+    path, state = _source_checkpoint(source)
+    carried = state.get("preprocess")
+    if not isinstance(carried, dict) or carried.get("kind") != kind:
+        return None
+    log.info(f"init_from: preprocessing statistics ({kind}) from {path}")
+    return carried
+
+
+def _source_checkpoint(source: str) -> tuple[Path, dict[str, Any]]:
+    """The file `init_from` names (a run folder: its best checkpoint, else its last) and its contents."""
     from trainer_cli import checkpoint
 
     path = Path(source).expanduser()
@@ -53,12 +76,7 @@ def initial_state(source: str) -> tuple[dict[str, torch.Tensor], str]:
         if "/" in source or source.endswith((".pt", ".pth")):
             raise UserError(f"init_from: no file or folder at '{source}'")
         path = _torchvision_weights_file(source)
-    state = checkpoint.load(path, key="init_from")
-    if isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"init_from: '{path}' is not a state_dict or a trainer_cli checkpoint")
-    return state, str(path.resolve())
+    return path, checkpoint.load(path, key="init_from")
 
 
 def _torchvision_weights_file(name: str) -> Path:

@@ -76,7 +76,8 @@ def prepare(
     shuffle_labels: bool = False,
 ) -> Data:
     """Split off validation, fit preprocessing (and augmentation statistics) on the training
-    split, and build the loaders; only the training loader augments.
+    split, and build the loaders; only the training loader augments. A `preprocess` that
+    comes fitted (a pretrained run's statistics, carried by `init_from`) is kept as it is.
 
     With `fold=(k, i)` the validation set is fold i of k stratified folds (cross-validation).
     `shard=(rank, world_size)`: this process's share of every batch (several processes).
@@ -114,7 +115,8 @@ def _tensor_data(
     """In-memory tensors: raw pixels live on the device; each batch is augmented, then preprocessed."""
     train_idx, val_idx = split(source.train_y.numpy())
     train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
-    prep.fit(source.train_x[train_idx])
+    if not prep.fitted:
+        prep.fit(source.train_x[train_idx])
     if augment is not None:
         augment.fit(source.train_x[train_idx])
 
@@ -177,7 +179,8 @@ def _folder_data(
 
     sample = torch.utils.data.Subset(train_set, list(range(min(FOLDER_STATS_SAMPLES, len(train_set)))))
     sample_images = torch.cat([images for images, _ in loader(sample, shuffle=False, ranks=(0, 1))])  # all ranks alike
-    prep.fit(sample_images)
+    if not prep.fitted:
+        prep.fit(sample_images)
     if augment is not None:
         augment.fit(sample_images)
     return Data(

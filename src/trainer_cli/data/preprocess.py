@@ -55,6 +55,11 @@ class Preprocess:
         self.std: torch.Tensor | None = None
         self.matrix: torch.Tensor | None = None  # D x D, applied to flattened centred images
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the statistics are there: fitted, or carried over (`init_from`'s run)."""
+        return self.kind == "none" or self.mean is not None
+
     def fit(self, images: torch.Tensor) -> Preprocess:
         """Fit the statistics on (training) images of shape (N, C, H, W)."""
         images = images.double()
