@@ -75,7 +75,7 @@ def test_a_stop_request_resumes_bit_for_bit(call, step, reference, make_cfg, tmp
     with pytest.raises(faults.Preempted) as stopped:
         train.run(make_cfg(*RUN), run_dir)
     message = str(stopped.value)
-    assert f"step {step};" in message and f"train resume={run_dir.resolve()}" in message
+    assert f"at step {step} (" in message and f"train resume={run_dir.resolve()}" in message
     assert "\n" not in message
     monkeypatch.undo()
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == step

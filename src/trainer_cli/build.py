@@ -168,8 +168,8 @@ def data(cfg: DictConfig, device: torch.device, carry_preprocess: bool = True) -
             fold=fold,
             augment=augmentation(cfg),
             shard=(distributed.rank(), distributed.world_size()),
-            label_noise=cfg.data.label_noise,
-            shuffle_labels=cfg.data.shuffle_labels,
+            label_noise=cfg.data.get("label_noise", 0.0),  # a run folder saved before the option: none
+            shuffle_labels=cfg.data.get("shuffle_labels", False),
         )
 
 
