@@ -26,7 +26,6 @@ def main() -> None:
     parser.add_argument("--evidence", action="store_true", help="print every case's evidence too")
     args = parser.parse_args()
     zoo.torch_threads()
-    zoo.trust_zoo_sources()
     halves = zoo.HALVES if args.half == "both" else (args.half,)
     for half in halves:
         results = []

@@ -417,7 +417,7 @@ def test_a_saved_hydra_config_with_a_callback(tmp_path, marker, make_cfg):
     (saved / "config.yaml").write_text(yaml.safe_dump(cfg))
     result = run_train(["--config-path", str(saved), "--config-name", "config"], tmp_path, check=False)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith("error: hydra.callbacks.evil._target_")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: hydra.callbacks.evil.")  # the first refused key
 
 
 def test_the_guard_is_installed_with_the_cli():

@@ -4,8 +4,10 @@ first-named cause against the true one (`scripts/diagnose_zoo.py` prints it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,13 +65,22 @@ def scaled_digits(scale: float = 1.0, offset: float = 0.0, test_fraction: float 
     )
 
 
-def trust_zoo_sources() -> None:
-    """The zoo's own data source is built through the trust door like a user's module."""
+@contextlib.contextmanager
+def trusting_zoo_sources() -> Iterator[None]:
+    """The zoo's own data source is built through the trust door like a user's module; the
+    trust ends with the block (a process-wide setting would leak into whatever runs next)."""
     from trainer_cli.trust import TRUST_ENV
 
-    names = [n for n in os.environ.get(TRUST_ENV, "").split(",") if n]
-    if __name__ not in names:
-        os.environ[TRUST_ENV] = ",".join([*names, __name__])
+    before = os.environ.get(TRUST_ENV)
+    names = [n for n in (before or "").split(",") if n]
+    os.environ[TRUST_ENV] = ",".join([*names, __name__]) if __name__ not in names else before
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = before
 
 
 def confusion(results: list[tuple[str, str]]) -> str:
@@ -122,8 +133,8 @@ def diagnose_case(case: Case, run_dir: Path) -> Diagnosis:
     from trainer_cli.diagnose.examine import examine
     from trainer_cli.diagnose.rules import findings, rank
 
-    trust_zoo_sources()
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the zoo's own output folder: each measurement starts clean
-    evidence = examine(compose_case(case), run_dir)
+    with trusting_zoo_sources():
+        evidence = examine(compose_case(case), run_dir)
     return Diagnosis(evidence, [f.cause for f in rank(findings(evidence))])
