@@ -33,6 +33,13 @@ class _Touch:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.fixture(autouse=True)
+def _guard_installed():
+    """`train`'s main() installs the Hydra guard; these tests run in a worker where another
+    file's test may have run first (xdist), so each installs it the same way (idempotent)."""
+    install_hydra_guard()
+
+
 def payload(target: str, marker: Path, tmp: Path) -> dict:
     """A node that creates `marker` when `target` is instantiated unchecked."""
     cmd = f"touch {marker}"
@@ -421,7 +428,7 @@ def test_a_saved_hydra_config_with_a_callback(tmp_path, marker, make_cfg):
 
 
 def test_the_guard_is_installed_with_the_cli():
-    """Importing the CLI module (as sweep workers do) routes Hydra's instantiate through the check."""
+    """The guard `train`'s main() installs routes Hydra's instantiate (and the plugin loader's) through the check."""
     import hydra.core.plugins
     import hydra.utils
 
