@@ -13,20 +13,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer_cli import checks, trust
 from trainer_cli.errors import UserError
+from trainer_cli.paths import CONF_DIR
 
 __all__ = ["CONF_DIR", "UserError", "resolve"]
-
-
-def _conf_dir() -> str:
-    """The config groups: the copy an installed wheel ships as `trainer_cli/conf` (setup.py),
-    else `conf/` at the repository's root (a source checkout; tests and scripts read it)."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    if (packaged / "config.yaml").is_file():
-        return str(packaged)
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-CONF_DIR = _conf_dir()
 
 
 # Keys of an optimizer node that are not constructor arguments: the linear scaling rule

@@ -348,7 +348,7 @@ def launch(argv: list[str], processes: int, log_dir: str | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from trainer_cli.faults import PREEMPTED_EXIT
+    from trainer_cli.errors import PREEMPTED_EXIT
 
     # The signals torchrun's agent passes on to the ranks: its defaults, and SLURM's warning.
     signals = "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"

@@ -32,9 +32,9 @@ from typing import IO, Any
 
 from trainer_cli import run_folder
 from trainer_cli.config import UserError
+from trainer_cli.errors import PREEMPTED_EXIT as PREEMPTED_EXIT  # re-exported: faults.PREEMPTED_EXIT
 from trainer_cli.trust import user_trusted_modules
 
-PREEMPTED_EXIT = 75
 SIGNALS = ("SIGTERM", "SIGUSR1")
 PREEMPTED_MARK = "preempted.json"
 _requested: list[str] = []

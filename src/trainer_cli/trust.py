@@ -477,7 +477,7 @@ FOLDER_INTERPOLATION = re.compile(r"\$\{(now:[%A-Za-z0-9_:-]*|run_suffix:|hydra[
 def shipped_source(path: str) -> bool:
     """Whether a config source is the project's own `conf/`, Hydra's package or a registered
     (in-process, installed) structured config."""
-    from trainer_cli.config import CONF_DIR
+    from trainer_cli.paths import CONF_DIR
 
     if path.startswith("file://"):
         return os.path.realpath(path[len("file://") :]) == os.path.realpath(CONF_DIR)
@@ -487,7 +487,7 @@ def shipped_source(path: str) -> bool:
 def same_as_shipped(config_path: str, source: str) -> bool:
     """Whether a file from another source is byte for byte the shipped conf/ file of that name
     (a copy of conf/, as tests and users make, sets nothing new)."""
-    from trainer_cli.config import CONF_DIR
+    from trainer_cli.paths import CONF_DIR
 
     if not source.startswith("file://"):
         return False
