@@ -258,7 +258,6 @@ class Net(MLP):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="merge regression 2026-12-06: the killed job's record lacks its 'job' key; issue 21")
 def test_a_job_whose_worker_dies_is_recorded_as_killed_and_the_sweep_finishes(tmp_path, monkeypatch):
     (tmp_path / "victim.py").write_text(SELF_KILLING_MODEL)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
@@ -324,9 +323,6 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="merge regression 2026-12-06: a finished job of the study is run again instead of skipped; issue 21"
-)
 def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
     """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
     again in its own folder, new ones numbered after the last, the study grown to n_trials."""

@@ -97,7 +97,8 @@ class CoarseToFineSweeper(OptunaSweeper):
         space, fixed = search_space(overrides)
         fine_sampler = optuna.samplers.RandomSampler(seed=None if self.seed is None else self.seed + 1)
         coarse, fine = self.study(f"{name}-coarse", self.sampler), self.study(f"{name}-fine", fine_sampler)
-        coarse_plan, fine_plan = resume_plan([coarse]), resume_plan([fine])
+        coarse_plan = resume_plan([coarse], self.sweep_dir, self.metric())
+        fine_plan = resume_plan([fine], self.sweep_dir, self.metric())
         # Every job is numbered after every job of both stages, so nothing is overwritten.
         coarse_plan.next_job = max(coarse_plan.next_job, fine_plan.next_job)
         if coarse_plan.finished_jobs or coarse_plan.retry or fine_plan.finished_jobs or fine_plan.retry:

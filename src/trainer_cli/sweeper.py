@@ -179,9 +179,32 @@ class ResumePlan:
     next_job: int = 0  # the number of the first new job
 
 
-def resume_plan(studies: Sequence[optuna.Study]) -> ResumePlan:
+def finished_value(job_dir: Path, trial_number: int, metric: str) -> float | None:
+    """What `main()` returned for a job that finished its run but whose sweep was killed before
+    it told the study (the run's `metrics.json` is written before `main()` returns); None when
+    the folder holds no finished run of this trial."""
+    import json
+
+    summary_file, hydra_file = job_dir / "metrics.json", job_dir / ".hydra" / "hydra.yaml"
+    if not summary_file.is_file() or not hydra_file.is_file():
+        return None
+    given = OmegaConf.to_container(OmegaConf.load(hydra_file).hydra.overrides.hydra, resolve=False)
+    if f"++hydra.sweeper.trial={trial_number}" not in given:
+        return None  # an earlier trial's run in this folder, not this one's
+    try:
+        summary = json.loads(summary_file.read_text())
+    except ValueError:  # killed while writing it
+        return None
+    if summary.get("status") != "ok":
+        return None
+    value = metrics.objective(summary, metric)
+    return None if math.isnan(value) else value
+
+
+def resume_plan(studies: Sequence[optuna.Study], sweep_dir: Path | None = None, metric: str = "val/acc") -> ResumePlan:
     """Each job folder's latest trial decides: complete or pruned is done, failed or left running
-    (the sweep was killed) runs again in that folder. A left-running trial is marked failed."""
+    (the sweep was killed) runs again in that folder. A left-running trial whose run finished
+    (its `metrics.json` in `sweep_dir` says ok) is told its value; any other is marked failed."""
     import optuna
 
     latest: dict[int, optuna.trial.FrozenTrial] = {}  # a job's latest trial: the last one asked for it
@@ -190,7 +213,11 @@ def resume_plan(studies: Sequence[optuna.Study]) -> ResumePlan:
         for trial in study.get_trials(deepcopy=False):
             job = int(trial.user_attrs.get("job", trial.number))
             if trial.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
-                tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
+                value = None if sweep_dir is None else finished_value(sweep_dir / str(job), trial.number, metric)
+                if value is None:
+                    tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
+                else:
+                    tell(study, trial.number, values=value)
                 trial = study.get_trials(deepcopy=False)[trial.number]
             latest[job] = trial
             plan.next_job = max(plan.next_job, job + 1)
@@ -281,7 +308,7 @@ class OptunaSweeper(Sweeper):
         if self.n_trials is None:
             raise UserError("hydra.sweeper.n_trials: expected a number of trials (null is for the grid sampler)")
         study = self.study(self.study_name, sampler)
-        plan = resume_plan([study])
+        plan = resume_plan([study], self.sweep_dir, self.metric())
         if plan.finished_jobs or plan.retry:
             log.info(
                 f"resuming study '{study.study_name}': {plan.finished_jobs} jobs done, {len(plan.retry)} to run again"
