@@ -519,6 +519,29 @@ def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
+def test_one_config_over_seeds_keeps_each_jobs_row_with_the_configs_statistics(tmp_path):
+    """`train seeds=3`: summary.csv keeps a row per job (its seed, status, and a stopped job's
+    command to continue it), the config's mean ± sd beside, and the console says it."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainer_cli.sweep import report
+
+    for seed, value in enumerate([0.90, 0.94]):
+        make_job(tmp_path, seed, [f"seed={seed}", "epochs=2"], {"status": "ok", "best/val/acc": value}, [value] * 2)
+    stopped = {"status": "preempted", "error": "stopped; continue with: train resume=/x/2"}
+    make_job(tmp_path, 2, ["seed=2", "epochs=2"], stopped, [0.5])
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    written = {r["job"]: r for r in summary_rows(tmp_path)}
+    assert {job: (r["seed"], r["status"]) for job, r in written.items()} == {
+        "0": ("0", "ok"), "1": ("1", "ok"), "2": ("2", "preempted")}  # fmt: skip
+    assert written["2"]["error"].endswith("train resume=/x/2")
+    assert {(r["seeds"], round(float(r["mean"]), 6)) for r in written.values()} == {("2", 0.92)}
+    assert "best val/acc over 2 seeds: 0.9200 ± 0.0283 (sd)" in text.getvalue()
+
+
 def test_seeds_shortcut_expands_a_run_or_a_sweep_into_n_seeds():
     from trainer_cli.config import UserError
     from trainer_cli.sweep import expand_seeds

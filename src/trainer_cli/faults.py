@@ -202,7 +202,11 @@ def claim_hydra_run_folder() -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.get("output_dir")
     if hydra_cfg.mode == RunMode.RUN and output_dir:
-        claim_run_folder(Path(output_dir), list(hydra_cfg.overrides.task))
+        from omegaconf import OmegaConf
+
+        # The overrides as typed: iterating the node would resolve `${...}` in them (a traceback
+        # for an unknown resolver, before the config's own one-line check)
+        claim_run_folder(Path(output_dir), OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
 
 
 def remove_orphans(run_dir: Path) -> list[Path]:
