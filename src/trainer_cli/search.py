@@ -106,10 +106,10 @@ class CoarseToFineSweeper(OptunaSweeper):
             reseed(fine_sampler)
 
         log.info(f"coarse stage: {self.coarse['n_trials']} trials of {self.coarse['epochs']} epochs")
-        first = coarse_plan.next_job
+        # Each stage's jobs and ranges are recorded before its jobs run: a sweep killed in a
+        # stage resumes it with the same ranges, and the report knows every job's stage.
+        self._record_stage("coarse", coarse_plan.jobs(int(self.coarse["n_trials"])), dict(self.params))
         self.run_trials(coarse, space, fixed, coarse_plan, int(self.coarse["n_trials"]))
-        self._record_stage("coarse", [*(j for j, _ in coarse_plan.retry), *range(first, coarse_plan.next_job)],
-                           dict(self.params))  # fmt: skip
 
         done = coarse.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not done:
@@ -123,9 +123,8 @@ class CoarseToFineSweeper(OptunaSweeper):
             [*(f"{k}={v}" for k, v in {**fine_params, **stage_fixed}.items()), *arguments]
         )
         fine_plan.next_job = max(fine_plan.next_job, coarse_plan.next_job)
-        first = fine_plan.next_job
+        self._record_stage("fine", fine_plan.jobs(int(self.fine["n_trials"])), fine_params)
         self.run_trials(fine, fine_space, fine_fixed, fine_plan, int(self.fine["n_trials"]))
-        self._record_stage("fine", [*(j for j, _ in fine_plan.retry), *range(first, fine_plan.next_job)], fine_params)
         self.finish(coarse, fine)
 
     def _narrowed_params(self, coarse: optuna.Study, done: list[optuna.trial.FrozenTrial]) -> dict[str, str]:

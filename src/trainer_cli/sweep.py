@@ -583,10 +583,14 @@ def one_line_per_job(metric: str) -> Iterator[dict[str, Any]]:
     try:
         with quiet_console():
             yield outcome
+    except BaseException as error:  # a stop signal's checkpointed stop is no failure: say which
+        outcome["status"] = "preempted" if type(error).__name__ == "Preempted" else "failed"
+        raise
     finally:
         summary = outcome.get("summary") or {}
         best = summary.get(metrics.best(metric))
-        result = f"best {metric} {best:.4f}" if isinstance(best, float) else summary.get("status", "failed")
+        status = summary.get("status", outcome.get("status", "failed"))
+        result = f"best {metric} {best:.4f}" if isinstance(best, float) else status
         overrides = " ".join(_short(o) for o in hydra_cfg.overrides.task)
         console.print(f"job {hydra_cfg.job.num}: {overrides}: {result} ({time.perf_counter() - started:.1f} s)")
 

@@ -178,6 +178,14 @@ class ResumePlan:
     finished_jobs: int = 0  # jobs whose latest trial is complete or pruned
     next_job: int = 0  # the number of the first new job
 
+    def new_jobs(self, n_trials: int) -> int:
+        """How many new jobs bring the sweep to `n_trials` jobs."""
+        return max(0, n_trials - self.finished_jobs - len(self.retry))
+
+    def jobs(self, n_trials: int) -> list[int]:
+        """The job folders a run of this plan writes: the retries, then the new ones."""
+        return [*(job for job, _ in self.retry), *range(self.next_job, self.next_job + self.new_jobs(n_trials))]
+
 
 def finished_value(job_dir: Path, trial_number: int, metric: str) -> float | None:
     """What `main()` returned for a job that finished its run but whose sweep was killed before
@@ -335,7 +343,7 @@ class OptunaSweeper(Sweeper):
     ) -> ResumePlan:
         """Run the plan's retries, then new trials until the sweep has `n_trials` jobs; returns
         the plan with `next_job` past the last job run."""
-        new = max(0, n_trials - plan.finished_jobs - len(plan.retry))
+        new = plan.new_jobs(n_trials)
         todo: list[tuple[int, dict[str, Any] | None]] = [*plan.retry, *((plan.next_job + i, None) for i in range(new))]
         plan.next_job += new
         log.info(f"study '{study.study_name}': {len(plan.retry)} jobs to run again, {new} new")
