@@ -322,14 +322,10 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
     assert png.is_file()
 
 
-@pytest.mark.slow
-def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
-    """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
-    again in its own folder, new ones numbered after the last, the study grown to n_trials."""
-    sweep = tmp_path / "random"
-    command = ["hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+def kill_after_first_job(command: list[str], sweep: Path, cwd: Path) -> None:
+    """Start `train command` and SIGKILL it (its whole process group) once job 0 has finished."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([TRAIN, *command], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([TRAIN, *command], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
@@ -339,13 +335,42 @@ def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the sweep dies mid-way, as on a lost machine
         process.wait()
-    before = study_trials(sweep, "random")
+
+
+@pytest.mark.slow
+def test_interrupted_plain_sweep_keeps_finished_jobs_and_runs_the_rest(tmp_path):
+    """`train -m` (Hydra's basic sweeper, resumable), killed after its first job and run again in
+    its folder: job 0 is kept, the others run in their folders; a changed sweep is refused."""
+    sweep = tmp_path / "plain"
+    command = ["-m", "lr=0.1,0.01,0.001", *JOB, "logger=[]", f"hydra.sweep.dir={sweep}"]
+    kill_after_first_job(command, sweep, tmp_path)
+    first_job = (sweep / "0" / "metrics.json").read_text()
+    result = run_train(command, tmp_path, timeout=900)
+    assert (sweep / "0" / "metrics.json").read_text() == first_job  # finished jobs are not run again
+    assert "job 0: finished in an earlier run of this sweep, kept" in result.stdout + result.stderr
+    assert {(r["job"], r["lr"], r["status"]) for r in summary_rows(sweep)} == {
+        ("0", "0.1", "ok"), ("1", "0.01", "ok"), ("2", "0.001", "ok")}  # fmt: skip
+    changed = run_train([o if o != "lr=0.1,0.01,0.001" else "lr=0.1,0.01" for o in command], tmp_path, check=False)
+    assert changed.returncode == 2
+    (line,) = changed.stderr.strip().splitlines()
+    assert "search space changed" in line and "lr: 0.1,0.01,0.001 -> 0.1,0.01" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("search", ["random", "bayes", "grid"])
+def test_interrupted_optuna_sweep_continues_its_study(tmp_path, search):
+    """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
+    again in its own folder, new ones numbered after the last, the study grown to n_trials."""
+    sweep = tmp_path / search
+    command = [f"hparams_search={search}", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+    kill_after_first_job(command, sweep, tmp_path)
+    before = study_trials(sweep, search)
     first_job = (sweep / "0" / "metrics.json").read_text()
     assert 1 <= len(before) < 3 or before[-1].state.name == "RUNNING"
     done_before = [t for t in before if t.state.name == "COMPLETE"]
 
     run_train(command, tmp_path, timeout=900)  # the same command, in the same folder
-    after = study_trials(sweep, "random")
+    after = study_trials(sweep, search)
     assert [t.params for t in after[: len(before)]] == [t.params for t in before]  # the same study, grown
     assert "RUNNING" not in {t.state.name for t in after}  # the killed trial is marked failed
     assert (sweep / "0" / "metrics.json").read_text() == first_job  # finished jobs are not run again

@@ -264,6 +264,26 @@ def test_a_killed_coarse_to_fine_sweep_resumes_in_its_stage(tmp_path, die_after,
         coarse_to_fine(tmp_path, FakeLauncher(tmp_path), lr="tag(log, interval(1e-5, 1e-1))").sweep([])
 
 
+def test_a_plain_sweep_run_again_launches_only_the_jobs_that_did_not_finish(tmp_path):
+    """`train -m` (Hydra's basic sweeper, resumable): a job folder holding a finished run of the
+    job's own overrides is kept, with its value; the rest run in their own folders."""
+    from trainer_cli.sweeper import SkipFinished
+
+    jobs = [[f"lr={lr}", "epochs=1"] for lr in ("0.1", "0.01", "0.001", "0.0001")]
+    ok = {"status": "ok", "best/val/acc": 0.9}
+    for idx, summary in ((0, ok), (1, {"status": "failed"}), (3, ok)):
+        (tmp_path / str(idx) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(idx) / "metrics.json").write_text(json.dumps(summary))
+        OmegaConf.save(OmegaConf.create(jobs[idx] if idx != 3 else ["lr=0.5", "epochs=1"]),
+                       tmp_path / str(idx) / ".hydra" / "overrides.yaml")  # fmt: skip
+    # Job 1 failed, job 2 was killed (no folder), job 3's folder holds another job's run.
+    inner = FakeLauncher(tmp_path)
+    returns = SkipFinished(inner, tmp_path, "val/acc").launch(jobs, initial_job_idx=0)
+    assert [job for job, _ in inner.launched] == [1, 2, 3]
+    assert [r.return_value for r in returns][0] == 0.9 and len(returns) == 4
+    assert returns[2].return_value == -abs(math.log10(0.001) + 2)  # in order, each from its job
+
+
 def test_a_job_that_pruned_itself_stays_pruned_and_is_not_rerun(tmp_path):
     make_sweeper(tmp_path, FakeLauncher(tmp_path, prune_jobs={1}), n_trials=3).sweep([])
     assert [t.state.name for t in trials(tmp_path)] == ["COMPLETE", "PRUNED", "COMPLETE"]

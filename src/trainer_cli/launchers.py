@@ -67,9 +67,11 @@ def execute_job(
     first clears the job folder of the dead attempt's files (none holds a summary)."""
     Path(started, str(idx)).touch()
     # The worker composes the job's config itself, and Hydra warns there that our joblib.yaml
-    # replaces its own config of that name (on purpose); `train`'s main() silences that warning
+    # and sweeper/basic.yaml replace its own configs of those names (on purpose); `train`'s main() silences that warning
     # in the sweep's process only, and a worker does not run main().
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/(launcher/joblib|sweeper/basic)' is validated against ConfigStore schema"
+    )
     # This worker composes and logs the job itself: the parent's trust rules first (the guard
     # is installed by `train`'s main(), which a worker does not run), and no folder on sys.path.
     from trainer_cli import trust
