@@ -408,7 +408,8 @@ class Reporter:
         for sink in self.sinks:
             sink.log_hparams(hparams, final)
             sink.log_summary(summary)
-        if self.history:
+        # Rank 0 alone, as for every file: two ranks putting one temporary file in place race.
+        if self.history and distributed.is_main():
             from trainer_cli.figures import save_curves
 
             save_curves(self.history, self.run_dir / "curves.png")
