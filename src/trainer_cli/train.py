@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli import faults, metrics, run_folder
-from trainer_cli.config import UserError, resolve
+from trainer_cli.config import UserError, derive, resolved
 
 if TYPE_CHECKING:
     from trainer_cli.build import Pieces
@@ -31,14 +31,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("trainer_cli")
 
 
-def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, user_keys: set[str] | None = None
+) -> dict[str, Any]:
     """Train, validate every epoch, test the best-on-validation checkpoint once.
 
     Returns the run's summary metrics (never the model). With `cfg.resume` set to a run
-    folder, continues that run from its last checkpoint, in that folder.
+    folder, continues that run from its last checkpoint, in that folder. `cfg` is read, never
+    written (a config composed in Python is resolved here; the command line's already is).
+    `user_keys` (the mode contract's): the resolved config already holds what they decide.
     """
     started = time.perf_counter()
-    cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
+    cfg, run_dir, resumed = resume_point(resolved(cfg), run_dir)
     from trainer_cli import distributed
     from trainer_cli.search import trial_pruning
 
@@ -60,7 +64,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
-    run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    run_hparams = {"lr": cfg.optimizer.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
     with Reporter(run_dir, sinks, planned_epochs(pieces), pieces.steps_per_epoch) as reporter:
         reporter.log_params({**run_hparams, **(hparams or {})})  # a failed or stopped run carries them too
         announce(pieces, run_dir)
@@ -135,10 +139,15 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
                 f"got '{changes.epochs}'"
             )
         resumed["saved_epochs"] = int(saved.epochs)
-        saved.epochs = changes.epochs
-    if changes.get("trainer", {}).get("device") is not None:
-        saved.trainer.device = changes.trainer.device
-    return resolve(saved), run_dir, resumed
+
+    def continued(config: DictConfig) -> None:  # the saved config, with what `resume_with` changes
+        if changes.get("epochs") is not None:
+            config.epochs = changes.epochs
+        if changes.get("trainer", {}).get("device") is not None:
+            config.trainer.device = changes.trainer.device
+
+    # The saved config is another input (checked like any config: it is code too).
+    return derive(saved, continued), run_dir, resumed
 
 
 def own_stopped_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -211,7 +220,7 @@ def announce(pieces: Pieces, run_dir: Path) -> None:
         f"data: {cfg.data.name} ({data.train.num_samples} train / {data.val.num_samples} val / "
         f"{data.test.num_samples} test, {data.num_classes} classes) on {pieces.device}\n"
         f"model: {type(pieces.model).__name__} with {num_parameters:,} parameters; "
-        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.lr:g}; {plan(pieces)}"
+        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.optimizer.lr:g}; {plan(pieces)}"
     )
 
 
