@@ -124,3 +124,61 @@ def test_every_procedure_runs_on_the_read_only_config(make_cfg, tmp_path, built_
     )  # fmt: skip
     execute(diagnosis, tmp_path / "diagnose")
     assert built_configs and all(OmegaConf.is_readonly(c) for c in built_configs)
+
+
+def test_evaluation_uses_the_runs_loss(make_cfg, tmp_path):
+    """A loss=hinge run: val/loss and test/loss are the hinge loss (train/loss's quantity), and
+    mode=evaluate reproduces the run's test/loss; the initial-loss check reads the
+    cross-entropy (its ln C rule is the softmax's)."""
+    import json
+    import math
+
+    from trainer_cli import checkpoint, loop
+    from trainer_cli.losses import MulticlassSVMLoss
+    from trainer_cli.train import check_initial_loss
+
+    summary = execute(make_cfg(*TINY, "loss=hinge"), tmp_path / "run")
+    pieces = build.pieces(config.resolve(make_cfg(*TINY, "loss=hinge")))
+    pieces.model.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")["model"])
+    tested = loop.evaluate(pieces.model, pieces.data.test, pieces.device, loss_fn=MulticlassSVMLoss())
+    assert summary["test/loss"] == pytest.approx(tested["loss"], rel=1e-6)
+    assert abs(tested["loss"] - tested["cross_entropy"]) > 0.05  # two quantities: the curve is the hinge's
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert history["best/val/loss"] > 1.5 * math.log(10)  # hinge-sized: far above a trained cross-entropy
+    evaluated = execute(make_cfg("mode=evaluate", f"checkpoint={tmp_path / 'run'}", "logger=[]"), tmp_path / "eval")
+    assert evaluated["test/loss"] == summary["test/loss"]
+
+    class Reporter:  # what check_initial_loss prints and logs
+        printed: list[str] = []
+        logged: dict[str, float] = {}
+
+        def print(self, text: str) -> None:
+            self.printed.append(text)
+
+        def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+            self.logged.update(scalars)
+
+    fresh = build.pieces(config.resolve(make_cfg(*TINY, "loss=hinge")))
+    initial = check_initial_loss(fresh, Reporter())
+    assert initial["cross_entropy"] == pytest.approx(math.log(10), abs=0.25) and "PASS" in Reporter.printed[0]
+    assert Reporter.logged["val/loss"] == initial["loss"] > 3  # the curve's step 0: the hinge loss, ~ (C-1) * margin
+
+
+@pytest.mark.parametrize("listed", ["[first_layer]", "[none]"])
+def test_a_users_hook_list_adds_to_the_required_hooks(make_cfg, tmp_path, listed):
+    """`callbacks=[mine]` keeps the stop vote: a stop requested mid-epoch saves last.pt at
+    that step (without the required hook the run would go on to the epoch's end, step 4)."""
+    from trainer_cli import callbacks, checkpoint, faults
+    from trainer_cli.train import run
+
+    cfg = config.resolve(make_cfg(*TINY, f"callbacks={listed}"))
+    assert sum(isinstance(hook, callbacks.StepCheckpoints) for hook in build.callbacks(cfg)) == 1
+    both = config.resolve(make_cfg(*TINY, "callbacks=[checkpoints,first_layer]"))
+    assert [type(hook) for hook in build.callbacks(both)] == [callbacks.StepCheckpoints, callbacks.FirstLayer]
+    faults.request_stop("SIGTERM")
+    try:
+        with pytest.raises(faults.Preempted):
+            run(cfg, tmp_path)
+    finally:
+        faults.clear_stop_request()
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 1

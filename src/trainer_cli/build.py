@@ -388,8 +388,11 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> li
 
 
 def callbacks(cfg: DictConfig) -> list[Any]:
-    """The hooks `'callbacks=[...]'` lists (trainer_cli/callbacks.py), in the listed order."""
-    return [instantiate(node, key=f"callbacks.{name}") for name, node in _selected(cfg.get("callbacks"))]
+    """The run's hooks (trainer_cli/callbacks.py): the required ones, then those
+    `'callbacks=[...]'` lists, in the listed order (a list adds to the required hooks)."""
+    from trainer_cli.callbacks import with_required
+
+    return with_required([instantiate(node, key=f"callbacks.{name}") for name, node in _selected(cfg.get("callbacks"))])
 
 
 class LimitedBatches:

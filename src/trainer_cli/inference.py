@@ -179,7 +179,8 @@ def run_evaluate(
     cfg = resolved(cfg)
     trained = from_checkpoint(cfg, user_keys)
     data = trained.data
-    tested = evaluate(trained.model, data.test, trained.device, trained.precision)
+    # The run's own loss, as its final evaluation computed test/loss (hinge for a loss=hinge run).
+    tested = evaluate(trained.model, data.test, trained.device, trained.precision, build.loss(trained.cfg))
     probs, labels = predictions(trained, data.test)
     counts = confusion_matrix(probs.argmax(1), labels, data.num_classes)
     per_class = {

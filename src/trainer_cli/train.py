@@ -251,10 +251,12 @@ def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
     from trainer_cli.verdict import COLOURS
     from trainer_cli.verdict import judge_initial_loss as judge
 
-    initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision)
-    verdict = judge(initial["loss"], pieces.data.num_classes)
+    initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision, pieces.loss_fn)
+    # The ln C rule is the softmax cross-entropy's; the curves' step 0 is the run's own loss.
+    verdict = judge(initial["cross_entropy"], pieces.data.num_classes)
     log.info(  # train.log only: the console gets the coloured verdict below, the same numbers
-        f"initial val loss {initial['loss']:.4f} (ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}",
+        f"initial val loss (cross-entropy) {initial['cross_entropy']:.4f} "
+        f"(ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}",
         extra={"console": False},
     )
     reporter.print(f"[{COLOURS[verdict.status]}]initial loss {verdict.status}[/]: {verdict.summary}")
@@ -283,13 +285,13 @@ def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], st
     from trainer_cli.loop import evaluate
 
     precision = pieces.options.precision
-    val_metrics = evaluate(pieces.model, pieces.data.val, pieces.device, precision)
+    val_metrics = evaluate(pieces.model, pieces.data.val, pieces.device, precision, pieces.loss_fn)
     row: dict[str, Any] = {"epoch": epoch, "step": pieces.loop.step}
     row.update({metrics.key("train", q): train_metrics[q] for q in metrics.QUANTITIES})
     row.update({metrics.key("val", q): val_metrics[q] for q in metrics.QUANTITIES})
     row.update(lr=pieces.scheduler.get_last_lr()[0], time_s=round(time.perf_counter() - started, 3))
     if pieces.ema is not None:
-        ema_metrics = evaluate(pieces.ema.module, pieces.data.val, pieces.device, precision)
+        ema_metrics = evaluate(pieces.ema.module, pieces.data.val, pieces.device, precision, pieces.loss_fn)
         row.update({metrics.key("val", q, "ema"): ema_metrics[q] for q in metrics.QUANTITIES})
     if pieces.swa is not None and epoch >= pieces.cfg.trainer.swa_start_epoch:
         pieces.swa.update_parameters(pieces.model)
@@ -326,7 +328,7 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
     from trainer_cli.loop import evaluate
     from trainer_cli.tta import evaluate_tta
 
-    data, device, precision = pieces.data, pieces.device, pieces.options.precision
+    data, device, precision, loss_fn = pieces.data, pieces.device, pieces.options.precision, pieces.loss_fn
     results: dict[str, float] = {}
 
     def record(split: str, values: dict[str, float], weights: str | None = None) -> None:
@@ -337,7 +339,7 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
         # The averaged weights need their own BN statistics: one pass over the training set.
         torch.optim.swa_utils.update_bn(data.train, swa, device)
         for split, batches in (("val", data.val), ("test", data.test)):
-            record(split, evaluate(swa.module, batches, device, precision), "swa")
+            record(split, evaluate(swa.module, batches, device, precision, loss_fn), "swa")
     best_path = run_folder.best_checkpoint(run_dir)
     if pieces.cfg.trainer.checkpoint.save_best and best_path.is_file():
         best = checkpoint.load(best_path, map_location=device)
@@ -345,8 +347,8 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
         if pieces.ema is not None:
             pieces.ema.load_state_dict(best["ema"])
     if pieces.ema is not None:
-        record("test", evaluate(pieces.ema.module, data.test, device, precision), "ema")
-    record("test", evaluate(pieces.model, data.test, device, precision))
+        record("test", evaluate(pieces.ema.module, data.test, device, precision, loss_fn), "ema")
+    record("test", evaluate(pieces.model, data.test, device, precision, loss_fn))
     tta = pieces.tta
     if tta.enabled:
         results["test/acc_tta"] = evaluate_tta(
