@@ -362,7 +362,8 @@ def test_time_augmentation(cfg: DictConfig) -> TestTimeAugmentation:
 
 
 def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:
-    """What the command does (`mode=`): the procedure, called as `procedure(cfg, run_dir)`."""
+    """What the command does (`mode=`): the procedure, called as
+    `procedure(cfg, run_dir, hparams, user_keys=...)` with the resolved, read-only config."""
     return instantiate(cfg.mode, key="mode")
 
 
