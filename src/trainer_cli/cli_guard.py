@@ -37,6 +37,11 @@ def install_hydra_guard() -> None:
     trust.guard_env()
     if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
         return
+    import warnings
+
+    # A `--config-dir` file named like one of Hydra's own (hydra/launcher/basic.yaml) draws a
+    # deprecation warning of Hydra's schema matching, twice; what matters is the check's line.
+    warnings.filterwarnings("ignore", message=r"\s*'.*' is validated against ConfigStore schema")
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.config_repository import ConfigRepository
 
@@ -104,7 +109,7 @@ def install_hydra_guard() -> None:
         result = load_single_config(self, default, repo)
         shipped = trust.shipped_source(str(result.path)) or trust.same_as_shipped(default.config_path, str(result.path))
         if not shipped:
-            trust.check_file_keys(result.config, f"{default.config_path} ({result.path})", default.package)
+            trust.check_file_keys(result.config, f"{default.config_path} ({result.path})")
         return result
 
     def guarded_load_configuration(self: Any, *args: Any, **kwargs: Any) -> DictConfig:

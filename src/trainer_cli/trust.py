@@ -12,7 +12,7 @@
   (`forget_current_folder`); `--trust mymod` loads `mymod.py` from it by its path
   (`load_user_modules`). Widening trust is the user's act on the command line; children get it
   through the environment ($TRAINER_CLI_TRUST), never from a config or argv.
-- Hydra keys from files (`check_file_hydra_keys`): a config file outside conf/ sets only
+- Hydra keys from files (`check_file_keys`): a config file outside conf/ sets only
   `FILE_HYDRA_KEYS`; search path sources (`check_searchpath`); environment interpolation reads
   only what the command line names (`guard_env`).
 This module imports no torch.
@@ -554,22 +554,12 @@ PATH_INTERPOLATION = re.compile(r"\$\{oc\.env:TRAINER_CLI_DATA(,[^}]*)?\}")
 _from_files: dict[str, tuple[Any, str, str]] = {}
 
 
-def packaged(config: Any, package: str | None) -> dict:
-    """A loaded file's content as a plain dict at the place its package puts it."""
+def check_file_keys(config: Any, where: str) -> None:
+    """A config file from outside the shipped conf/, as loaded (at its package's place): its
+    `hydra.*` keys (`FILE_HYDRA_KEYS`), the search space it defines (no `hydra.*`, path or
+    run-choosing keys), and, noted for `check_file_values`, the paths and run choices it sets."""
     raw = OmegaConf.to_container(config, resolve=False) if isinstance(config, DictConfig) else config
-    if not isinstance(raw, dict):
-        return {}
-    package = (package or "").removeprefix("_global_").strip(".")
-    for name in reversed(package.split(".") if package else []):
-        raw = {name: raw}
-    return raw
-
-
-def check_file_keys(config: Any, where: str, package: str | None = "") -> None:
-    """A config file from outside the shipped conf/: its `hydra.*` keys (`FILE_HYDRA_KEYS`), the
-    search space it defines (no `hydra.*`, path or run-choosing keys), and, noted for
-    `check_file_values`, the paths and run-choosing keys it sets."""
-    for key, value in _leaves(packaged(config, package), ""):
+    for key, value in _leaves(raw if isinstance(raw, dict) else {}, ""):
         if _under(key, ["hydra"]):
             _check_file_hydra_key(key, value, where)
         elif _under(key, COMMAND_LINE_KEYS) and value not in (None, False, "null", "false"):
@@ -577,11 +567,6 @@ def check_file_keys(config: Any, where: str, package: str | None = "") -> None:
         elif _under(key, FILE_PATH_KEYS) and value is not None and not _inside_current_folder(str(value)):
             _from_files[key] = (value, where, f"from a config file must be a path inside the current folder; "
                                               f"other places are {COMMAND_LINE_ONLY}")  # fmt: skip
-
-
-def check_file_hydra_keys(config: Any, where: str) -> None:
-    """`check_file_keys` for a file whose content sits at the root (a primary config)."""
-    check_file_keys(config, where, "")
 
 
 def _check_file_hydra_key(key: str, value: Any, where: str) -> None:
