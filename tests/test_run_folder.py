@@ -214,10 +214,12 @@ def test_a_default_run_folder_through_a_link_of_the_current_folder_is_refused(tm
     here.mkdir()
     (here / "outputs").symlink_to(elsewhere)
     monkeypatch.chdir(here)
+    (elsewhere / "2026" / "run").mkdir(parents=True)  # as Hydra makes the run folder before the check
     with pytest.raises(
         UserError, match=r"^hydra.run.dir: .*outputs is a symbolic link .* name it on your command line"
     ):
         faults.refuse_link_on_the_way(Path("outputs/2026/run"), "hydra.run.dir")
+    assert not any(elsewhere.iterdir())  # nothing left behind through the link
     faults.refuse_link_on_the_way(Path("real/run"), "hydra.run.dir")  # no link on the way
     faults.refuse_link_on_the_way(elsewhere / "run", "hydra.run.dir")  # outside: named by the user
 

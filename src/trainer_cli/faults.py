@@ -236,11 +236,22 @@ def refuse_link_on_the_way(run_dir: Path, key: str) -> None:
     for part in inside.parts:
         path = path / part
         if path.is_symlink():
+            _remove_empty_folders(Path(os.path.abspath(run_dir)), stop=path)  # Hydra made them a moment ago
             raise UserError(
                 f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run folder from a config or the "
                 f"default is written only through real folders; name it on your command line ({key}=...) to "
                 "write there"
             )
+
+
+def _remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `stop`, each only while empty."""
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def remove_orphans(run_dir: Path) -> list[Path]:
