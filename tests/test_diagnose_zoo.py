@@ -33,6 +33,38 @@ def test_the_score_line_and_confusion_table():
     assert "| lr_too_low | . | 1 | . |" in table.splitlines()[3] or "| lr_too_low |" in table
 
 
+NEW_CASES = """cases:
+  - {name: a_healthy, cause: healthy, overrides: []}
+  - {name: b_healthy, cause: healthy, overrides: [lr=1e-3]}
+  - {name: a_constant, cause: init_constant, overrides: [model.init=constant]}
+"""
+
+
+def test_a_new_cases_file_is_run_whole_with_half_all(tmp_path: Path):
+    path = tmp_path / "heldout.yaml"
+    path.write_text(NEW_CASES)
+    cases = zoo.load_cases(path)
+    assert [c.half for c in cases] == ["design", "held_out", "design"]  # split still computed
+    assert [c.name for c in zoo.select(cases, zoo.ALL)] == ["a_healthy", "b_healthy", "a_constant"]
+    assert [c.name for c in zoo.select(cases, "held_out")] == ["b_healthy"]
+    assert [c.name for c in zoo.select(cases, zoo.ALL, only="a_constant")] == ["a_constant"]
+
+
+@pytest.mark.slow
+def test_the_zoo_script_runs_a_new_cases_file(tmp_path: Path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "heldout.yaml"
+    path.write_text(NEW_CASES)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "diagnose_zoo.py"
+    argv = [sys.executable, str(script), "--cases", str(path), "--half", "all", "--only", "a_constant"]
+    out = subprocess.run([*argv, "--out", str(tmp_path / "out")], capture_output=True, text=True, check=True).stdout
+    assert "ok  a_constant" in out and "all: right cause first 1/1; healthy passes 0/0" in out
+    missing = subprocess.run([*argv[:3], str(tmp_path / "nope.yaml")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "--cases: no such file" in missing.stderr
+
+
 def mlp(activation: type[nn.Module], depth: int, width: int = 32) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     for i in range(depth):
@@ -109,6 +141,12 @@ HEALTHY_EVIDENCE = {
         ({"update ratio": 1e-6, "train acc best": 0.3, "val acc best": 0.3}, "lr_too_low"),
         ({"end probe/dead_fraction": 0.9, "train acc best": 0.2, "val acc best": 0.2}, "dead_relus"),
         ({"start grad/depth_log10_ratio": -4.0, "train acc best": 0.2, "val acc best": 0.2}, "vanishing_gradients"),
+        # a deep tanh net: the first layer 14x slower, nothing learned, the updates tiny as a result
+        (
+            {"start grad/depth_log10_ratio": -1.15, "train acc best": 0.1, "val acc best": 0.1, "update ratio": 1e-6},
+            "vanishing_gradients",
+        ),
+        ({"start grad/depth_log10_ratio": -1.15}, HEALTHY),  # the same imbalance in a net that fits
         ({"end probe/acc_eval_mode": 0.6, "train acc best": 0.6, "val acc best": 0.95}, "label_errors"),
         ({"train acc best": 0.5, "val acc best": 0.5, "end model/narrowest_hidden": 2}, "model_too_small"),
         ({"train acc best": 1.0, "val acc best": 0.7}, "model_too_big"),
