@@ -80,6 +80,17 @@ def test_gradient_norm_by_depth_sees_vanishing_gradients():
     assert deep_sigmoid < -2 < shallow_relu
 
 
+def test_activation_scale_by_depth_sees_weights_too_small_for_the_depth():
+    torch.manual_seed(0)
+    images = torch.randn(64, 16)
+    small = mlp(nn.ReLU, 6)
+    for layer in signals.weight_layers(small):
+        nn.init.normal_(layer.weight, std=0.01)
+        nn.init.zeros_(layer.bias)  # as model.init=normal does
+    ratio = lambda model: signals.dead_and_saturated(model, images)["act/depth_log10_ratio"]  # noqa: E731
+    assert ratio(small) < -3 < -1 < ratio(mlp(nn.ReLU, 6))
+
+
 def test_accuracy_by_mode_sees_strong_dropout_and_leaves_the_model_as_it_was():
     torch.manual_seed(0)
     images = torch.randn(256, 16)
@@ -132,6 +143,12 @@ HEALTHY_EVIDENCE = {
         ({"start weights/unit_spread": 0.0}, "init_constant"),
         ({"start weights/init_gain": 16.0}, "init_too_large"),
         ({"start weights/init_gain": 0.03}, "init_too_small"),
+        # a gain a little small (0.16) over 6 layers: the signal is 10^-4.7 at the last one
+        (
+            {"start weights/init_gain": 0.16, "start act/depth_log10_ratio": -4.7, "train acc best": 0.3},
+            "init_too_small",
+        ),
+        ({"start act/depth_log10_ratio": -4.7}, HEALTHY),  # the same in a net that fits
         ({"end penalty/share": 0.8, "train acc best": 0.6}, "l2_too_strong"),
         (
             {"end probe/acc_eval_mode": 0.95, "end probe/acc_train_mode": 0.3, "train acc best": 0.4},

@@ -43,7 +43,7 @@ OPPOSITES = {
 }
 # The thresholds, each set with room on both sides on the zoo (its margins: docs/diagnose.md).
 # The lecture's "update/weight ratio around 1e-3": this many times off is a wrong LR.
-UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW = 3e-2, 3e-5
+UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW = 3e-2, 3e-4
 FITS = 0.9  # best training accuracy from which a model "fits its training set"
 WEIGHTS_GREW = 30.0  # the weights' gain grew this many times during training: steps too large
 WEIGHTS_SHRANK = 0.2  # a penalty shrank the weights' gain to this fraction of its start or less
@@ -51,6 +51,9 @@ DROPOUT_GAP = 0.2  # training accuracy in eval mode this much above train mode: 
 LABEL_GAP = 0.15  # validation accuracy this much above the training fit: wrong training labels
 VARIANCE_GAP = 0.08  # training accuracy this much above validation: too big for the data
 STILL_FALLING = 0.03  # both losses still fall by this fraction over the last quarter of the epochs
+# log10 of the last activation layer's std over the first's at init below which the weights
+# are too small for the net's depth (the lecture's 0.01-Gaussian in a deep net): 100x.
+ACTIVATIONS_SHRANK = -2.0
 # log10 of first-layer / last-layer gradient norm at the start below which the input layer
 # learns too slowly: 10^-0.9 ~ 1/8.
 VANISHING_LOG10_RATIO = -0.9
@@ -78,14 +81,21 @@ def init_constant(e: Evidence) -> Finding | None:
 
 
 def init_scale(e: Evidence) -> Finding | None:
-    """The initial weights' gain std*sqrt(fan_in) is far from ~1 (measured directly)."""
+    """The initial weights' gain std*sqrt(fan_in) is far from ~1 (measured directly), or
+    the signal dies out across the layers at init in a model that does not fit (a gain a
+    little small, compounded over many layers)."""
     gain = _get(e, "start weights/init_gain", 1.0)
+    shrink = _get(e, "start act/depth_log10_ratio", 0.0)
     if _get(e, "start weights/unit_spread", 1.0) < 1e-3:
         return None  # constant init: its own rule
     if gain > 3:
         return Finding("init_too_large", 2.5, f"initial weight gain std*sqrt(fan_in) = {gain:.3g} (He ~1.4)")
     if gain < 0.1:
         return Finding("init_too_small", 2.5, f"initial weight gain std*sqrt(fan_in) = {gain:.3g} (He ~1.4)")
+    if shrink < ACTIVATIONS_SHRANK and _get(e, "train acc best", 1.0) < FITS:
+        return Finding(
+            "init_too_small", 2.5, f"at init the last layer's activations are 10^{shrink:.1f} of the first's in scale"
+        )
     return None
 
 
