@@ -47,8 +47,8 @@ UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW = 3e-2, 3e-4
 FITS = 0.9  # best training accuracy from which a model "fits its training set"
 WEIGHTS_GREW = 30.0  # the weights' gain grew this many times during training: steps too large
 WEIGHTS_SHRANK = 0.2  # a penalty shrank the weights' gain to this fraction of its start or less
-DROPOUT_GAP = 0.2  # training accuracy in eval mode this much above train mode: dropout too strong
-LABEL_GAP = 0.15  # validation accuracy this much above the training fit: wrong training labels
+DROPOUT_GAP = 0.08  # training accuracy in eval mode this much above train mode: dropout too strong
+LABEL_GAP = 0.1  # validation accuracy this much above the training fit: wrong training labels
 VARIANCE_GAP = 0.08  # training accuracy this much above validation: too big for the data
 STILL_FALLING = 0.03  # both losses still fall by this fraction over the last quarter of the epochs
 # log10 of the last activation layer's std over the first's at init below which the weights
@@ -113,9 +113,10 @@ def penalty_dominates(e: Evidence) -> Finding | None:
 
 
 def dropout_gap(e: Evidence) -> Finding | None:
-    """Training samples are fitted in eval mode but not with dropout on."""
+    """Training samples are fitted in eval mode but not with dropout on, and the run does not
+    fit its training set (a healthy dropout run has a small gap and fits)."""
     eval_acc, train_acc = _get(e, "end probe/acc_eval_mode"), _get(e, "end probe/acc_train_mode")
-    if eval_acc - train_acc > DROPOUT_GAP:
+    if eval_acc - train_acc > DROPOUT_GAP and _get(e, "train acc best", 1.0) < FITS:
         return Finding(
             "dropout_too_strong", 2.5, f"training accuracy {eval_acc:.3f} in eval mode, {train_acc:.3f} in train mode"
         )
