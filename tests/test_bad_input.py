@@ -229,3 +229,28 @@ def test_an_argument_a_hydra_plugin_does_not_take_is_one_line():
     install_hydra_guard()
     with pytest.raises(UserError, match=r"^hydra: SweepSummary\(\) takes no arguments"):
         hydra.utils.instantiate({"_target_": "trainer_cli.sweep.SweepSummary", "x": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        (["~model"], "error: model: missing from the config, and the run needs it (removed with ~model?)"),
+        (["data.image_size=0"], "error: data.image_size: expected a whole number >= 1, got '0'"),
+        (["trainer.limit_train_batches=nan"], "error: trainer.limit_train_batches: expected a whole number of batches"),
+        (["optimizer=sgd", "optimizer.momentum=0.9"], "error: optimizer.momentum: unknown key (misspelt?); accepted"),
+        (["--config-dir", "CFG", "hydra/launcher=basic"], "error: hydra.launcher._target_: set in the config file"),
+    ],
+)
+def test_found_by_the_2026_12_06_attack_through_train(args, start, tmp_path):
+    """The bad inputs of the independent attack that still gave a traceback or a wrong hint."""
+    launcher = tmp_path / "cfg" / "hydra" / "launcher"
+    launcher.mkdir(parents=True)
+    (launcher / "basic.yaml").write_text("_target_: os.system\n")
+    args = [a.replace("CFG", str(tmp_path / "cfg")) for a in args]
+    result = run_train([*args, "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(start), result.stderr[-1500:]
+    assert not (tmp_path / "run").exists()
+    if "momentum" in start:
+        assert lines[0].endswith("optimizer=momentum,nesterov have 'momentum'")

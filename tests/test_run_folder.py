@@ -151,3 +151,85 @@ def test_a_new_run_does_not_replace_a_finished_run_and_a_failing_one_keeps_neste
     failed = run_train([*args, "hydra.run.dir=user", "model.width=-3"], cwd=tmp_path, check=False)
     assert failed.returncode == 2 and (user / "data.txt").read_text() == "keep me"
     assert not (tmp_path / "user" / ".hydra").exists()  # the failed run's own files went
+
+
+def test_a_new_run_starts_only_in_a_new_or_empty_folder(tmp_path):
+    from trainer_cli import faults
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "metrics.csv").write_text("the user's spreadsheet\n")  # not a run, but not the run's
+    with pytest.raises(UserError, match=r"^hydra.run.dir: .* is not empty; a new run starts in a new or empty folder"):
+        faults.claim_run_folder(user, ["epochs=1"])
+    assert (user / "metrics.csv").read_text() == "the user's spreadsheet\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    faults.claim_run_folder(empty, [])
+    faults._held.pop(str(empty.resolve())).close()
+
+
+def test_a_failed_start_removes_only_its_own_files_whatever_their_times(tmp_path):
+    """Clean-up goes by what the claim saw, not by file times (a user's fresh train.log stays)."""
+    from trainer_cli import faults
+
+    new = tmp_path / "new"
+    faults.claim_run_folder(new, [])
+    (new / ".hydra").mkdir()
+    (new / ".hydra" / "config.yaml").write_text("written by this run")
+    faults.discard_empty_run_folder(new)
+    faults._held.pop(str(new.resolve())).close()
+    assert not new.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.log").write_text("the user's own log, written a moment ago\n")
+    faults.claim_run_folder(mine, ["overwrite=true"])  # told to write into it: its files are not the run's
+    faults.discard_empty_run_folder(mine)
+    faults._held.pop(str(mine.resolve())).close()
+    assert (mine / "train.log").read_text() == "the user's own log, written a moment ago\n"
+
+
+def test_a_run_folder_with_a_link_is_refused_and_the_lock_follows_none(tmp_path):
+    from trainer_cli import faults
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("v\n")
+    run_dir = tmp_path / "shared_run"
+    run_folder.checkpoint_dir(run_dir).mkdir(parents=True)
+    (run_dir / ".lock").symlink_to(victim)
+    with pytest.raises(UserError, match=r"^resume: .*\.lock is a symbolic link \(to .*victim.txt\); a run writes only"):
+        faults.lock_run_folder(run_dir)
+    (run_dir / ".lock").unlink()
+    (run_dir / "checkpoints" / "best.pt").symlink_to(victim)
+    with pytest.raises(UserError, match=r"best.pt is a symbolic link"):
+        faults.lock_run_folder(run_dir)
+    assert victim.read_text() == "v\n"
+
+
+def test_a_default_run_folder_through_a_link_of_the_current_folder_is_refused(tmp_path, monkeypatch):
+    from trainer_cli import faults
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    here = tmp_path / "repo"
+    here.mkdir()
+    (here / "outputs").symlink_to(elsewhere)
+    monkeypatch.chdir(here)
+    with pytest.raises(
+        UserError, match=r"^hydra.run.dir: .*outputs is a symbolic link .* name it on your command line"
+    ):
+        faults.refuse_link_on_the_way(Path("outputs/2026/run"), "hydra.run.dir")
+    faults.refuse_link_on_the_way(Path("real/run"), "hydra.run.dir")  # no link on the way
+    faults.refuse_link_on_the_way(elsewhere / "run", "hydra.run.dir")  # outside: named by the user
+
+
+def test_a_figure_replaces_a_link_instead_of_writing_through_it(tmp_path):
+    from matplotlib.figure import Figure
+
+    from trainer_cli.figures import save
+
+    victim = tmp_path / "bashrc"
+    victim.write_text("# rc\n")
+    (tmp_path / "compare.png").symlink_to(victim)
+    save(Figure(figsize=(1, 1)), tmp_path / "compare.png")
+    assert victim.read_text() == "# rc\n" and not (tmp_path / "compare.png").is_symlink()
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import os
 import pickle
+import re
 import subprocess
 import sys
 import types
@@ -68,10 +69,9 @@ LAUNCHES_BY_DESIGN = {
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
 }
-# Known and accepted: Optuna's CMA-ES sampler keeps its optimizer's state pickled in the study's
-# storage and unpickles it; a sweep continued from someone else's optuna.db runs their pickle.
-# Listed because conf/hydra/sweeper/sampler/cmaes.yaml offers it (docs/trust.md, "Limits").
-UNPICKLES_BY_DESIGN = {"optuna.samplers._cmaes.CmaEsSampler"}
+# None: Optuna's CMA-ES sampler, which unpickles its state from the study's storage (a shared
+# sweep folder's), is off the list.
+UNPICKLES_BY_DESIGN: set[str] = set()
 # Optuna >= 4's TPE sampler reads its own trial attributes back with json.loads (JSON, not pickle).
 JSON_LOADS_BY_DESIGN = {"optuna.samplers._tpe.sampler.TPESampler"}
 # Builtins counted only when loaded as a global (`model.eval()` is a method, not `eval`).
@@ -98,7 +98,12 @@ def shipped_targets() -> set[str]:
     return found
 
 
+LOGGING = set().union(*trust.LOGGING_FACTORIES.values())
+
+
 def _on_list(name: str) -> bool:
+    if name in LOGGING:  # a logging set-up's factory (`()`/`class`): listed for that place only
+        return True
     try:
         return trust.on_list(get_object(name))
     except ImportError:  # not in the installed version (an optional plugin, a newer Optuna)
@@ -144,8 +149,10 @@ def _codes(obj: Any) -> list[types.CodeType]:
 
 def test_no_entry_opens_runs_imports_or_unpickles():
     entries = trust.allowed_objects()
+    assert not LOGGING & set(entries), "logging factories are for a logging set-up only"
     assert len(entries) > 300  # torch's optimizers, modules, schedules, v2 transforms, models, and conf/'s
     problems = []
+    entries.update({name: get_object(name) for name in LOGGING})
     for name, obj in entries.items():
         allowed = ({"open"} if name in OPENS_BY_DESIGN else set()) | (
             {"launch"} if name in LAUNCHES_BY_DESIGN else set()
@@ -260,7 +267,118 @@ def test_a_run_folder_from_a_file_stays_inside(folder, accepted):
 
     config = OmegaConf.create({"hydra": {"run": {"dir": folder}}})
     if accepted:
-        trust.check_file_hydra_keys(config, "x.yaml")
+        trust.check_file_keys(config, "x.yaml")
     else:
         with pytest.raises(UserError, match=r"^hydra\.run\.dir: .* command line only"):
-            trust.check_file_hydra_keys(config, "x.yaml")
+            trust.check_file_keys(config, "x.yaml")
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"model": {"width": {"_target_": "logging.FileHandler", "filename": "/tmp/x", "mode": "w"}}},
+        {"callbacks": {"evil": {"_target_": "logging.FileHandler", "filename": "/tmp/x"}}},
+        {"logger": {"x": {"_target_": "logging.StreamHandler"}}},
+        {"hydra": {"sweeper": {"sampler": {"_target_": "optuna.samplers.CmaEsSampler"}}}},
+    ],
+)
+def test_logging_factories_and_cma_es_are_not_buildable_as_config_nodes(node):
+    with pytest.raises(UserError, match=r"is not a trusted target"):
+        trust.check_targets(node)
+
+
+def test_a_logging_section_takes_only_its_own_kind_of_factory(tmp_path):
+    fine = {"handlers": {"file": {"class": "logging.FileHandler", "filename": str(tmp_path / "a.log")}}}
+    trust.check_logging(fine, "hydra.job_logging", str(tmp_path))
+    trick = {"formatters": {"plain": {"class": "logging.FileHandler", "format": "/tmp/x"}}}
+    with pytest.raises(UserError, match=r"^hydra\.job_logging\.formatters\.plain\.class: 'logging.FileHandler'"):
+        trust.check_logging(trick, "hydra.job_logging", str(tmp_path))
+
+
+def test_a_bare_torchvision_builder_downloads_nothing():
+    node = {"model": {"width": {"_target_": "torchvision.models.resnet.resnet18", "weights": "IMAGENET1K_V1"}}}
+    with pytest.raises(UserError, match=r"^model\.width\._target_: a torchvision builder .*`model=torchvision"):
+        trust.check_targets(node)
+    trust.check_targets({"model": {"_target_": "torchvision.models.resnet.resnet18", "weights": None}})
+
+
+def test_a_writer_takes_its_folder_from_the_run_not_the_config():
+    node = {"logger": {"csv": {"_target_": "trainer_cli.sinks.CSVLogger", "_partial_": True, "run_dir": "/home/x"}}}
+    with pytest.raises(UserError, match=r"^logger\.csv\.run_dir: the run supplies its own folder"):
+        trust.check_targets(node)
+
+
+# Every listed object's argument that names a place, and what the config may do with it: a key
+# in trust.FILE_PATH_KEYS (a file may point it only inside the current folder), or read-only,
+# or the run's own folder (supplied by the code: `run_dir` refused as a config key).
+PLACE = re.compile(r"(root|output|path|dir|file|filename|uri|folder|location|cache)s?$")
+PLACES = {
+    ("trainer_cli.data.sources.load_cifar", "root"): "data.source.root",
+    ("trainer_cli.data.sources.load_mnist", "root"): "data.source.root",
+    ("trainer_cli.data.sources.load_fashion_mnist", "root"): "data.source.root",
+    ("trainer_cli.data.sources.load_imagefolder", "path"): "reads",
+    ("trainer_cli.inference.run_predict", "output"): "mode.output",
+    ("trainer_cli.sinks.MLflow", "tracking_uri"): "logger.mlflow.tracking_uri",
+    ("trainer_cli.models.resnet.ResNet", "drop_path"): "not a place",
+}
+
+
+def test_every_listed_place_argument_is_confined_or_read_only():
+    unknown = []
+    for name in sorted(trust.TARGETS):
+        try:
+            parameters = inspect.signature(get_object(name)).parameters
+        except (ImportError, TypeError, ValueError):
+            continue
+        for argument in parameters:
+            if not PLACE.search(argument) or argument == "run_dir" and name in trust.PARTIAL_ONLY:
+                continue
+            decided = PLACES.get((name, argument))
+            if decided is None:
+                unknown.append(f"{name}({argument}=...)")
+            elif decided not in ("reads", "not a place"):
+                assert decided in trust.FILE_PATH_KEYS, decided
+    assert not unknown, f"decide where these may point from a file (trust.FILE_PATH_KEYS): {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("+hydra.job.env_set.PATH", True),
+        ("hydra.sweep.dir", True),
+        ("++hydra.job_logging.formatters.plain", True),
+        ("mode.output", True),
+        ("resume", True),
+        ("lr", False),
+        ("+model.width", False),
+    ],
+)
+def test_a_search_space_from_a_file_sweeps_no_hydra_path_or_run_key(name, refused):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": {name: "a,b"}}}})
+    if refused:
+        with pytest.raises(UserError, match=r"^hydra\.sweeper\.params\..* command line only"):
+            trust.check_file_keys(config, "x.yaml")
+    else:
+        trust.check_file_keys(config, "x.yaml")
+
+
+def test_a_file_path_stands_only_where_the_command_line_replaced_it(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.chdir(tmp_path)
+    trust.forget_file_values()
+    trust.check_file_keys(OmegaConf.create({"data": {"source": {"root": "/victim/mnist"}}}), "data/mnist.yaml")
+    trust.check_file_keys(OmegaConf.create({"mode": {"output": "preds/p.csv"}}), "mode/predict.yaml")  # inside
+    with pytest.raises(UserError, match=r"^data\.source\.root: '/victim/mnist' set in the config file data/mnist"):
+        trust.check_file_values(OmegaConf.create({"data": {"source": {"root": "/victim/mnist"}}}))
+    trust.check_file_values(
+        OmegaConf.create({"data": {"source": {"root": "/mine"}}, "mode": {"output": "preds/p.csv"}})
+    )
+    (tmp_path / "link").symlink_to("/tmp")
+    trust.forget_file_values()
+    trust.check_file_keys(OmegaConf.create({"mode": {"output": "link/p.csv"}}), "x.yaml")
+    with pytest.raises(UserError, match=r"^mode\.output: 'link/p.csv'"):
+        trust.check_file_values(OmegaConf.create({"mode": {"output": "link/p.csv"}}))
+    trust.forget_file_values()

@@ -445,7 +445,7 @@ def _batch_limit(cfg: DictConfig, key: str, available: int) -> int | None:
     value = cfg.trainer.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == math.inf:
         raise UserError(f"trainer.{key}: expected a whole number of batches >= 1, a fraction in (0, 1], or null")
     if isinstance(value, float):
         if value > 1:

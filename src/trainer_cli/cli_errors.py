@@ -4,6 +4,7 @@ YAML syntax errors and long values, each as the one line a user reads (no traceb
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,19 +13,33 @@ from trainer_cli.config import CONF_DIR
 
 
 def _accepted_keys(key: str) -> str:
-    """The keys the default config has beside `key`, to suggest the right spelling."""
+    """The keys beside `key` in the config this command line chose (its group options), and
+    which options of that group do have the key, to suggest the right spelling or option."""
     from hydra import compose, initialize_config_dir
 
     parent = key.rpartition(".")[0]
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            node = compose(config_name="config")
+            node = compose(config_name="config", overrides=_group_choices(sys.argv[1:]))
         node = OmegaConf.select(node, parent) if parent else node
         keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
     except Exception:
         keys = []
     where = f"'{parent}'" if parent else "the top level"
-    return f"accepted keys at {where}: {', '.join(keys)}" if keys else "see `train --cfg job` for the keys"
+    hint = f"accepted keys at {where}: {', '.join(keys)}" if keys else "see `train --cfg job` for the keys"
+    group, _, name = key.rpartition(".")
+    having = sorted(
+        path.stem
+        for path in Path(CONF_DIR, group.replace(".", "/")).glob("*.yaml")
+        if group and re.search(rf"^{re.escape(name)}\s*:", path.read_text(), re.MULTILINE)
+    )
+    return hint + (f"; {group}={','.join(having)} {'has' if len(having) == 1 else 'have'} '{name}'" if having else "")
+
+
+def _group_choices(argv: list[str]) -> list[str]:
+    """The `group=option` overrides of a command line (no value overrides: they may be the error)."""
+    groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+    return [arg for arg in argv if "=" in arg and arg.partition("=")[0] in groups]
 
 
 def shorten(message: str, limit: int = 200) -> str:

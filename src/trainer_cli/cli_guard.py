@@ -7,7 +7,9 @@ when a module is imported:
   factories `()`/`class`, log files inside the run folder) go through `trust.py`'s list;
 - every config file Hydra loads from outside the shipped `conf/` and Hydra's own package (a
   `--config-path` primary config, a `--config-dir` overlay, a saved `.hydra/`) may set only
-  `trust.FILE_HYDRA_KEYS` under `hydra.` (`trust.check_file_hydra_keys`);
+  `trust.FILE_HYDRA_KEYS` under `hydra.`, sweeps no Hydra, path or run-choosing key, and its
+  paths (`trust.FILE_PATH_KEYS`) and run choices stand only where the command line replaced
+  them (`trust.check_file_keys`, then `check_file_values` on each composed config);
 - `hydra.searchpath`: only `file://` folders from a file; `pkg://` of a trusted module too on
   the command line; any other source (`structured://`, `PKG://`) is refused;
 - `${oc.env:NAME}` reads only a variable the command line itself names (`trust.guard_env`).
@@ -35,6 +37,11 @@ def install_hydra_guard() -> None:
     trust.guard_env()
     if getattr(hydra.utils.instantiate, "_trainer_cli_guard", False):
         return
+    import warnings
+
+    # A `--config-dir` file named like one of Hydra's own (hydra/launcher/basic.yaml) draws a
+    # deprecation warning of Hydra's schema matching, twice; what matters is the check's line.
+    warnings.filterwarnings("ignore", message=r"\s*'.*' is validated against ConfigStore schema")
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.config_repository import ConfigRepository
 
@@ -42,6 +49,7 @@ def install_hydra_guard() -> None:
     configure_log = hydra.core.utils.configure_log
     initialize_sources = ConfigRepository.initialize_sources
     load_single_config = ConfigLoaderImpl._load_single_config
+    load_configuration = ConfigLoaderImpl.load_configuration
 
     def guarded_instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
         # Hydra passes the plugin class itself as `_target_` (from its own registry).
@@ -101,8 +109,16 @@ def install_hydra_guard() -> None:
         result = load_single_config(self, default, repo)
         shipped = trust.shipped_source(str(result.path)) or trust.same_as_shipped(default.config_path, str(result.path))
         if not shipped:
-            trust.check_file_hydra_keys(result.config, f"{default.config_path} ({result.path})")
+            trust.check_file_keys(result.config, f"{default.config_path} ({result.path})")
         return result
+
+    def guarded_load_configuration(self: Any, *args: Any, **kwargs: Any) -> DictConfig:
+        # One composition (the run's, or a sweep job's): the paths and run choices its files set
+        # stand only where the command line replaced them.
+        trust.forget_file_values()
+        cfg = load_configuration(self, *args, **kwargs)
+        trust.check_file_values(cfg)
+        return cfg
 
     guarded_instantiate._trainer_cli_guard = True  # type: ignore[attr-defined]
     guarded_instantiate.__wrapped__ = instantiate  # type: ignore[attr-defined]  # build's door checks itself
@@ -112,3 +128,4 @@ def install_hydra_guard() -> None:
     internal_hydra.configure_log = guarded_configure_log
     ConfigRepository.initialize_sources = guarded_initialize_sources  # type: ignore[method-assign]
     ConfigLoaderImpl._load_single_config = guarded_load_single_config  # type: ignore[method-assign]
+    ConfigLoaderImpl.load_configuration = guarded_load_configuration  # type: ignore[method-assign]

@@ -166,6 +166,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
         if multirun and isinstance(error, Preempted):
             return stopped_job(cfg, run_dir, error)
+        error = missing_key_error(error)
         if multirun and not debug:
             # One failing job must not end the sweep: its metrics.json records the failure,
             # and NaN tells the sweeper (the Optuna sweeper records a failed trial).
@@ -200,6 +201,19 @@ def hydra_main(cfg: DictConfig) -> float:
     if summary.get("verdict") == "FAIL" and not multirun:  # a diagnosis that failed: scripts see it
         sys.exit(1)
     return metrics.objective(summary, str(cfg.optimized_metric))
+
+
+def missing_key_error(error: Exception) -> Exception:
+    """A key the run needs that the config lacks (`~model`, `~trainer.device`) as a one-line
+    error naming it, instead of OmegaConf's traceback from wherever it was first read."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if not isinstance(error, (ConfigAttributeError, ConfigKeyError)) or not getattr(error, "full_key", None):
+        return error
+    key = error.full_key
+    return UserError(
+        f"{key}: missing from the config, and the run needs it (removed with ~{key}?); the shipped value is in conf/"
+    )
 
 
 def stopped_job(cfg: DictConfig, run_dir: Path, error: Exception) -> float:

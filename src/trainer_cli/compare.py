@@ -170,7 +170,9 @@ def plot(runs: list[dict[str, Any]], names: list[str], path: Path) -> Path | Non
         axis.set_title(curve)
     axes[0][0].legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    from trainer_cli.figures import save
+
+    save(figure, path, dpi=100)
     plt.close(figure)
     return path
 

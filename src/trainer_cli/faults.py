@@ -39,6 +39,8 @@ SIGNALS = ("SIGTERM", "SIGUSR1")
 PREEMPTED_MARK = "preempted.json"
 _requested: list[str] = []
 _held: dict[str, IO[str]] = {}  # this process's run-folder locks
+_new_folders: set[str] = set()  # single runs' folders claimed new or empty (all in them is ours)
+_kept_folders: set[str] = set()  # claimed with files in them (overwrite=true, a stopped run)
 _deferred: dict[str, Any] = {}  # submitit's handler of its preemption signal, run after the checkpoint
 
 
@@ -145,7 +147,10 @@ def lock_run_folder(run_dir: Path, config_key: str = "resume") -> IO[str]:
     key = str(run_dir.resolve())
     if key in _held and not _held[key].closed:
         _held.pop(key).close()  # this process's own earlier run of the folder ended by an exception
-    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 (held for the run's life)
+    run_folder.refuse_links(run_dir, config_key)
+    # Never through a link (a shared run folder's `.lock` could point at a file to truncate).
+    descriptor = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    handle = os.fdopen(descriptor, "a+")  # held for the run's life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -178,14 +183,22 @@ def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
         return  # a resume writes in the resumed folder: train.run locks that one
     existed = run_dir.is_dir()
     lock_run_folder(run_dir, config_key="hydra.run.dir")
-    if not existed or overrides.get("overwrite", "").lower() == "true" or preempted_mark(run_dir) is not None:
+    if not existed or run_folder.is_empty(run_dir):
+        _new_folders.add(key)  # everything in it is this run's: a failed start may clean it up
         return
+    if overrides.get("overwrite", "").lower() == "true" or preempted_mark(run_dir) is not None:
+        _kept_folders.add(key)
+        return
+    _held.pop(key).close()
     if run_folder.holds_run(run_dir):
-        _held.pop(key).close()
         raise UserError(
             f"hydra.run.dir: {run_dir} holds a run already; continue it with resume={run_dir}, "
             "or replace it with overwrite=true"
         )
+    raise UserError(
+        f"hydra.run.dir: {run_dir} is not empty; a new run starts in a new or empty folder (overwrite=true "
+        "writes into it anyway, replacing files of the same names)"
+    )
 
 
 def claim_hydra_run_folder() -> None:
@@ -201,8 +214,33 @@ def claim_hydra_run_folder() -> None:
         return
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.get("output_dir")
+    named = {arg.partition("=")[0].lstrip("+~") for arg in hydra_cfg.overrides.hydra}
+    key = "hydra.run.dir" if hydra_cfg.mode == RunMode.RUN else "hydra.sweep.dir"
+    if output_dir and key not in named:
+        refuse_link_on_the_way(Path(output_dir), key)
     if hydra_cfg.mode == RunMode.RUN and output_dir:
         claim_run_folder(Path(output_dir), list(hydra_cfg.overrides.task))
+
+
+def refuse_link_on_the_way(run_dir: Path, key: str) -> None:
+    """A run folder chosen by a config file or the default is reached through real folders of
+    the current folder only: a folder one runs `train` in (a downloaded repo) may hold a link
+    (`outputs -> ~/somewhere`) that would put the run elsewhere. Named on the command line, the
+    folder is the user's choice, links and all."""
+    here = Path.cwd()
+    try:
+        inside = Path(os.path.abspath(run_dir)).relative_to(here)
+    except ValueError:
+        return
+    path = here
+    for part in inside.parts:
+        path = path / part
+        if path.is_symlink():
+            raise UserError(
+                f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run folder from a config or the "
+                f"default is written only through real folders; name it on your command line ({key}=...) to "
+                "write there"
+            )
 
 
 def remove_orphans(run_dir: Path) -> list[Path]:
@@ -246,12 +284,16 @@ def process_start() -> float:
 
 def discard_empty_run_folder(run_dir: Path) -> None:
     """A run that failed before writing anything leaves no trace: the files it made itself
-    (`HYDRA_WRITES`, written since this process started) go, then the folders they leave
-    empty. Anything else, at any depth, stays: the folder may be the user's."""
-    if not run_dir.is_dir():
+    (`HYDRA_WRITES`) go, then the folders they leave empty. Only in a folder this process
+    claimed new or empty (`claim_run_folder`), or, for a sweep's job folder (which the sweeper
+    makes), files written since this process started. Anything else, at any depth, stays."""
+    if not run_dir.is_dir() or run_dir.is_symlink():
         return
-    started = process_start()
-    ours = [p for p in run_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= started]
+    claimed_new = str(run_dir.resolve()) in _new_folders
+    if str(run_dir.resolve()) in _kept_folders:
+        return  # claimed with its files in it (overwrite=true, a stopped run): nothing here is only ours
+    started = float("-inf") if claimed_new else process_start()
+    ours = [p for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_mtime >= started]
     if any(p.relative_to(run_dir).as_posix() not in HYDRA_WRITES for p in ours):
         return  # the run wrote more than Hydra's record: a failed run's record, kept
     for path in ours:

@@ -4,6 +4,7 @@ the diagnosis's plots (matplotlib, no display)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ def _figure(**options: Any):
     from matplotlib.figure import Figure
 
     return Figure(**options)
+
+
+def save(figure: Any, path: Path, **options: Any) -> Path:
+    """Write a figure as a PNG beside `path`, then put it in place (`os.replace`): a link at
+    `path` (a shared folder's `compare.png -> ~/.bashrc`) is replaced, never written through."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, format="png", **options)
+    os.replace(temporary, path)
+    return path
 
 
 def smoothed(values: list[float], window: int) -> list[float]:
@@ -58,7 +69,7 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
         lr_axis.set_ylabel("learning rate (dashed)", color="grey")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    save(figure, path)
     return path
 
 
@@ -96,7 +107,7 @@ def line_plot(
         axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    save(figure, path)
     return path
 
 

@@ -162,7 +162,9 @@ def confusion_figure(counts: torch.Tensor, classes: list[str], path: Path, title
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from trainer_cli.figures import save
+
+    save(fig, path)
     plt.close(fig)
     return torch.from_numpy(image).permute(2, 0, 1)
 

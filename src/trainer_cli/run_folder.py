@@ -22,6 +22,7 @@ Imports nothing of the project above `errors`: it is the lowest layer that knows
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -82,6 +83,26 @@ def holds_run(run_dir: Path) -> bool:
     """Whether a folder holds a run (finished or not): its record, metrics or checkpoints."""
     run_dir = Path(run_dir)
     return any(path.exists() for path in (resolved_config(run_dir), metrics_file(run_dir), checkpoint_dir(run_dir)))
+
+
+def refuse_links(folder: Path, key: str) -> None:
+    """A folder a run writes into holds no symbolic link, at any depth: writing through one
+    would change a file outside the folder (a shared run or sweep folder can hold one that
+    points at the user's own files). `key` names the config key that chose the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            raise UserError(
+                f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run writes only into real folders "
+                "and files, so the folder it writes into may hold no link"
+            )
+
+
+def is_empty(run_dir: Path, ignoring: tuple[str, ...] = (".lock",)) -> bool:
+    """Whether a folder holds nothing (but the names in `ignoring`)."""
+    return not any(path.name not in ignoring for path in Path(run_dir).iterdir())
 
 
 def trained_weights(given: str | Path, key: str = "checkpoint") -> Path:

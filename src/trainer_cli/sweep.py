@@ -412,7 +412,9 @@ def plot(
         axis.set_title(f"best {metric} vs {key}")
     figure.tight_layout()
     path = sweep_dir / "sweep.png"
-    figure.savefig(path, dpi=100)
+    from trainer_cli.figures import save
+
+    save(figure, path, dpi=100)
     plt.close(figure)
     return path
 
@@ -585,6 +587,19 @@ def assign_gpu(cfg: DictConfig, job_num: int) -> None:
 
 class SweepSummary(Callback):
     """Hydra callback: the sweep report at the end of each multirun."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The sweep folder's report files are written by this process: never through a link.
+        from trainer_cli.errors import UserError
+        from trainer_cli.run_folder import refuse_links
+
+        try:
+            refuse_links(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        except UserError as error:  # SystemExit: Hydra turns a callback's exceptions into warnings
+            import sys
+
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -12,7 +12,7 @@
   (`forget_current_folder`); `--trust mymod` loads `mymod.py` from it by its path
   (`load_user_modules`). Widening trust is the user's act on the command line; children get it
   through the environment ($TRAINER_CLI_TRUST), never from a config or argv.
-- Hydra keys from files (`check_file_hydra_keys`): a config file outside conf/ sets only
+- Hydra keys from files (`check_file_keys`): a config file outside conf/ sets only
   `FILE_HYDRA_KEYS`; search path sources (`check_searchpath`); environment interpolation reads
   only what the command line names (`guard_env`).
 This module imports no torch.
@@ -123,7 +123,6 @@ TARGETS = frozenset(
         "trainer_cli.sinks.MLflow",
         # conf/hydra: callbacks, sweepers, launchers (Hydra's and its plugins' too), logging
         "trainer_cli.sweep.SweepSummary",
-        "trainer_cli.report.console_handler",
         "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
         "hydra_plugins.trainer_cli_launchers.JoblibLauncher",
@@ -133,7 +132,6 @@ TARGETS = frozenset(
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         "optuna.samplers._tpe.sampler.TPESampler",
         "optuna.samplers._random.RandomSampler",
-        "optuna.samplers._cmaes.CmaEsSampler",  # restores its own state from the study's storage (pickle)
         "optuna.samplers._grid.GridSampler",
         "optuna.samplers._nsga2.NSGAIISampler",
         "optuna.samplers.nsgaii._sampler.NSGAIISampler",  # its module in Optuna >= 3
@@ -143,12 +141,24 @@ TARGETS = frozenset(
         "optuna.pruners._median.MedianPruner",
         "optuna.pruners._nop.NopPruner",
         "optuna.pruners._successive_halving.SuccessiveHalvingPruner",
-        "logging.StreamHandler",
-        "logging.FileHandler",  # its filename must lie in the run folder (see `check_logging`)
-        "logging.NullHandler",
-        "logging.Formatter",
     }
 )
+# What a logging set-up (`hydra.job_logging`, `hydra.hydra_logging`) may name as a factory
+# (`()` or `class`), by section; nothing else builds these (a FileHandler built as a model key
+# or a callback would write wherever its config points). Optuna's CMA-ES sampler is not listed:
+# it unpickles its state from the study's storage, which a shared sweep folder supplies.
+LOGGING_FACTORIES = {
+    "formatters": frozenset({"logging.Formatter"}),
+    "handlers": frozenset(
+        {
+            "logging.StreamHandler",
+            "logging.FileHandler",  # its filename must lie in the run folder (`check_logging`)
+            "logging.NullHandler",
+            "trainer_cli.report.console_handler",
+        }
+    ),
+    "filters": frozenset({"logging.Filter"}),
+}
 # Listed objects that act when called (a procedure, a writer given its run folder): a config
 # builds them only as `_partial_: true`; the code calls them with the run's own folder.
 PARTIAL_ONLY = frozenset(
@@ -282,8 +292,9 @@ def check_path(key: str, target: Any) -> str:
     return target
 
 
-def check_object(key: str, target: str) -> Any:
-    """Stage 2: import and look the target up, then check what it really is."""
+def check_object(key: str, target: str, allowed: frozenset[str] | None = None) -> Any:
+    """Stage 2: import and look the target up, then check what it really is: on the closed
+    list, or (`allowed`) exactly one of the names given (a logging section's factories)."""
     from hydra.utils import get_object
 
     check_path(key, target)
@@ -293,7 +304,8 @@ def check_object(key: str, target: str) -> Any:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{key}: cannot find '{target[:80]}' ({reason[:120]})") from None
     real = _qualified(obj)
-    if not on_list(obj):
+    listed = on_list(obj) if allowed is None else (real in allowed or _under(real, _user()))
+    if not listed:
         shown = f"'{target[:80]}'" + (f" (that is {real})" if real != target else "")
         raise refuse(key, shown)
     return obj
@@ -334,11 +346,31 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
             check_path(where, target)
             continue
         obj = check_object(where, target)
+        if any(parent.get(name) is not None for name in DOWNLOADS) and _torchvision_builder(obj):
+            # A bare builder would fetch the weights from the network into $TORCH_HOME.
+            raise UserError(
+                f"{where}: a torchvision builder is built here without weights; pretrained weights come from "
+                "`model=torchvision model.weights=<name>` (or `init_from=`), which read them from the torch cache"
+            )
         if _qualified(obj) in PARTIAL_ONLY and parent.get("_partial_") is not True:
             # Built whole, it would act at once, with a folder the config names.
             raise UserError(
                 f"{where}: '{str(target)[:80]}' is built only with `_partial_: true` (the run supplies its folder)"
             )
+        if _qualified(obj) in PARTIAL_ONLY and "run_dir" in parent:
+            raise UserError(
+                f"{where.removesuffix('._target_')}.run_dir: the run supplies its own folder; not a config key"
+            )
+
+
+# Arguments with which a torchvision model builder downloads weights.
+DOWNLOADS = ("weights", "weights_backbone")
+
+
+def _torchvision_builder(obj: Any) -> bool:
+    return _under(getattr(obj, "__module__", "") or "", ["torchvision.models"]) and any(
+        obj is builder for builder in torchvision_builders()
+    )
 
 
 def _walk_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, dict]]:
@@ -387,7 +419,7 @@ def check_logging(config: Any, key: str, log_dir: str | None) -> None:
             where = f"{key}.{section}.{name}"
             for factory in ("()", "class"):
                 if factory in entry:
-                    obj = check_object(f"{where}.{factory}", entry[factory])
+                    obj = check_object(f"{where}.{factory}", entry[factory], LOGGING_FACTORIES[section])
                     if getattr(obj, "__qualname__", "") == "FileHandler" and section == "handlers":
                         _check_log_file(f"{where}.filename", entry.get("filename"), log_dir)
     for where, value in _strings(conf, key):
@@ -508,19 +540,81 @@ def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, node
 
 
-def check_file_hydra_keys(config: Any, where: str) -> None:
-    """A config file from outside the shipped conf/ (package applied): its `hydra.*` keys."""
-    if not isinstance(config, DictConfig) or "hydra" not in config:
-        return
-    raw = OmegaConf.to_container(config.hydra, resolve=False) if isinstance(config.hydra, DictConfig) else config.hydra
-    for key, value in _leaves({"hydra": raw}, ""):
-        if not _under(key, FILE_HYDRA_KEYS):
-            raise UserError(f"{key}: set in the config file {where[:120]}; this Hydra setting is {COMMAND_LINE_ONLY}")
-        if _under(key, FOLDER_KEYS):
-            _check_relative_folder(key, value)
-        if _under(key, ["hydra.searchpath"]):
-            for i, entry in enumerate(value if isinstance(value, list) else [value]):
-                check_searchpath(f"hydra.searchpath[{i}]", str(entry), from_command_line=False)
+# Keys a config file may set only to a place inside the current folder: where the run writes
+# or sends what it makes (predictions, downloads, an MLflow store). Anywhere else, a server
+# URI included, is the user's choice on the command line (tests/test_trust_list.py checks that
+# every listed object's path-like argument is here or known to read only).
+FILE_PATH_KEYS = ("mode.output", "data.source.root", "logger.mlflow.tracking_uri")
+# Keys that choose which existing run a command writes into: the command line's only.
+COMMAND_LINE_KEYS = ("resume", "overwrite")
+# Interpolations a path from a file may use: the data folder the user's own environment names.
+PATH_INTERPOLATION = re.compile(r"\$\{oc\.env:TRAINER_CLI_DATA(,[^}]*)?\}")
+# (key, value, file) a file set that only the command line may: refused unless the command
+# line replaced the value (`check_file_values`, on the composed config).
+_from_files: dict[str, tuple[Any, str, str]] = {}
+
+
+def check_file_keys(config: Any, where: str) -> None:
+    """A config file from outside the shipped conf/, as loaded (at its package's place): its
+    `hydra.*` keys (`FILE_HYDRA_KEYS`), the search space it defines (no `hydra.*`, path or
+    run-choosing keys), and, noted for `check_file_values`, the paths and run choices it sets."""
+    raw = OmegaConf.to_container(config, resolve=False) if isinstance(config, DictConfig) else config
+    for key, value in _leaves(raw if isinstance(raw, dict) else {}, ""):
+        if _under(key, ["hydra"]):
+            _check_file_hydra_key(key, value, where)
+        elif _under(key, COMMAND_LINE_KEYS) and value not in (None, False, "null", "false"):
+            _from_files[key] = (value, where, f"chooses a run to write into; it is {COMMAND_LINE_ONLY}")
+        elif _under(key, FILE_PATH_KEYS) and value is not None and not _inside_current_folder(str(value)):
+            _from_files[key] = (value, where, f"from a config file must be a path inside the current folder; "
+                                              f"other places are {COMMAND_LINE_ONLY}")  # fmt: skip
+
+
+def _check_file_hydra_key(key: str, value: Any, where: str) -> None:
+    if not _under(key, FILE_HYDRA_KEYS):
+        raise UserError(f"{key}: set in the config file {where[:120]}; this Hydra setting is {COMMAND_LINE_ONLY}")
+    if _under(key, ["hydra.sweeper.params"]) and key != "hydra.sweeper.params":
+        name = key[len("hydra.sweeper.params.") :].lstrip("+~")
+        if _under(name, ["hydra", *FILE_PATH_KEYS, *COMMAND_LINE_KEYS]):
+            raise UserError(
+                f"{key}: a search space from the config file {where[:120]} sweeps '{name[:60]}'; sweeping Hydra's "
+                f"settings, paths and run choices is {COMMAND_LINE_ONLY}"
+            )
+    if _under(key, FOLDER_KEYS):
+        _check_relative_folder(key, value)
+    if _under(key, ["hydra.searchpath"]):
+        for i, entry in enumerate(value if isinstance(value, list) else [value]):
+            check_searchpath(f"hydra.searchpath[{i}]", str(entry), from_command_line=False)
+
+
+def forget_file_values() -> None:
+    """Start a new composition: what earlier files set is not this one's."""
+    _from_files.clear()
+
+
+def check_file_values(cfg: Any) -> None:
+    """The composed config keeps no path or run choice that only a file set (the command line's
+    own value for the key replaces the file's and is accepted)."""
+    for key, (value, where, why) in _from_files.items():
+        node = OmegaConf.select(cfg, key, default=None) if isinstance(cfg, DictConfig) else None
+        raw = OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
+        if raw is None or raw != value:
+            continue
+        if key == "logger.mlflow.tracking_uri" and OmegaConf.select(cfg, "logger.mlflow", default=None) is None:
+            continue  # the MLflow logger is not selected: the value is never used
+        raise UserError(f"{key}: '{str(value)[:80]}' set in the config file {where[:120]} {why}")
+
+
+def _inside_current_folder(text: str) -> bool:
+    """A relative path inside the current folder, with no link on the way out of it."""
+    bare = PATH_INTERPOLATION.sub("data", text)
+    if "${" in bare or "://" in bare or bare.startswith(("~", "file:")) or os.path.isabs(bare):
+        return False
+    if ".." in re.split(r"[/\\]", bare):
+        return False
+    if PATH_INTERPOLATION.search(text):
+        return True  # under the data folder the user's own environment names
+    here = os.path.realpath(os.getcwd())
+    return os.path.commonpath([os.path.realpath(os.path.join(here, bare)), here]) == here
 
 
 def _check_relative_folder(key: str, value: Any) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer_cli import checks
 from trainer_cli.config import UserError
 from trainer_cli.data.splits import split_indices
 
@@ -247,6 +248,7 @@ def load_imagefolder(path: str, image_size: int, test_fraction: float = 0.2, see
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"data.path: '{path}' is not a folder of class sub-folders")
+    checks.whole_number("data.image_size", image_size, error=UserError)
     transform = v2.Compose(
         [
             v2.ToImage(),

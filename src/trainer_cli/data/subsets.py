@@ -55,6 +55,7 @@ def few_shot(source: TensorData, samples_per_class: int, seed: int) -> TensorDat
 
 def resized(source: TensorData, image_size: int) -> TensorData:
     """Images scaled to `image_size` x `image_size` (bilinear, antialiased when shrinking)."""
+    checks.whole_number("image_size", image_size)
 
     def scale(x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == image_size and x.shape[-2] == image_size:
