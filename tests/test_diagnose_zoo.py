@@ -175,6 +175,18 @@ def unfit(accuracy: float) -> dict[str, float]:
         ({"train acc best": 0.85, "end probe/acc_train_mode": 0.94, "end probe/acc_eval_mode": 0.97}, HEALTHY),
         ({"train acc best": 1.0, "val acc best": 0.7}, "model_too_big"),
         ({"val loss tail fall": 0.2, "train loss tail fall": 0.2}, "too_few_epochs"),
+        # one epoch: its mean training loss 1.83, the end model's 1.46 on the training probe
+        (
+            {
+                "epochs": 1,
+                "train loss last": 1.83,
+                "train loss best": 1.83,
+                "end probe/initial_loss": 1.46,
+                **unfit(0.73),
+                "val acc best": 0.8,
+            },
+            "too_few_epochs",
+        ),
     ],
 )
 def test_each_rule_names_its_cause_first_and_a_healthy_run_passes(changes, cause):

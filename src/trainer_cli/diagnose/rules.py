@@ -216,8 +216,13 @@ def variance(e: Evidence) -> Finding | None:
 
 
 def still_improving(e: Evidence) -> Finding | None:
-    """Both losses still fall over the last quarter of the epochs."""
+    """Both losses still fall over the last quarter of the epochs (a single epoch has no
+    tail: its trend is the fall from the epoch's mean training loss to the end model's
+    loss on the training probe)."""
     val_fall, train_fall = _get(e, "val loss tail fall", 0.0), _get(e, "train loss tail fall", 0.0)
+    if _get(e, "epochs", 0.0) == 1:
+        mean, end = _get(e, "train loss last"), _get(e, "end probe/initial_loss")
+        val_fall = train_fall = (mean - end) / mean if mean > 0 and math.isfinite(end) else 0.0
     if val_fall > STILL_FALLING and train_fall > STILL_FALLING:
         return Finding("too_few_epochs", 1.5, f"the last epochs still cut the losses by {val_fall:.0%} (val)")
     return None
