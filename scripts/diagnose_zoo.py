@@ -5,9 +5,10 @@ trained and diagnosed; the first-named cause is compared with the known one.
     nice -n 10 python scripts/diagnose_zoo.py --cases NEW.yaml --half all
 
 Prints, per half, the confusion table (true cause x first-named cause) and
-"right cause first X/Y; healthy passes X/Y". `--half held_out` is the held-out half: run it
-once, at the end, after the rules are fixed on the design half. `--half all` takes every case
-of `--cases` regardless of its split (a new held-out file is run whole, once).
+"right cause first X/Y; healthy passes X/Y". Both halves of cases.yaml have been measured
+once (docs/diagnose.md), so that whole file is now the design set. `--half all` takes every
+case of `--cases` regardless of its split: a new held-out file is run whole, once, after the
+rules are fixed.
 """
 
 from __future__ import annotations
