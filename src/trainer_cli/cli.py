@@ -55,6 +55,10 @@ def main() -> None:
         from trainer_cli.cli_hydra import hydra_main
 
         install_hydra_guard()
+        if {"--help", "-h", "--hydra-help"} & set(argv):
+            from trainer_cli.cli_help import share_group_listing
+
+            share_group_listing()  # one config repository for the listing, not one per group
         sys.argv = [sys.argv[0], *argv]
         hydra_main()
     except KeyboardInterrupt:

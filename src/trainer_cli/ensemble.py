@@ -73,7 +73,11 @@ def predict_proba(member: Path, device: torch.device) -> tuple[np.ndarray, np.nd
 
 
 def run_ensemble(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, snapshots: bool = False
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    snapshots: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the ensemble of the runs named by `cfg.ensemble` (with `snapshots`: of their
     SGDR snapshots, `mode.snapshots=true`); returns its summary."""
