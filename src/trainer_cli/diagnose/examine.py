@@ -52,7 +52,7 @@ def history_features(history: list[dict[str, float]], num_classes: int) -> Evide
     train_acc = [r.get("train/acc", 0.0) for r in history]
     val_acc = [r.get("val/acc", 0.0) for r in history]
     finite = [x for x in train_loss if math.isfinite(x)]
-    tail = max(2, len(history) // 4)
+    tail = min(len(history), max(2, len(history) // 4))  # a run stopped after one epoch has one row
     ratios = sorted(r["update_ratio"] for r in history if "update_ratio" in r)
     return {
         "epochs": len(history),
