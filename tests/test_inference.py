@@ -126,7 +126,7 @@ def test_export_torch_export_torchscript_and_onnx_match_pytorch(finished_run, ma
     from trainer_cli.inference import from_checkpoint
 
     images = load_digits().test_x[:7]  # raw pixels in [0, 1]: preprocessing is inside the export
-    trained = from_checkpoint(resolve(make_cfg(f"checkpoint={run_dir}")), with_data=False)
+    trained = from_checkpoint(resolve(make_cfg()), run_dir, with_data=False)
     with torch.no_grad():
         expected = trained.model(trained.preprocess(images))
     scripted = torch.jit.load(summary["exported"]["torchscript"])

@@ -182,3 +182,19 @@ def test_a_users_hook_list_adds_to_the_required_hooks(make_cfg, tmp_path, listed
     finally:
         faults.clear_stop_request()
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_a_modes_inputs_are_its_arguments_and_the_top_level_keys_their_shortcuts(make_cfg):
+    """Issue 22: the inputs of evaluate/predict/export (`checkpoint`) and of an ensemble (`runs`)
+    sit in the mode's node and reach the procedure as arguments; `checkpoint=` and `ensemble=`
+    at the top level are shortcuts, as `lr` is for `optimizer.lr`."""
+    import inspect
+
+    from trainer_cli import ensemble, inference
+
+    for mode in ("evaluate", "predict", "export"):
+        assert config.resolve(make_cfg(f"mode={mode}", "checkpoint=runs/a")).mode.checkpoint == "runs/a"
+        assert config.resolve(make_cfg(f"mode={mode}", "mode.checkpoint=runs/b")).mode.checkpoint == "runs/b"
+        assert "checkpoint" in inspect.signature(getattr(inference, f"run_{mode}")).parameters
+    assert config.resolve(make_cfg("mode=ensemble", "ensemble=sweep")).mode.runs == "sweep"
+    assert "runs" in inspect.signature(ensemble.run_ensemble).parameters

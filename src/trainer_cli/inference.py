@@ -62,11 +62,13 @@ def data_from_command_line(user_keys: set[str] | None) -> bool:
 
 
 @torch.no_grad()
-def from_checkpoint(cfg: DictConfig, user_keys: set[str] | None = None, *, with_data: bool = True) -> Trained:
-    """`checkpoint=`'s trained model on `cfg.trainer.device`, with its own data (or the
-    command line's `data=`, seen through the run's own preprocessing)."""
+def from_checkpoint(
+    cfg: DictConfig, checkpoint: Any, user_keys: set[str] | None = None, *, with_data: bool = True
+) -> Trained:
+    """The mode's `checkpoint` (a run folder or a .pt) as a trained model on `cfg.trainer.device`,
+    with its own data (or the command line's `data=`, seen through the run's own preprocessing)."""
     data = cfg.data if data_from_command_line(user_keys) else None
-    return rebuild(cfg.get("checkpoint"), build.device(str(cfg.trainer.device)), data=data, with_data=with_data)
+    return rebuild(checkpoint, build.device(str(cfg.trainer.device)), data=data, with_data=with_data)
 
 
 @torch.no_grad()
@@ -170,7 +172,11 @@ def confusion_figure(counts: torch.Tensor, classes: list[str], path: Path, title
 
 
 def run_evaluate(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, user_keys: set[str] | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    checkpoint: Any = None,
 ) -> dict[str, Any]:
     """`train mode=evaluate checkpoint=<run | .pt>`: the test metrics of a checkpoint (computed
     as the run's own final evaluation computes them), its confusion matrix (PNG, CSV and
@@ -179,7 +185,7 @@ def run_evaluate(
     from trainer_cli.report import Reporter, per_class_table
 
     cfg = resolved(cfg)
-    trained = from_checkpoint(cfg, user_keys)
+    trained = from_checkpoint(cfg, checkpoint, user_keys)
     data = trained.data
     # The run's own loss, as its final evaluation computed test/loss (hinge for a loss=hinge run).
     tested = evaluate(trained.model, data.test, trained.device, trained.precision, build.loss(trained.cfg))
@@ -288,13 +294,14 @@ def run_predict(
     run_dir: Path,
     hparams: dict[str, Any] | None = None,
     user_keys: set[str] | None = None,
+    checkpoint: Any = None,
     input: Any = None,
     output: str | None = None,
 ) -> dict[str, Any]:
     """`train mode=predict checkpoint=<run | .pt> mode.input=<image folder | .pt | .npy>`:
     each input's predicted class and class probabilities, in `predictions.csv` (or `mode.output`)."""
     cfg = resolved(cfg)
-    trained = from_checkpoint(cfg, with_data=False)
+    trained = from_checkpoint(cfg, checkpoint, with_data=False)
     preprocess, classes = trained.preprocess, trained.classes
     channels, size = int(trained.cfg.data.in_channels), int(trained.cfg.data.image_size)
     images, names = read_inputs(input, channels, size)
@@ -352,6 +359,7 @@ def run_export(
     run_dir: Path,
     hparams: dict[str, Any] | None = None,
     user_keys: set[str] | None = None,
+    checkpoint: Any = None,
     formats: Any = ("torch_export", "onnx"),
 ) -> dict[str, Any]:
     """`train mode=export checkpoint=<run | .pt>`: `model.pt2` (`torch.export`; load it with
@@ -367,7 +375,7 @@ def run_export(
         raise UserError(f"mode.formats: '{unknown[0]}' is not accepted; choose {', '.join(EXPORT_FORMATS)}")
     if "onnx" in chosen and importlib.util.find_spec("onnx") is None:
         raise UserError("mode.formats: onnx needs the onnx package; pip install 'trainer_cli[onnx]'")
-    trained = from_checkpoint(cfg, with_data=False)
+    trained = from_checkpoint(cfg, checkpoint, with_data=False)
     trained.model.to("cpu")
     exported = Exported(trained.model, trained.preprocess).eval()
     channels, size = int(trained.cfg.data.in_channels), int(trained.cfg.data.image_size)
