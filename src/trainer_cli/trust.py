@@ -346,7 +346,7 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
             check_path(where, target)
             continue
         obj = check_object(where, target)
-        if any(parent.get(name) is not None for name in DOWNLOADS) and _torchvision_builder(obj):
+        if _torchvision_builder(obj) and any(_given_or_default(obj, parent, name) is not None for name in DOWNLOADS):
             # A bare builder would fetch the weights from the network into $TORCH_HOME.
             raise UserError(
                 f"{where}: a torchvision builder is built here without weights; pretrained weights come from "
@@ -365,6 +365,18 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
 
 # Arguments with which a torchvision model builder downloads weights.
 DOWNLOADS = ("weights", "weights_backbone")
+
+
+def _given_or_default(obj: Any, node: dict, name: str) -> Any:
+    """The node's value for a builder's argument, else the builder's own default (detection and
+    segmentation builders default `weights_backbone` to ImageNet weights: a download)."""
+    if name in node:
+        return node[name]
+    try:
+        parameter = inspect.signature(obj).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 def _torchvision_builder(obj: Any) -> bool:
@@ -545,6 +557,18 @@ def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
 # URI included, is the user's choice on the command line (tests/test_trust_list.py checks that
 # every listed object's path-like argument is here or known to read only).
 FILE_PATH_KEYS = ("mode.output", "data.source.root", "logger.mlflow.tracking_uri")
+# The argument names of the listed objects that write at a place (tests/test_trust_list.py):
+# a file's key ending in one of them is a place, whatever node holds it (`logger.ml2.tracking_uri`
+# of a second MLflow sink is one too).
+PLACE_ARGUMENTS = ("output", "root", "tracking_uri")
+# Of those, the ones that name a file the run writes whole (predictions): new files only.
+NEW_FILE_ARGUMENTS = ("output",)
+
+
+def _names_a_place(key: str) -> bool:
+    return _under(key, FILE_PATH_KEYS) or key.rpartition(".")[2] in PLACE_ARGUMENTS
+
+
 # Keys that choose which existing run a command writes into: the command line's only.
 COMMAND_LINE_KEYS = ("resume", "overwrite")
 # Interpolations a path from a file may use: the data folder the user's own environment names.
@@ -564,9 +588,12 @@ def check_file_keys(config: Any, where: str) -> None:
             _check_file_hydra_key(key, value, where)
         elif _under(key, COMMAND_LINE_KEYS) and value not in (None, False, "null", "false"):
             _from_files[key] = (value, where, f"chooses a run to write into; it is {COMMAND_LINE_ONLY}")
-        elif _under(key, FILE_PATH_KEYS) and value is not None and not _inside_current_folder(str(value)):
+        elif _names_a_place(key) and value is not None and not _inside_current_folder(str(value)):
             _from_files[key] = (value, where, f"from a config file must be a path inside the current folder; "
                                               f"other places are {COMMAND_LINE_ONLY}")  # fmt: skip
+        elif key.rpartition(".")[2] in NEW_FILE_ARGUMENTS and value is not None and os.path.lexists(str(value)):
+            _from_files[key] = (value, where, f"names an existing file; a config file writes only new files, "
+                                              f"replacing one is {COMMAND_LINE_ONLY}")  # fmt: skip
 
 
 def _check_file_hydra_key(key: str, value: Any, where: str) -> None:
@@ -606,13 +633,13 @@ def check_file_values(cfg: Any) -> None:
 
 def _inside_current_folder(text: str) -> bool:
     """A relative path inside the current folder, with no link on the way out of it."""
-    bare = PATH_INTERPOLATION.sub("data", text)
+    # `${oc.env:TRAINER_CLI_DATA,<default>}` is the user's folder when the variable is set, and
+    # the default when not: the default must be inside too.
+    bare = PATH_INTERPOLATION.sub(lambda match: (match.group(1) or ",data")[1:], text)
     if "${" in bare or "://" in bare or bare.startswith(("~", "file:")) or os.path.isabs(bare):
         return False
     if ".." in re.split(r"[/\\]", bare):
         return False
-    if PATH_INTERPOLATION.search(text):
-        return True  # under the data folder the user's own environment names
     here = os.path.realpath(os.getcwd())
     return os.path.commonpath([os.path.realpath(os.path.join(here, bare)), here]) == here
 
@@ -628,7 +655,7 @@ def _check_relative_folder(key: str, value: Any) -> None:
 
 
 # --- Environment interpolation --------------------------------------------------------------
-ENV_NAMED = re.compile(r"oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+ENV_NAMED = re.compile(r"\$\{\s*oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
 # The variables the shipped conf/ itself reads (where data sets are kept).
 SHIPPED_ENV = ("TRAINER_CLI_DATA",)
 TYPED_ENV = "TRAINER_CLI_TYPED_ENV"  # the variable names the user's own command line reads
@@ -637,7 +664,10 @@ TYPED_ENV = "TRAINER_CLI_TYPED_ENV"  # the variable names the user's own command
 def remember_typed_env(argv: list[str]) -> None:
     """The variables `${oc.env:NAME}` on this command line names: the only ones a config may read.
     Kept in the environment, so the ranks and workers this process starts know them too."""
-    names = {match.group(1) for arg in argv for match in ENV_NAMED.finditer(arg)}
+    # Only an interpolation the user typed in an override's value (`+tag='${oc.env:USER}'`), not
+    # text that happens to be in a folder's name (`resume=runs/r_oc.env:SECRET`).
+    overrides = [arg.partition("=")[2] for arg in argv if "=" in arg and not arg.startswith("-")]
+    names = {match.group(1) for value in overrides for match in ENV_NAMED.finditer(value)}
     inherited = {n for n in os.environ.get(TYPED_ENV, "").split(",") if n}
     os.environ[TYPED_ENV] = ",".join(sorted(names | inherited))
 
@@ -701,6 +731,11 @@ def load_user_modules(folder: str | None = None) -> None:
             continue
         file = os.path.join(folder, f"{top}.py")
         package = os.path.join(folder, top, "__init__.py")
+        if (os.path.isfile(file) or os.path.isfile(package)) and _installed(top):
+            raise UserError(
+                f"--trust {name}: the current folder holds {top}.py or {top}/, and an installed module has the same "
+                f"name; trust which? Rename your file, or run train from another folder to trust the installed one"
+            )
         if os.path.isfile(file):
             spec = importlib.util.spec_from_file_location(top, file)
         elif os.path.isfile(package):
@@ -720,6 +755,17 @@ def load_user_modules(folder: str | None = None) -> None:
             raise UserError(
                 f"--trust {name}: importing {spec.origin} failed: {type(error).__name__}: {reason[:160]}"
             ) from None
+
+
+def _installed(top: str) -> bool:
+    """Whether a module of that name is importable without the current folder (which is off
+    `sys.path`): an installed package or the standard library."""
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_hydra_node(hydra_cfg: Any, log_dir: str | None = None) -> None:
