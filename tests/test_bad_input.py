@@ -23,9 +23,6 @@ def _one_line(error: BaseException, start: str) -> str:
     return message
 
 
-REGRESSED = "regressed when the 2026-12-06 branches met"
-
-
 @pytest.mark.parametrize(
     ("overrides", "start"),
     [
@@ -140,13 +137,7 @@ def test_non_ascii_values_get_a_hint_to_quote():
 @pytest.mark.parametrize(
     ("args", "start"),
     [
-        pytest.param(
-            ["+x=${eval:1+1}"],
-            "error: x: unknown resolver 'eval'",
-            marks=pytest.mark.skip(
-                reason=f"{REGRESSED}: the trust guard's resolver check prints a traceback; issue 19"
-            ),
-        ),
+        (["+x=${eval:1+1}"], "error: x: unknown resolver 'eval'"),
         (["hydra.job_logging.handlers.file.formatter=missing"], "error: hydra.job_logging: Unable to configure"),
         (["data.path=/tmp/données"], "error: data.path: cannot parse a value with non-ASCII characters"),
         (["lr=" + "x" * 100_000], "error: lr: expected a number"),

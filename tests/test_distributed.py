@@ -178,7 +178,6 @@ def test_image_folder_two_processes_match_one_with_the_same_global_batch(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="merge regression 2026-12-06: seed statistics miss a multi-process job's seed; issue 21")
 def test_sweep_runs_each_job_as_one_multi_process_run(tmp_path):
     args = ["data=digits", "epochs=1", "batch_size=64", "trainer.device=cpu"]
     sweep = run_train(["-m", *args, "trainer.devices=2", "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)

@@ -258,7 +258,6 @@ class Net(MLP):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="merge regression 2026-12-06: the killed job's record lacks its 'job' key; issue 21")
 def test_a_job_whose_worker_dies_is_recorded_as_killed_and_the_sweep_finishes(tmp_path, monkeypatch):
     (tmp_path / "victim.py").write_text(SELF_KILLING_MODEL)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
@@ -323,17 +322,10 @@ def test_bayes_search_minimizes_a_loss_metric(tmp_path):
     assert png.is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.skip(
-    reason="merge regression 2026-12-06: a finished job of the study is run again instead of skipped; issue 21"
-)
-def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
-    """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
-    again in its own folder, new ones numbered after the last, the study grown to n_trials."""
-    sweep = tmp_path / "random"
-    command = ["hparams_search=random", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+def kill_after_first_job(command: list[str], sweep: Path, cwd: Path) -> None:
+    """Start `train command` and SIGKILL it (its whole process group) once job 0 has finished."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([TRAIN, *command], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([TRAIN, *command], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
@@ -343,13 +335,42 @@ def test_interrupted_optuna_sweep_continues_its_study(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the sweep dies mid-way, as on a lost machine
         process.wait()
-    before = study_trials(sweep, "random")
+
+
+@pytest.mark.slow
+def test_interrupted_plain_sweep_keeps_finished_jobs_and_runs_the_rest(tmp_path):
+    """`train -m` (Hydra's basic sweeper, resumable), killed after its first job and run again in
+    its folder: job 0 is kept, the others run in their folders; a changed sweep is refused."""
+    sweep = tmp_path / "plain"
+    command = ["-m", "lr=0.1,0.01,0.001", *JOB, "logger=[]", f"hydra.sweep.dir={sweep}"]
+    kill_after_first_job(command, sweep, tmp_path)
+    first_job = (sweep / "0" / "metrics.json").read_text()
+    result = run_train(command, tmp_path, timeout=900)
+    assert (sweep / "0" / "metrics.json").read_text() == first_job  # finished jobs are not run again
+    assert "job 0: finished in an earlier run of this sweep, kept" in result.stdout + result.stderr
+    assert {(r["job"], r["lr"], r["status"]) for r in summary_rows(sweep)} == {
+        ("0", "0.1", "ok"), ("1", "0.01", "ok"), ("2", "0.001", "ok")}  # fmt: skip
+    changed = run_train([o if o != "lr=0.1,0.01,0.001" else "lr=0.1,0.01" for o in command], tmp_path, check=False)
+    assert changed.returncode == 2
+    (line,) = changed.stderr.strip().splitlines()
+    assert "search space changed" in line and "lr: 0.1,0.01,0.001 -> 0.1,0.01" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("search", ["random", "bayes", "grid"])
+def test_interrupted_optuna_sweep_continues_its_study(tmp_path, search):
+    """A sweep killed part-way, run again in its folder: finished jobs kept, the killed one run
+    again in its own folder, new ones numbered after the last, the study grown to n_trials."""
+    sweep = tmp_path / search
+    command = [f"hparams_search={search}", "hydra.sweeper.n_trials=3", *JOB, f"hydra.sweep.dir={sweep}"]
+    kill_after_first_job(command, sweep, tmp_path)
+    before = study_trials(sweep, search)
     first_job = (sweep / "0" / "metrics.json").read_text()
     assert 1 <= len(before) < 3 or before[-1].state.name == "RUNNING"
     done_before = [t for t in before if t.state.name == "COMPLETE"]
 
     run_train(command, tmp_path, timeout=900)  # the same command, in the same folder
-    after = study_trials(sweep, "random")
+    after = study_trials(sweep, search)
     assert [t.params for t in after[: len(before)]] == [t.params for t in before]  # the same study, grown
     assert "RUNNING" not in {t.state.name for t in after}  # the killed trial is marked failed
     assert (sweep / "0" / "metrics.json").read_text() == first_job  # finished jobs are not run again
@@ -521,6 +542,29 @@ def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(
     assert "best optimizer=sgd lr=0.1 vs runner-up optimizer=sgd lr=0.01" in printed
     assert "p = 0.0" in printed and "the best beats the runner-up" in printed
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_one_config_over_seeds_keeps_each_jobs_row_with_the_configs_statistics(tmp_path):
+    """`train seeds=3`: summary.csv keeps a row per job (its seed, status, and a stopped job's
+    command to continue it), the config's mean ± sd beside, and the console says it."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainer_cli.sweep import report
+
+    for seed, value in enumerate([0.90, 0.94]):
+        make_job(tmp_path, seed, [f"seed={seed}", "epochs=2"], {"status": "ok", "best/val/acc": value}, [value] * 2)
+    stopped = {"status": "preempted", "error": "stopped; continue with: train resume=/x/2"}
+    make_job(tmp_path, 2, ["seed=2", "epochs=2"], stopped, [0.5])
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    written = {r["job"]: r for r in summary_rows(tmp_path)}
+    assert {job: (r["seed"], r["status"]) for job, r in written.items()} == {
+        "0": ("0", "ok"), "1": ("1", "ok"), "2": ("2", "preempted")}  # fmt: skip
+    assert written["2"]["error"].endswith("train resume=/x/2")
+    assert {(r["seeds"], round(float(r["mean"]), 6)) for r in written.values()} == {("2", 0.92)}
+    assert "best val/acc over 2 seeds: 0.9200 ± 0.0283 (sd)" in text.getvalue()
 
 
 def test_seeds_shortcut_expands_a_run_or_a_sweep_into_n_seeds():

@@ -206,6 +206,84 @@ def test_grid_runs_each_point_once_and_resumes_what_is_left(tmp_path):
     assert [job for job, _ in rest.launched] == [4, 5]  # the job asked for when the sweep died, and the last
 
 
+def test_a_killed_bayes_sweep_resumes_its_study(tmp_path):
+    """TPE, killed part-way: the same study grows; finished trials keep their values and feed the
+    sampler; the killed job runs again in its folder with its values, new jobs after it."""
+    optuna = quiet_optuna()
+
+    def tpe():
+        return optuna.samplers.TPESampler(seed=0, n_startup_trials=2)
+
+    with pytest.raises(KeyboardInterrupt):
+        make_sweeper(tmp_path, FakeLauncher(tmp_path, die_after=3), n_trials=5, sampler=tpe()).sweep([])
+    before = trials(tmp_path)
+    assert [t.state.name for t in before] == ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"]
+    again = FakeLauncher(tmp_path)
+    make_sweeper(tmp_path, again, n_trials=5, sampler=tpe()).sweep([])
+    assert [job for job, _ in again.launched] == [3, 4]
+    after = trials(tmp_path)
+    assert [t.params for t in after[:4]] == [t.params for t in before]  # the same study, grown
+    assert after[4].params == before[3].params and after[4].user_attrs["job"] == 3  # the killed job, again
+    assert sorted(t.user_attrs["job"] for t in after if t.state.name == "COMPLETE") == [0, 1, 2, 3, 4]
+
+
+def coarse_to_fine(sweep_dir: Path, launcher: FakeLauncher, lr: str = SPACE["lr"]):
+    from trainer_cli.search import CoarseToFineSweeper
+
+    quiet_optuna()
+    sweeper = CoarseToFineSweeper(params={"lr": lr}, coarse={"n_trials": 3, "epochs": 1},
+                                  fine={"n_trials": 2, "epochs": 2, "top_k": 2, "widen": 2.0},
+                                  storage="optuna.journal", seed=0)  # fmt: skip
+    sweeper.config = OmegaConf.create({"optimized_metric": "val/acc", "hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    sweeper.launcher = launcher
+    return sweeper
+
+
+@pytest.mark.parametrize(("die_after", "rerun"), [(2, [2, 3, 4]), (4, [4])])
+def test_a_killed_coarse_to_fine_sweep_resumes_in_its_stage(tmp_path, die_after, rerun):
+    """Killed in the coarse stage (after 2 jobs) or in the fine one (after 4): run again, the
+    killed job runs in its folder, finished ones are kept, the fine ranges stay as first narrowed."""
+    with pytest.raises(KeyboardInterrupt):
+        coarse_to_fine(tmp_path, FakeLauncher(tmp_path, die_after=die_after)).sweep([])
+    stages = (tmp_path / "stages.yaml").read_text() if die_after > 3 else None
+    again = FakeLauncher(tmp_path)
+    coarse_to_fine(tmp_path, again).sweep([])
+    assert [job for job, _ in again.launched] == rerun
+    for stage, jobs in (("coarse", [0, 1, 2]), ("fine", [3, 4])):
+        done = [t for t in trials(tmp_path, f"coarse_to_fine-{stage}") if t.state.name == "COMPLETE"]
+        assert sorted(t.user_attrs["job"] for t in done) == jobs
+    assert all(f"epochs={1 if job < 3 else 2}" in overrides for job, overrides in again.launched)  # each its stage's
+    recorded = OmegaConf.load(tmp_path / "stages.yaml")
+    assert list(recorded.coarse.jobs) == [0, 1, 2] and list(recorded.fine.jobs) == [3, 4]
+    if stages is not None:
+        assert recorded.fine.params == OmegaConf.create(stages).fine.params  # not narrowed again
+    done = FakeLauncher(tmp_path)
+    coarse_to_fine(tmp_path, done).sweep([])
+    assert done.launched == []  # nothing left to do
+    with pytest.raises(UserError, match=r"search space changed .*lr: "):
+        coarse_to_fine(tmp_path, FakeLauncher(tmp_path), lr="tag(log, interval(1e-5, 1e-1))").sweep([])
+
+
+def test_a_plain_sweep_run_again_launches_only_the_jobs_that_did_not_finish(tmp_path):
+    """`train -m` (Hydra's basic sweeper, resumable): a job folder holding a finished run of the
+    job's own overrides is kept, with its value; the rest run in their own folders."""
+    from trainer_cli.sweeper import SkipFinished
+
+    jobs = [[f"lr={lr}", "epochs=1"] for lr in ("0.1", "0.01", "0.001", "0.0001")]
+    ok = {"status": "ok", "best/val/acc": 0.9}
+    for idx, summary in ((0, ok), (1, {"status": "failed"}), (3, ok)):
+        (tmp_path / str(idx) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(idx) / "metrics.json").write_text(json.dumps(summary))
+        OmegaConf.save(OmegaConf.create(jobs[idx] if idx != 3 else ["lr=0.5", "epochs=1"]),
+                       tmp_path / str(idx) / ".hydra" / "overrides.yaml")  # fmt: skip
+    # Job 1 failed, job 2 was killed (no folder), job 3's folder holds another job's run.
+    inner = FakeLauncher(tmp_path)
+    returns = SkipFinished(inner, tmp_path, "val/acc").launch(jobs, initial_job_idx=0)
+    assert [job for job, _ in inner.launched] == [1, 2, 3]
+    assert [r.return_value for r in returns][0] == 0.9 and len(returns) == 4
+    assert returns[2].return_value == -abs(math.log10(0.001) + 2)  # in order, each from its job
+
+
 def test_a_job_that_pruned_itself_stays_pruned_and_is_not_rerun(tmp_path):
     make_sweeper(tmp_path, FakeLauncher(tmp_path, prune_jobs={1}), n_trials=3).sweep([])
     assert [t.state.name for t in trials(tmp_path)] == ["COMPLETE", "PRUNED", "COMPLETE"]

@@ -66,6 +66,7 @@ LAUNCHES_BY_DESIGN = {
     "hydra_plugins.trainer_cli_launchers.JoblibLauncher",
     "hydra_plugins.trainer_cli_search.OptunaSweeper",
     "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
+    "hydra_plugins.trainer_cli_search.BasicSweeper",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
 }

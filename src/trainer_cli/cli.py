@@ -32,9 +32,11 @@ def main() -> None:
     # TRAINER_CLI_DEBUG=1 shows the whole traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
-    # conf/hydra/launcher/joblib.yaml replaces Hydra's config of that name on purpose
-    # (trainer_cli/launchers.py); Hydra checks it against its own and warns.
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
+    # conf/hydra/launcher/joblib.yaml and sweeper/basic.yaml replace Hydra's configs of those
+    # names on purpose (trainer_cli/launchers.py, sweeper.py); Hydra checks them against its own and warns.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/(launcher/joblib|sweeper/basic)' is validated against ConfigStore schema"
+    )
     try:
         if sys.argv[1:2] == ["compare"]:  # `train compare A B ...`: reads folders, composes no config
             from trainer_cli.compare import main as compare

@@ -219,7 +219,11 @@ def claim_hydra_run_folder() -> None:
     if output_dir and key not in named:
         refuse_link_on_the_way(Path(output_dir), key)
     if hydra_cfg.mode == RunMode.RUN and output_dir:
-        claim_run_folder(Path(output_dir), list(hydra_cfg.overrides.task))
+        from omegaconf import OmegaConf
+
+        # The overrides as typed: iterating the node would resolve `${...}` in them (a traceback
+        # for an unknown resolver, before the config's own one-line check)
+        claim_run_folder(Path(output_dir), OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
 
 
 def refuse_link_on_the_way(run_dir: Path, key: str) -> None:

@@ -24,6 +24,7 @@ import logging
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def execute_job(
     """Run one job in a worker (Hydra's `execute_job`), first marking it started; a retry
     first clears the job folder of the dead attempt's files (none holds a summary)."""
     Path(started, str(idx)).touch()
+    # The worker composes the job's config itself, and Hydra warns there that our joblib.yaml
+    # and sweeper/basic.yaml replace its own configs of those names (on purpose); `train`'s main() silences that warning
+    # in the sweep's process only, and a worker does not run main().
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/(launcher/joblib|sweeper/basic)' is validated against ConfigStore schema"
+    )
     # This worker composes and logs the job itself: the parent's trust rules first (the guard
     # is installed by `train`'s main(), which a worker does not run), and no folder on sys.path.
     from trainer_cli import trust

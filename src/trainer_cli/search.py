@@ -97,7 +97,8 @@ class CoarseToFineSweeper(OptunaSweeper):
         space, fixed = search_space(overrides)
         fine_sampler = optuna.samplers.RandomSampler(seed=None if self.seed is None else self.seed + 1)
         coarse, fine = self.study(f"{name}-coarse", self.sampler), self.study(f"{name}-fine", fine_sampler)
-        coarse_plan, fine_plan = resume_plan([coarse]), resume_plan([fine])
+        coarse_plan = resume_plan([coarse], self.sweep_dir, self.metric())
+        fine_plan = resume_plan([fine], self.sweep_dir, self.metric())
         # Every job is numbered after every job of both stages, so nothing is overwritten.
         coarse_plan.next_job = max(coarse_plan.next_job, fine_plan.next_job)
         if coarse_plan.finished_jobs or coarse_plan.retry or fine_plan.finished_jobs or fine_plan.retry:
@@ -105,10 +106,10 @@ class CoarseToFineSweeper(OptunaSweeper):
             reseed(fine_sampler)
 
         log.info(f"coarse stage: {self.coarse['n_trials']} trials of {self.coarse['epochs']} epochs")
-        first = coarse_plan.next_job
+        # Each stage's jobs and ranges are recorded before its jobs run: a sweep killed in a
+        # stage resumes it with the same ranges, and the report knows every job's stage.
+        self._record_stage("coarse", coarse_plan.jobs(int(self.coarse["n_trials"])), dict(self.params))
         self.run_trials(coarse, space, fixed, coarse_plan, int(self.coarse["n_trials"]))
-        self._record_stage("coarse", [*(j for j, _ in coarse_plan.retry), *range(first, coarse_plan.next_job)],
-                           dict(self.params))  # fmt: skip
 
         done = coarse.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not done:
@@ -122,9 +123,8 @@ class CoarseToFineSweeper(OptunaSweeper):
             [*(f"{k}={v}" for k, v in {**fine_params, **stage_fixed}.items()), *arguments]
         )
         fine_plan.next_job = max(fine_plan.next_job, coarse_plan.next_job)
-        first = fine_plan.next_job
+        self._record_stage("fine", fine_plan.jobs(int(self.fine["n_trials"])), fine_params)
         self.run_trials(fine, fine_space, fine_fixed, fine_plan, int(self.fine["n_trials"]))
-        self._record_stage("fine", [*(j for j, _ in fine_plan.retry), *range(first, fine_plan.next_job)], fine_params)
         self.finish(coarse, fine)
 
     def _narrowed_params(self, coarse: optuna.Study, done: list[optuna.trial.FrozenTrial]) -> dict[str, str]:

@@ -73,15 +73,19 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     rows = collect(sweep_dir, metric)
     keys = swept_keys(rows)
     groups = seed_groups(rows, metric) if SEED_KEY in keys else []
-    if groups:
+    out = console or _console()
+    if len(groups) > 1:
         write_jobs_csv(sweep_dir / "jobs.csv", rows, keys)
         write_configs_csv(sweep_dir / "summary.csv", groups, [k for k in keys if k != SEED_KEY])
-    else:
-        write_jobs_csv(sweep_dir / "summary.csv", rows, keys)
-    out = console or _console()
-    out.print(configs_table(sweep_dir, groups, rows, metric) if groups else jobs_table(sweep_dir, rows, keys, metric))
-    if groups:
+        out.print(configs_table(sweep_dir, groups, rows, metric))
         out.print(best_versus_runner_up(groups, metric))
+    else:
+        # One config (over seeds, or none): a row per job keeps each job's seed, status and
+        # error (a stopped job's command to continue it); one config's statistics go beside.
+        write_jobs_csv(sweep_dir / "summary.csv", rows, keys, groups[0] if groups else None)
+        out.print(jobs_table(sweep_dir, rows, keys, metric))
+        if groups:
+            out.print(seed_statistics_line(groups[0], metric))
     plot(sweep_dir, rows, metric, groups)
     tensorboard_runs(sweep_dir, rows, keys, metric)
     return rows
@@ -97,13 +101,32 @@ def _console() -> Console:
 JOB_COLUMNS = ["job", "overrides", "best_val", "test_acc", "epochs", "time_s", "status"]
 
 
-def write_jobs_csv(path: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    """One row per job: a column per swept key (for pandas and spreadsheets), then every override as typed."""
+STAT_COLUMNS = ["seeds", "mean", "sd", "ci95_low", "ci95_high"]
+
+
+def write_jobs_csv(
+    path: Path, rows: list[dict[str, Any]], keys: list[str], config: dict[str, Any] | None = None
+) -> None:
+    """One row per job: a column per swept key (for pandas and spreadsheets), then every override
+    as typed; with `config` (a sweep of one config over seeds), its statistics in every row."""
     columns = JOB_COLUMNS[:1] + (["stage"] if rows and "stage" in rows[0] else []) + JOB_COLUMNS[1:]
+    stats = {c: config[c] for c in STAT_COLUMNS} if config is not None else {}
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[columns[0], *keys, *columns[1:], "error"], extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[columns[0], *keys, *columns[1:], "error", *stats], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**row, **{k: row["values"].get(k, "") for k in keys}} for row in rows)
+        writer.writerows({**row, **{k: row["values"].get(k, "") for k in keys}, **stats} for row in rows)
+
+
+def seed_statistics_line(group: dict[str, Any], metric: str) -> str:
+    """One line: a single config's best `metric` over its seeds, mean ± sd and 95% interval."""
+    if group["mean"] is None:
+        return f"{group['seeds']} seeds finished: no statistics"
+    if group["sd"] is None:
+        return f"best {metric} over 1 seed: {group['mean']:.4f} (an sd and an interval need 2 seeds)"
+    return (
+        f"best {metric} over {group['seeds']} seeds: {group['mean']:.4f} ± {group['sd']:.4f} (sd), "
+        f"95% interval [{group['ci95_low']:.4f}, {group['ci95_high']:.4f}]"
+    )
 
 
 def write_configs_csv(path: Path, groups: list[dict[str, Any]], keys: list[str]) -> None:
@@ -562,10 +585,14 @@ def one_line_per_job(metric: str) -> Iterator[dict[str, Any]]:
     try:
         with quiet_console():
             yield outcome
+    except BaseException as error:  # a stop signal's checkpointed stop is no failure: say which
+        outcome["status"] = "preempted" if type(error).__name__ == "Preempted" else "failed"
+        raise
     finally:
         summary = outcome.get("summary") or {}
         best = summary.get(metrics.best(metric))
-        result = f"best {metric} {best:.4f}" if isinstance(best, float) else summary.get("status", "failed")
+        status = summary.get("status", outcome.get("status", "failed"))
+        result = f"best {metric} {best:.4f}" if isinstance(best, float) else status
         overrides = " ".join(_short(o) for o in hydra_cfg.overrides.task)
         console.print(f"job {hydra_cfg.job.num}: {overrides}: {result} ({time.perf_counter() - started:.1f} s)")
 

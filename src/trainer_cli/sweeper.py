@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
 from hydra.core.plugins import Plugins
@@ -178,10 +179,57 @@ class ResumePlan:
     finished_jobs: int = 0  # jobs whose latest trial is complete or pruned
     next_job: int = 0  # the number of the first new job
 
+    def new_jobs(self, n_trials: int) -> int:
+        """How many new jobs bring the sweep to `n_trials` jobs."""
+        return max(0, n_trials - self.finished_jobs - len(self.retry))
 
-def resume_plan(studies: Sequence[optuna.Study]) -> ResumePlan:
+    def jobs(self, n_trials: int) -> list[int]:
+        """The job folders a run of this plan writes: the retries, then the new ones."""
+        return [*(job for job, _ in self.retry), *range(self.next_job, self.next_job + self.new_jobs(n_trials))]
+
+
+def finished_run_value(job_dir: Path, metric: str) -> float | None:
+    """What `main()` returned for the run in `job_dir` when it finished (its `metrics.json`,
+    written before `main()` returns, says ok); None otherwise."""
+    import json
+
+    try:
+        summary = json.loads((job_dir / "metrics.json").read_text())
+    except (OSError, ValueError):  # none, or killed while writing it
+        return None
+    if summary.get("status") != "ok":
+        return None
+    value = metrics.objective(summary, metric)
+    return None if math.isnan(value) else value
+
+
+def finished_value(job_dir: Path, trial_number: int, metric: str) -> float | None:
+    """`finished_run_value` for a job that finished its run but whose sweep was killed before it
+    told the study; None when the folder holds no finished run of this trial."""
+    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return None
+    given = OmegaConf.to_container(OmegaConf.load(hydra_file).hydra.overrides.hydra, resolve=False)
+    if f"++hydra.sweeper.trial={trial_number}" not in given:
+        return None  # an earlier trial's run in this folder, not this one's
+    return finished_run_value(job_dir, metric)
+
+
+def finished_job_value(job_dir: Path, overrides: Sequence[str], metric: str) -> float | None:
+    """`finished_run_value` for a job of a plain sweep, when `job_dir` holds a finished run of
+    exactly these overrides; None otherwise (it runs, again, in that folder)."""
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return None
+    if OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False) != list(overrides):
+        return None
+    return finished_run_value(job_dir, metric)
+
+
+def resume_plan(studies: Sequence[optuna.Study], sweep_dir: Path | None = None, metric: str = "val/acc") -> ResumePlan:
     """Each job folder's latest trial decides: complete or pruned is done, failed or left running
-    (the sweep was killed) runs again in that folder. A left-running trial is marked failed."""
+    (the sweep was killed) runs again in that folder. A left-running trial whose run finished
+    (its `metrics.json` in `sweep_dir` says ok) is told its value; any other is marked failed."""
     import optuna
 
     latest: dict[int, optuna.trial.FrozenTrial] = {}  # a job's latest trial: the last one asked for it
@@ -190,7 +238,11 @@ def resume_plan(studies: Sequence[optuna.Study]) -> ResumePlan:
         for trial in study.get_trials(deepcopy=False):
             job = int(trial.user_attrs.get("job", trial.number))
             if trial.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
-                tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
+                value = None if sweep_dir is None else finished_value(sweep_dir / str(job), trial.number, metric)
+                if value is None:
+                    tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
+                else:
+                    tell(study, trial.number, values=value)
                 trial = study.get_trials(deepcopy=False)[trial.number]
             latest[job] = trial
             plan.next_job = max(plan.next_job, job + 1)
@@ -281,7 +333,7 @@ class OptunaSweeper(Sweeper):
         if self.n_trials is None:
             raise UserError("hydra.sweeper.n_trials: expected a number of trials (null is for the grid sampler)")
         study = self.study(self.study_name, sampler)
-        plan = resume_plan([study])
+        plan = resume_plan([study], self.sweep_dir, self.metric())
         if plan.finished_jobs or plan.retry:
             log.info(
                 f"resuming study '{study.study_name}': {plan.finished_jobs} jobs done, {len(plan.retry)} to run again"
@@ -308,7 +360,7 @@ class OptunaSweeper(Sweeper):
     ) -> ResumePlan:
         """Run the plan's retries, then new trials until the sweep has `n_trials` jobs; returns
         the plan with `next_job` past the last job run."""
-        new = max(0, n_trials - plan.finished_jobs - len(plan.retry))
+        new = plan.new_jobs(n_trials)
         todo: list[tuple[int, dict[str, Any] | None]] = [*plan.retry, *((plan.next_job + i, None) for i in range(new))]
         plan.next_job += new
         log.info(f"study '{study.study_name}': {len(plan.retry)} jobs to run again, {new} new")
@@ -400,3 +452,53 @@ def tell(study: optuna.Study, trial: Any, **result: Any) -> None:
 def reseed(sampler: Any) -> None:
     if hasattr(sampler, "reseed_rng"):
         sampler.reseed_rng()
+
+
+# --- Hydra's basic sweeper, resumable --------------------------------------------------------------
+
+
+class SkipFinished:
+    """A launcher in front of the sweep's own: a job whose folder holds a finished run of its
+    overrides is not launched again (its recorded value is returned); the others are launched in
+    runs of consecutive job numbers, so each keeps its folder."""
+
+    def __init__(self, launcher: Any, sweep_dir: Path, metric: str) -> None:
+        self.launcher, self.sweep_dir, self.metric = launcher, sweep_dir, metric
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        returns: dict[int, JobReturn] = {}
+        todo: list[int] = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            folder = self.sweep_dir / str(idx)
+            value = finished_job_value(folder, overrides, self.metric)
+            if value is None:
+                todo.append(idx)
+                continue
+            log.info(f"job {idx}: finished in an earlier run of this sweep, kept ({folder})")
+            returns[idx] = JobReturn(overrides=list(overrides), working_dir=str(folder), status=JobStatus.COMPLETED,
+                                     _return_value=value)  # fmt: skip
+        while todo:
+            run = [todo.pop(0)]
+            while todo and todo[0] == run[-1] + 1:
+                run.append(todo.pop(0))
+            batch = [job_overrides[idx - initial_job_idx] for idx in run]
+            returns.update(zip(run, self.launcher.launch(batch, initial_job_idx=run[0]), strict=True))
+        return [returns[idx] for idx in sorted(returns)]
+
+
+class ResumableBasicSweeper(BasicSweeper):
+    """Hydra's basic sweeper (`train -m lr=0.1,0.01 seed=0,1`, every combination) that resumes:
+    run again in its folder, jobs that finished are kept, failed, killed and preempted ones run
+    again in their folders (a preempted one continues its checkpoint), and a changed search
+    space or fixed override is refused in one line (`search.yaml`), as `OptunaSweeper` does.
+    The job numbers are the combinations' positions, so the same command numbers them alike."""
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        metric = str(config.get("optimized_metric", "val/acc"))
+        self.launcher = SkipFinished(self.launcher, Path(str(config.hydra.sweep.dir)), metric)  # type: ignore[assignment]
+
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None
+        check_record(Path(str(self.config.hydra.sweep.dir)), [*self._parse_config(), *arguments])
+        return super().sweep(arguments)

@@ -125,6 +125,7 @@ TARGETS = frozenset(
         "trainer_cli.sweep.SweepSummary",
         "hydra_plugins.trainer_cli_search.OptunaSweeper",
         "hydra_plugins.trainer_cli_search.CoarseToFineSweeper",
+        "hydra_plugins.trainer_cli_search.BasicSweeper",
         "hydra_plugins.trainer_cli_launchers.JoblibLauncher",
         "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",

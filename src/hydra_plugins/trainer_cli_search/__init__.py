@@ -1,6 +1,7 @@
 """Hydra instantiates sweepers only from classes defined in the `hydra_plugins` namespace:
 these name trainer_cli's search sweepers (trainer_cli/sweeper.py, trainer_cli/search.py) for
-conf/hparams_search. Importing this package imports no optuna (only a search does)."""
+conf/hparams_search, and the resumable basic sweeper of every `train -m`. Importing this
+package imports no optuna (only a search does)."""
 
 from trainer_cli import search, sweeper
 
@@ -11,6 +12,10 @@ class OptunaSweeper(sweeper.OptunaSweeper):
 
 class CoarseToFineSweeper(search.CoarseToFineSweeper):
     """Two-stage random search: wide and short, then narrow and long."""
+
+
+class BasicSweeper(sweeper.ResumableBasicSweeper):
+    """Hydra's basic sweeper (every combination), resumable in its sweep folder."""
 
 
 def _drop_replaced_plugin_configs() -> None:
