@@ -235,3 +235,32 @@ def test_a_figure_replaces_a_link_instead_of_writing_through_it(tmp_path):
     save(Figure(figsize=(1, 1)), tmp_path / "compare.png")
     assert victim.read_text() == "# rc\n" and not (tmp_path / "compare.png").is_symlink()
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_hard_link_in_a_run_folder_is_refused(tmp_path):
+    import os
+
+    from trainer_cli import faults
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("v\n")
+    run_dir = tmp_path / "shared_run"
+    run_dir.mkdir()
+    os.link(victim, run_dir / "train.log")
+    with pytest.raises(UserError, match=r"^resume: .*train.log is a hard link"):
+        faults.lock_run_folder(run_dir)
+    assert victim.read_text() == "v\n"
+
+
+def test_a_folder_holding_another_jobs_run_is_refused_the_same_jobs_continued(tmp_path):
+    """A sweep job (or a requeued run with preempted.json) continues only its own run."""
+    from trainer_cli import faults
+
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (job / "preempted.json").write_text('{"step": 3, "signal": "SIGTERM"}\n')
+    with pytest.raises(UserError, match=r"^hydra.run.dir: .* is not empty"):
+        faults.claim_run_folder(job, ["seed=1"])  # another job's (or another config's) folder
+    faults.claim_run_folder(job, ["seed=0"])  # the same job: continued
+    faults._held.pop(str(job.resolve())).close()

@@ -92,7 +92,8 @@ def rebuild(
     trust.check_no_widening(saved)  # built through build's trust door, like any config
     # A new config from the saved one: this rebuilt copy's device (not the run's), and the
     # command line's data when it chose one.
-    saved = with_facts(saved, {"trainer.device": str(device), **({"data": data} if data is not None else {})})
+    fixed = trust.saved_config_changes(saved, str(path))  # a shared run's config fetches nothing
+    saved = with_facts(saved, {**fixed, "trainer.device": str(device), **({"data": data} if data is not None else {})})
     run_data, preprocess = None, Preprocess("none")
     if with_data:
         run_data = build.data(saved, device)

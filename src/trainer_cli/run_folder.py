@@ -98,6 +98,11 @@ def refuse_links(folder: Path, key: str) -> None:
                 f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run writes only into real folders "
                 "and files, so the folder it writes into may hold no link"
             )
+        if path.is_file() and path.stat().st_nlink > 1:  # a hard link: the same file is elsewhere too
+            raise UserError(
+                f"{key}: {path} is a hard link (the same file has {path.stat().st_nlink} names); a run writes "
+                "only into files of its own, so the folder it writes into may hold no link"
+            )
 
 
 def is_empty(run_dir: Path, ignoring: tuple[str, ...] = (".lock",)) -> bool:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import faults, metrics, run_folder
+from trainer_cli import faults, metrics, run_folder, trust
 from trainer_cli.config import UserError, derive, resolved
 
 if TYPE_CHECKING:
@@ -140,7 +140,11 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
             )
         resumed["saved_epochs"] = int(saved.epochs)
 
+    fixed = trust.saved_config_changes(saved, str(run_dir))  # a shared run's config fetches nothing
+
     def continued(config: DictConfig) -> None:  # the saved config, with what `resume_with` changes
+        for key, value in fixed.items():
+            OmegaConf.update(config, key, value)
         if changes.get("epochs") is not None:
             config.epochs = changes.epochs
         if changes.get("trainer", {}).get("device") is not None:

@@ -614,6 +614,45 @@ def _check_file_hydra_key(key: str, value: Any, where: str) -> None:
             check_searchpath(f"hydra.searchpath[{i}]", str(entry), from_command_line=False)
 
 
+def saved_config_changes(saved: Any, where: str) -> dict[str, Any]:
+    """What a config read from a checkpoint (resume, evaluate, predict, export, ensembles,
+    `init_from`) may not do as it was saved: fetch anything (its data sources and pretrained
+    weights are read from where they are, `download: false`), or send or write its records
+    outside the current folder (a `tracking_uri` elsewhere is refused). Returns the changes to
+    apply, as {dotted key: value}."""
+    raw = OmegaConf.to_container(saved, resolve=False) if isinstance(saved, DictConfig) else saved
+    changes: dict[str, Any] = {}
+    for key, value in _leaves(raw if isinstance(raw, dict) else {}, ""):
+        if key.rpartition(".")[2] == "download" and value is not False:
+            changes[key] = False
+        elif key.rpartition(".")[2] == "tracking_uri" and value is not None and not _inside_current_folder(str(value)):
+            logger = key.split(".")[1] if key.startswith("logger.") else key
+            if OmegaConf.select(saved, f"logger.{logger}._target_", default=None) is None and key.startswith("logger."):
+                continue  # a logger node the saved run did not select
+            raise UserError(
+                f"{key}: '{str(value)[:80]}' in the config saved in {where[:120]} sends the run's records outside "
+                f"the current folder; that is {COMMAND_LINE_ONLY} (run from the folder that holds it, or start anew)"
+            )
+    return changes
+
+
+def _raw_value(cfg: Any, key: str) -> Any:
+    """A key's value as written (an interpolation unresolved), or None where there is none."""
+    if not isinstance(cfg, DictConfig):
+        return None
+    parent_key, _, leaf = key.rpartition(".")
+    try:
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+    except Exception:  # a parent that is itself an interpolation that does not resolve
+        return None
+    if node is None:
+        return None
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=False)
+    return node._value()
+
+
 def forget_file_values() -> None:
     """Start a new composition: what earlier files set is not this one's."""
     _from_files.clear()
@@ -623,8 +662,7 @@ def check_file_values(cfg: Any) -> None:
     """The composed config keeps no path or run choice that only a file set (the command line's
     own value for the key replaces the file's and is accepted)."""
     for key, (value, where, why) in _from_files.items():
-        node = OmegaConf.select(cfg, key, default=None) if isinstance(cfg, DictConfig) else None
-        raw = OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
+        raw = _raw_value(cfg, key)
         if raw is None or raw != value:
             continue
         if key == "logger.mlflow.tracking_uri" and OmegaConf.select(cfg, "logger.mlflow", default=None) is None:
