@@ -264,3 +264,25 @@ def test_a_folder_holding_another_jobs_run_is_refused_the_same_jobs_continued(tm
         faults.claim_run_folder(job, ["seed=1"])  # another job's (or another config's) folder
     faults.claim_run_folder(job, ["seed=0"])  # the same job: continued
     faults._held.pop(str(job.resolve())).close()
+
+
+def test_nothing_is_downloaded_or_logged_through_a_link_of_the_current_folder(tmp_path, monkeypatch):
+    """A downloaded repo's `data -> ~/x` or `mlruns -> ~/x`: the shipped relative defaults are
+    not written through it (reading data already there through a link still works)."""
+    from trainer_cli.data.sources import load_mnist
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    here = tmp_path / "repo"
+    here.mkdir()
+    (here / "data").symlink_to(elsewhere)
+    (here / "mlruns").symlink_to(elsewhere)
+    monkeypatch.chdir(here)
+    with pytest.raises(UserError, match=r"^data.source.root: MNIST files not found in 'data/mnist', and a download"):
+        load_mnist("data/mnist", download=True)
+    pytest.importorskip("mlflow")
+    from trainer_cli.sinks import MLflow
+
+    with pytest.raises(UserError, match=r"^logger.mlflow.tracking_uri: 'mlruns' goes through .*mlruns, a link"):
+        MLflow(here / "run", tracking_uri="mlruns")
+    assert not any(elsewhere.iterdir())

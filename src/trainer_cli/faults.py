@@ -244,21 +244,14 @@ def refuse_link_on_the_way(run_dir: Path, key: str) -> None:
     the current folder only: a folder one runs `train` in (a downloaded repo) may hold a link
     (`outputs -> ~/somewhere`) that would put the run elsewhere. Named on the command line, the
     folder is the user's choice, links and all."""
-    here = Path.cwd()
-    try:
-        inside = Path(os.path.abspath(run_dir)).relative_to(here)
-    except ValueError:
-        return
-    path = here
-    for part in inside.parts:
-        path = path / part
-        if path.is_symlink():
-            _remove_empty_folders(Path(os.path.abspath(run_dir)), stop=path)  # Hydra made them a moment ago
-            raise UserError(
-                f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run folder from a config or the "
-                f"default is written only through real folders; name it on your command line ({key}=...) to "
-                "write there"
-            )
+    path = run_folder.link_on_the_way(run_dir)
+    if path is not None:
+        _remove_empty_folders(Path(os.path.abspath(run_dir)), stop=path)  # Hydra made them a moment ago
+        raise UserError(
+            f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run folder from a config or the "
+            f"default is written only through real folders; name it on your command line ({key}=...) to "
+            "write there"
+        )
 
 
 def _remove_empty_folders(folder: Path, stop: Path) -> None:

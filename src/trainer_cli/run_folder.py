@@ -105,6 +105,22 @@ def refuse_links(folder: Path, key: str) -> None:
             )
 
 
+def link_on_the_way(path: Path) -> Path | None:
+    """The first symbolic link between the current folder and `path` (a path inside it), else
+    None: a folder `train` runs in (a downloaded repo) may hold one that leads elsewhere."""
+    here = Path.cwd()
+    try:
+        inside = Path(os.path.abspath(path)).relative_to(here)
+    except ValueError:
+        return None
+    step = here
+    for part in inside.parts:
+        step = step / part
+        if step.is_symlink():
+            return step
+    return None
+
+
 def is_empty(run_dir: Path, ignoring: tuple[str, ...] = (".lock",)) -> bool:
     """Whether a folder holds nothing (but the names in `ignoring`)."""
     return not any(path.name not in ignoring for path in Path(run_dir).iterdir())
