@@ -15,6 +15,11 @@ environment (so Hydra discovers the same plugins, trainer_cli's included). The n
 the first is reported beside the real ratios; a real ratio inside the floor's range says nothing.
 Targets (issue 23): tiny run <= 1.3x the imports, --help <= 1.2x the bare app.
 
+A second reference is timed in the same rounds: the imports plus one optimizer step. Every
+`torch.optim` step imports `torch._dynamo` (torch/optim/optimizer.py, `_use_grad`), about a
+second and a half of imports that a hand-written loop pays too and the bare import does not;
+the tiny run's ratio over it is printed as well.
+
     python scripts/bench_startup.py              # 5 alternating pairs
     python scripts/bench_startup.py --repeats 9 --also /tmp/main/src   # with another checkout, side by side
     python scripts/bench_startup.py --help-only --repeats 9             # only --help against the bare app
@@ -33,6 +38,13 @@ import time
 from pathlib import Path
 
 TRAIN = str(Path(sys.executable).with_name("train"))
+ONE_STEP = (
+    "import torch, torchvision\n"
+    "m = torch.nn.Linear(64, 10)\n"
+    "o = torch.optim.Adam(m.parameters())\n"
+    "m(torch.randn(8, 64)).sum().backward()\n"
+    "o.step()\n"
+)
 BARE_APP = """import hydra
 
 
@@ -67,6 +79,7 @@ def paired(
     repeats: int,
     folder: str,
     target: float,
+    reference: str | None = None,
 ) -> None:
     """Alternate the baseline (twice: the noise floor), then each command; print the medians and
     the paired ratios (each command over the baseline run just before it)."""
@@ -89,6 +102,14 @@ def paired(
     print(f"paired ratio over '{name}' (target <= {target}): median (min-max); the '(again)' row is the noise floor")
     for label, values in ratios.items():
         print(f"{label:44}wall {spread([r[0] for r in values]):>20}   CPU {spread([r[1] for r in values]):>20}")
+    if reference is not None:
+        print(f"paired ratio over '{reference}' (the same rounds): median (min-max)")
+        for label in commands:
+            if label == reference:
+                continue
+            pairs = list(zip(times[label], times[reference], strict=True))
+            print(f"{label:44}wall {spread([a[0] / b[0] for a, b in pairs]):>20}   CPU "
+                  f"{spread([a[1] / b[1] for a, b in pairs]):>20}")  # fmt: skip
 
 
 def main() -> None:
@@ -101,12 +122,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         if not args.help_only:
             tiny = [TRAIN, "data=digits", "epochs=1", "trainer.device=cpu", f"hydra.run.dir={folder}/run{{i}}"]
-            runs = {"train (1 epoch, digits)": (tiny, None)}
+            step = "import torch, torchvision + one Adam step"
+            runs = {step: ([sys.executable, "-c", ONE_STEP], None), "train (1 epoch, digits)": (tiny, None)}
             if args.also:
                 also = [*tiny[:-1], f"hydra.run.dir={folder}/also{{i}}"]
                 runs[f"train with {args.also}"] = (also, dict(os.environ, PYTHONPATH=args.also))
             paired("import torch, torchvision", [sys.executable, "-c", "import torch, torchvision"], runs,
-                   args.repeats, folder, 1.3)  # fmt: skip
+                   args.repeats, folder, 1.3, reference=step)  # fmt: skip
         if not args.run_only:
             app = Path(folder, "bare_app.py")
             app.write_text(BARE_APP)

@@ -91,23 +91,17 @@ def test_every_option_of_every_group_builds_trains_a_step_and_has_its_effect(
 
 def test_lr_shortcut_and_optimizer_default(make_cfg):
     assert resolve(make_cfg("optimizer=sgd")).optimizer.lr == 0.1  # sgd.yaml's own default
-    assert resolve(make_cfg("optimizer=sgd")).lr == 0.1  # the effective value is recorded
+    assert resolve(make_cfg("optimizer=sgd")).lr is None  # one value: optimizer.lr
     cfg = resolve(make_cfg("optimizer=adam", "lr=0.003"))
-    assert cfg.optimizer.lr == 0.003 and cfg.lr == 0.003
+    assert cfg.optimizer.lr == 0.003 and cfg.lr is None  # the shortcut is spent into optimizer.lr
 
 
 def test_lr_and_optimizer_lr_set_to_different_values_are_refused(make_cfg):
-    from trainer_cli.config import set_explicit_keys
-
-    try:
-        set_explicit_keys({"lr", "optimizer.lr"})  # as `train lr=0.1 optimizer.lr=0.2` sets them
-        with pytest.raises(UserError, match=r"^lr: '0.1' and optimizer.lr: '0.2' both set; set one"):
-            resolve(make_cfg("lr=0.1", "optimizer.lr=0.2"))
-        assert resolve(make_cfg("lr=0.1", "optimizer.lr=0.1")).optimizer.lr == 0.1  # the same value: fine
-        set_explicit_keys({"lr"})  # only the shortcut: it sets optimizer.lr
-        assert resolve(make_cfg("lr=0.1")).optimizer.lr == 0.1
-    finally:
-        set_explicit_keys(None)
+    both = {"lr", "optimizer.lr"}  # as `train lr=0.1 optimizer.lr=0.2` sets them
+    with pytest.raises(UserError, match=r"^lr: '0.1' and optimizer.lr: '0.2' both set; set one"):
+        resolve(make_cfg("lr=0.1", "optimizer.lr=0.2"), both)
+    assert resolve(make_cfg("lr=0.1", "optimizer.lr=0.1"), both).optimizer.lr == 0.1  # the same value: fine
+    assert resolve(make_cfg("lr=0.1"), {"lr"}).optimizer.lr == 0.1  # only the shortcut: it sets optimizer.lr
 
 
 def test_model_takes_shapes_from_data(make_cfg):

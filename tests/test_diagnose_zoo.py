@@ -33,6 +33,38 @@ def test_the_score_line_and_confusion_table():
     assert "| lr_too_low | . | 1 | . |" in table.splitlines()[3] or "| lr_too_low |" in table
 
 
+NEW_CASES = """cases:
+  - {name: a_healthy, cause: healthy, overrides: []}
+  - {name: b_healthy, cause: healthy, overrides: [lr=1e-3]}
+  - {name: a_constant, cause: init_constant, overrides: [model.init=constant]}
+"""
+
+
+def test_a_new_cases_file_is_run_whole_with_half_all(tmp_path: Path):
+    path = tmp_path / "heldout.yaml"
+    path.write_text(NEW_CASES)
+    cases = zoo.load_cases(path)
+    assert [c.half for c in cases] == ["design", "held_out", "design"]  # split still computed
+    assert [c.name for c in zoo.select(cases, zoo.ALL)] == ["a_healthy", "b_healthy", "a_constant"]
+    assert [c.name for c in zoo.select(cases, "held_out")] == ["b_healthy"]
+    assert [c.name for c in zoo.select(cases, zoo.ALL, only="a_constant")] == ["a_constant"]
+
+
+@pytest.mark.slow
+def test_the_zoo_script_runs_a_new_cases_file(tmp_path: Path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "heldout.yaml"
+    path.write_text(NEW_CASES)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "diagnose_zoo.py"
+    argv = [sys.executable, str(script), "--cases", str(path), "--half", "all", "--only", "a_constant"]
+    out = subprocess.run([*argv, "--out", str(tmp_path / "out")], capture_output=True, text=True, check=True).stdout
+    assert "ok  a_constant" in out and "all: right cause first 1/1; healthy passes 0/0" in out
+    missing = subprocess.run([*argv[:3], str(tmp_path / "nope.yaml")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "--cases: no such file" in missing.stderr
+
+
 def mlp(activation: type[nn.Module], depth: int, width: int = 32) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     for i in range(depth):
@@ -46,6 +78,17 @@ def test_gradient_norm_by_depth_sees_vanishing_gradients():
     deep_sigmoid = signals.depth_ratio(signals.gradient_norms(mlp(nn.Sigmoid, 10), images, labels))
     shallow_relu = signals.depth_ratio(signals.gradient_norms(mlp(nn.ReLU, 2), images, labels))
     assert deep_sigmoid < -2 < shallow_relu
+
+
+def test_activation_scale_by_depth_sees_weights_too_small_for_the_depth():
+    torch.manual_seed(0)
+    images = torch.randn(64, 16)
+    small = mlp(nn.ReLU, 6)
+    for layer in signals.weight_layers(small):
+        nn.init.normal_(layer.weight, std=0.01)
+        nn.init.zeros_(layer.bias)  # as model.init=normal does
+    ratio = lambda model: signals.dead_and_saturated(model, images)["act/depth_log10_ratio"]  # noqa: E731
+    assert ratio(small) < -3 < -1 < ratio(mlp(nn.ReLU, 6))
 
 
 def test_accuracy_by_mode_sees_strong_dropout_and_leaves_the_model_as_it_was():
@@ -93,6 +136,11 @@ HEALTHY_EVIDENCE = {
 }  # fmt: skip
 
 
+def unfit(accuracy: float) -> dict[str, float]:
+    """Evidence of a model that fits its training set only to `accuracy` (running and eval mode)."""
+    return {"train acc best": accuracy, "end probe/acc_eval_mode": accuracy, "end probe/acc_train_mode": accuracy}
+
+
 @pytest.mark.parametrize(
     ("changes", "cause"),
     [
@@ -100,7 +148,13 @@ HEALTHY_EVIDENCE = {
         ({"start weights/unit_spread": 0.0}, "init_constant"),
         ({"start weights/init_gain": 16.0}, "init_too_large"),
         ({"start weights/init_gain": 0.03}, "init_too_small"),
-        ({"end penalty/share": 0.8, "train acc best": 0.6}, "l2_too_strong"),
+        # a gain a little small (0.16) over 6 layers: the signal is 10^-4.7 at the last one
+        (
+            {"start weights/init_gain": 0.16, "start act/depth_log10_ratio": -4.7, **unfit(0.3)},
+            "init_too_small",
+        ),
+        ({"start act/depth_log10_ratio": -4.7}, HEALTHY),  # the same in a net that fits
+        ({"end penalty/share": 0.8, **unfit(0.6)}, "l2_too_strong"),
         (
             {"end probe/acc_eval_mode": 0.95, "end probe/acc_train_mode": 0.3, "train acc best": 0.4},
             "dropout_too_strong",
@@ -108,11 +162,31 @@ HEALTHY_EVIDENCE = {
         ({"diverged": True, "train loss last": math.nan}, "lr_too_high"),
         ({"update ratio": 1e-6, "train acc best": 0.3, "val acc best": 0.3}, "lr_too_low"),
         ({"end probe/dead_fraction": 0.9, "train acc best": 0.2, "val acc best": 0.2}, "dead_relus"),
-        ({"start grad/depth_log10_ratio": -4.0, "train acc best": 0.2, "val acc best": 0.2}, "vanishing_gradients"),
+        ({"start grad/depth_log10_ratio": -4.0, **unfit(0.2), "val acc best": 0.2}, "vanishing_gradients"),
+        # a deep tanh net: the first layer 14x slower, nothing learned, the updates tiny as a result
+        (
+            {"start grad/depth_log10_ratio": -1.15, **unfit(0.1), "val acc best": 0.1, "update ratio": 1e-6},
+            "vanishing_gradients",
+        ),
+        ({"start grad/depth_log10_ratio": -1.15}, HEALTHY),  # the same imbalance in a net that fits
         ({"end probe/acc_eval_mode": 0.6, "train acc best": 0.6, "val acc best": 0.95}, "label_errors"),
-        ({"train acc best": 0.5, "val acc best": 0.5, "end model/narrowest_hidden": 2}, "model_too_small"),
+        ({**unfit(0.5), "val acc best": 0.5, "end model/narrowest_hidden": 2}, "model_too_small"),
+        # dropout lowers the running training accuracy of a model that fits: not a small model
+        ({"train acc best": 0.85, "end probe/acc_train_mode": 0.94, "end probe/acc_eval_mode": 0.97}, HEALTHY),
         ({"train acc best": 1.0, "val acc best": 0.7}, "model_too_big"),
         ({"val loss tail fall": 0.2, "train loss tail fall": 0.2}, "too_few_epochs"),
+        # one epoch: its mean training loss 1.83, the end model's 1.46 on the training probe
+        (
+            {
+                "epochs": 1,
+                "train loss last": 1.83,
+                "train loss best": 1.83,
+                "end probe/initial_loss": 1.46,
+                **unfit(0.73),
+                "val acc best": 0.8,
+            },
+            "too_few_epochs",
+        ),
     ],
 )
 def test_each_rule_names_its_cause_first_and_a_healthy_run_passes(changes, cause):

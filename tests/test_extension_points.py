@@ -76,8 +76,8 @@ class StepCounter(Callback):
         row["hook/steps"] = len(StepCounter.steps)
 
 
-def count_samples(cfg, run_dir, hparams=None, split: str = "train") -> dict:
-    """A new mode: a procedure `(cfg, run_dir, hparams, **its keys) -> summary`."""
+def count_samples(cfg, run_dir, hparams=None, user_keys=None, split: str = "train") -> dict:
+    """A new mode: a procedure `(cfg, run_dir, hparams, user_keys, **its keys) -> summary`."""
     from trainer_cli.build import data, device
 
     return {"status": "ok", "split": split, "samples": getattr(data(cfg, device("cpu")), split).num_samples}

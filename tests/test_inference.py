@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from trainer_cli import build
-from trainer_cli.config import UserError, resolve, set_explicit_keys
+from trainer_cli.config import UserError, resolve
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def finished_run(tmp_path_factory):
 
 def procedure_run(make_cfg, tmp_path, *overrides):
     """A mode's procedure, called as `train` calls it (build.procedure(cfg)(cfg, run_dir))."""
-    cfg = make_cfg(*overrides)
-    return build.procedure(resolve(cfg))(cfg, tmp_path / "out")
+    cfg = resolve(make_cfg(*overrides))
+    return build.procedure(cfg)(cfg, tmp_path / "out")
 
 
 def test_evaluate_reproduces_the_runs_test_accuracy(finished_run, make_cfg, tmp_path):
@@ -59,12 +59,8 @@ def test_evaluate_reproduces_the_runs_test_accuracy(finished_run, make_cfg, tmp_
 @pytest.mark.slow
 def test_evaluate_on_another_data_set(finished_run, make_cfg, tmp_path):
     run_dir, _ = finished_run
-    set_explicit_keys({"data"})
-    try:
-        summary = procedure_run(make_cfg, tmp_path, "mode=evaluate", f"checkpoint={run_dir}/checkpoints/best.pt",
-                                "data=synthetic")  # fmt: skip
-    finally:
-        set_explicit_keys(None)
+    cfg = resolve(make_cfg("mode=evaluate", f"checkpoint={run_dir}/checkpoints/best.pt", "data=synthetic"))
+    summary = build.procedure(cfg)(cfg, tmp_path / "out", user_keys={"data"})  # as `train ... data=synthetic`
     assert summary["data"] == "synthetic" and summary["test/num_samples"] == 512
     assert summary["test/acc"] < 0.5  # random images: the digits model is lost there
 
@@ -130,7 +126,7 @@ def test_export_torch_export_torchscript_and_onnx_match_pytorch(finished_run, ma
     from trainer_cli.inference import from_checkpoint
 
     images = load_digits().test_x[:7]  # raw pixels in [0, 1]: preprocessing is inside the export
-    trained = from_checkpoint(resolve(make_cfg(f"checkpoint={run_dir}")), with_data=False)
+    trained = from_checkpoint(resolve(make_cfg()), run_dir, with_data=False)
     with torch.no_grad():
         expected = trained.model(trained.preprocess(images))
     scripted = torch.jit.load(summary["exported"]["torchscript"])

@@ -545,7 +545,7 @@ def expect_trained(predicate: Callable[[list[str], list[str]], bool]) -> Check:
         cnn = OmegaConf.merge(OmegaConf.to_container(cfg), {"model": None})
         cnn.model = node
         tuning = build.finetune(cnn)
-        model = transfer.adapt(cnn, build.model(cnn), tuning, init_weights=False)
+        model, _ = transfer.adapt(cnn, build.model(cnn), tuning, init_weights=False)
         tuning.start_epoch(model, 1)
         names = [n for n, _ in model.named_parameters()]
         trainable = [n for n, p in model.named_parameters() if p.requires_grad]

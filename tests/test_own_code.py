@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_run, run_train
-from trainer_cli.config import UserError, set_explicit_keys
+from trainer_cli import build
+from trainer_cli.config import UserError, resolve
 from trainer_cli.trust import TRUST_ENV
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
@@ -42,18 +43,16 @@ def own_code(tmp_path, monkeypatch):
     monkeypatch.setenv(TRUST_ENV, "mycode")
     yield tmp_path, commands
     sys.modules.pop("mycode", None)
-    set_explicit_keys(None)
 
 
 def test_own_model_gets_only_the_keys_its_constructor_takes(own_code, make_cfg):
-    set_explicit_keys({"model._target_"})  # as `train model._target_=mycode.Net` sets it
-    pieces = build_run(make_cfg("model._target_=mycode.Net"))
+    asked = {"model._target_"}  # as `train model._target_=mycode.Net` sets it
+    pieces = build.pieces(resolve(make_cfg("model._target_=mycode.Net"), asked))
     assert type(pieces.model).__name__ == "Net" and type(pieces.model).__module__ == "mycode"
     assert pieces.model.layers[1].in_features == 64  # image_size 8, in_channels 1: passed on
     # A key the user set that the constructor rejects: one line naming it.
-    set_explicit_keys({"model.width"})
     with pytest.raises(UserError, match=r"^model\.width: not an argument of mycode\.Net; accepted: hidden, "):
-        build_run(make_cfg("model._target_=mycode.Net", "model.width=16"))
+        resolve(make_cfg("model._target_=mycode.Net", "model.width=16"), {"model._target_", "model.width"})
 
 
 def test_own_config_folder_adds_choices(own_code, make_cfg):

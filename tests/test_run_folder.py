@@ -214,10 +214,12 @@ def test_a_default_run_folder_through_a_link_of_the_current_folder_is_refused(tm
     here.mkdir()
     (here / "outputs").symlink_to(elsewhere)
     monkeypatch.chdir(here)
+    (elsewhere / "2026" / "run").mkdir(parents=True)  # as Hydra makes the run folder before the check
     with pytest.raises(
         UserError, match=r"^hydra.run.dir: .*outputs is a symbolic link .* name it on your command line"
     ):
         faults.refuse_link_on_the_way(Path("outputs/2026/run"), "hydra.run.dir")
+    assert not any(elsewhere.iterdir())  # nothing left behind through the link
     faults.refuse_link_on_the_way(Path("real/run"), "hydra.run.dir")  # no link on the way
     faults.refuse_link_on_the_way(elsewhere / "run", "hydra.run.dir")  # outside: named by the user
 
@@ -233,3 +235,54 @@ def test_a_figure_replaces_a_link_instead_of_writing_through_it(tmp_path):
     save(Figure(figsize=(1, 1)), tmp_path / "compare.png")
     assert victim.read_text() == "# rc\n" and not (tmp_path / "compare.png").is_symlink()
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_hard_link_in_a_run_folder_is_refused(tmp_path):
+    import os
+
+    from trainer_cli import faults
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("v\n")
+    run_dir = tmp_path / "shared_run"
+    run_dir.mkdir()
+    os.link(victim, run_dir / "train.log")
+    with pytest.raises(UserError, match=r"^resume: .*train.log is a hard link"):
+        faults.lock_run_folder(run_dir)
+    assert victim.read_text() == "v\n"
+
+
+def test_a_folder_holding_another_jobs_run_is_refused_the_same_jobs_continued(tmp_path):
+    """A sweep job (or a requeued run with preempted.json) continues only its own run."""
+    from trainer_cli import faults
+
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (job / "preempted.json").write_text('{"step": 3, "signal": "SIGTERM"}\n')
+    with pytest.raises(UserError, match=r"^hydra.run.dir: .* is not empty"):
+        faults.claim_run_folder(job, ["seed=1"])  # another job's (or another config's) folder
+    faults.claim_run_folder(job, ["seed=0"])  # the same job: continued
+    faults._held.pop(str(job.resolve())).close()
+
+
+def test_nothing_is_downloaded_or_logged_through_a_link_of_the_current_folder(tmp_path, monkeypatch):
+    """A downloaded repo's `data -> ~/x` or `mlruns -> ~/x`: the shipped relative defaults are
+    not written through it (reading data already there through a link still works)."""
+    from trainer_cli.data.sources import load_mnist
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    here = tmp_path / "repo"
+    here.mkdir()
+    (here / "data").symlink_to(elsewhere)
+    (here / "mlruns").symlink_to(elsewhere)
+    monkeypatch.chdir(here)
+    with pytest.raises(UserError, match=r"^data.source.root: MNIST files not found in 'data/mnist', and a download"):
+        load_mnist("data/mnist", download=True)
+    pytest.importorskip("mlflow")
+    from trainer_cli.sinks import MLflow
+
+    with pytest.raises(UserError, match=r"^logger.mlflow.tracking_uri: 'mlruns' goes through .*mlruns, a link"):
+        MLflow(here / "run", tracking_uri="mlruns")
+    assert not any(elsewhere.iterdir())

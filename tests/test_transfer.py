@@ -271,7 +271,7 @@ def test_snapshot_ensemble_is_the_mean_of_the_snapshots(make_cfg, tmp_path):
     snapshots = sorted((run_dir / "checkpoints").glob("snapshot_*.pt"))
     assert [p.name for p in snapshots] == ["snapshot_0.pt", "snapshot_1.pt", "snapshot_2.pt"]
     ens_cfg = make_cfg(f"ensemble={run_dir}", "mode=ensemble", "mode.snapshots=true")
-    summary = ensemble.run_ensemble(ens_cfg, tmp_path / "ens", snapshots=True)
+    summary = ensemble.run_ensemble(ens_cfg, tmp_path / "ens", runs=str(run_dir), snapshots=True)
     assert len(summary["members"]) == 3
     saved = np.load(tmp_path / "ens" / "predictions.npz")
     members = [snapshot_probabilities(p) for p in snapshots]

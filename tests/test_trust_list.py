@@ -383,3 +383,66 @@ def test_a_file_path_stands_only_where_the_command_line_replaced_it(tmp_path, mo
     with pytest.raises(UserError, match=r"^mode\.output: 'link/p.csv'"):
         trust.check_file_values(OmegaConf.create({"mode": {"output": "link/p.csv"}}))
     trust.forget_file_values()
+
+
+# --- The round-3 attack's classes (scripts/attacks3/) -----------------------------------------
+
+
+def test_trusting_a_name_both_installed_and_in_the_folder_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "this.py").write_text("raise SystemExit('the folder file ran')\n")
+    monkeypatch.setenv(trust.TRUST_ENV, "this")  # the standard library's (never imported by the project)
+    with pytest.raises(UserError, match=r"^--trust this: the current folder holds this.py or this/, and an installed"):
+        trust.load_user_modules(str(tmp_path))
+
+
+def test_a_typed_env_var_is_an_interpolation_in_an_overrides_value(monkeypatch):
+    monkeypatch.delenv(trust.TYPED_ENV, raising=False)
+    trust.remember_typed_env(["resume=runs/r_oc.env:SECRET", "--config-dir", "cfg_oc.env:OTHER"])
+    assert os.environ[trust.TYPED_ENV] == ""
+    trust.remember_typed_env(["+tag=${oc.env:USER}"])
+    assert os.environ[trust.TYPED_ENV] == "USER"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("mode.output", "${oc.env:TRAINER_CLI_DATA,/victim}/preds.csv"),
+        ("logger.ml2.tracking_uri", "/victim/mlruns"),
+        ("data.source.root", "${oc.env:TRAINER_CLI_DATA,../outside}/mnist"),
+        ("mode.output", "results.csv"),  # exists in the current folder: a file would be replaced
+    ],
+)
+def test_places_from_a_file_by_argument_name_defaults_and_existing_files(key, value, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results.csv").write_text("the user's\n")
+    node: dict = {}
+    OmegaConf.update(cfg := OmegaConf.create(node), key, value, force_add=True)
+    trust.forget_file_values()
+    trust.check_file_keys(cfg, "experiment/x.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(key)}: "):
+        trust.check_file_values(cfg)
+    trust.forget_file_values()
+
+
+def test_a_builder_whose_default_weights_download_is_refused():
+    node = {"model": {"_target_": "torchvision.models.segmentation.fcn_resnet50", "num_classes": 10}}
+    with pytest.raises(UserError, match=r"^model\._target_: a torchvision builder"):
+        trust.check_targets(node)
+    trust.check_targets({"model": {**node["model"], "weights_backbone": None}})
+
+
+def test_a_checkpoints_config_fetches_nothing_and_sends_nothing_out(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.chdir(tmp_path)
+    saved = OmegaConf.create(
+        {"data": {"source": {"root": "/elsewhere/mnist", "download": True}}, "model": {"download": True}}
+    )
+    assert trust.saved_config_changes(saved, "run") == {"data.source.download": False, "model.download": False}
+    saved.logger = {"mlflow": {"_target_": "trainer_cli.sinks.MLflow", "tracking_uri": "http://attacker:5000"}}
+    with pytest.raises(UserError, match=r"^logger\.mlflow\.tracking_uri: 'http://attacker:5000' in the config saved"):
+        trust.saved_config_changes(saved, "run")
+    saved.logger.mlflow.tracking_uri = "mlruns"
+    trust.saved_config_changes(saved, "run")  # inside the current folder: fine

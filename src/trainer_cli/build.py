@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from trainer_cli import checks, distributed, loop, transfer, trust
 from trainer_cli.checkpoint import RandomState
-from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, explicit_keys, full_batch
+from trainer_cli.config import NOT_CONSTRUCTOR_KEYS, UserError, full_batch, with_facts
 from trainer_cli.data import Augmentation, Data, Preprocess, cached_source, prepare
 from trainer_cli.data.mix import BatchRegularization
 from trainer_cli.optim.params import merge_equal_groups, parameter_groups, penalized_parameters
@@ -133,16 +133,13 @@ def data(cfg: DictConfig, device: torch.device, carry_preprocess: bool = True) -
     them), that run's preprocessing statistics are used instead of fitting new ones.
 
     A class count the config leaves open (`data.num_classes: null`, as for image folders)
-    is filled in from the data, in the data and model nodes, so the saved config is exact.
+    is counted from the data (`Data.num_classes`; `class_facts` puts it in the run record).
     """
     node = OmegaConf.to_yaml(cfg.data.source, resolve=True)  # the same node: the same data, loaded once a process
     source = subsets(cfg, cached_source(node, lambda: instantiate(cfg.data.source, key="data.source")))
     counted = len(source.classes)
-    if cfg.data.num_classes is None:
-        cfg.data.num_classes = counted
-        if cfg.model.get("num_classes", 0) is None:
-            cfg.model.num_classes = counted
-    elif cfg.data.num_classes != counted:
+    expected = len(cfg.data.classes) if cfg.data.get("classes") is not None else cfg.data.num_classes
+    if expected is not None and expected != counted:
         raise UserError(f"data.num_classes: the config says {cfg.data.num_classes}, the data has {counted} classes")
     with config_key("data"):
         preprocess = Preprocess(
@@ -175,7 +172,7 @@ def data(cfg: DictConfig, device: torch.device, carry_preprocess: bool = True) -
 
 def subsets(cfg: DictConfig, source: Any) -> Any:
     """`data.classes`, `data.samples_per_class` and the resize to `data.image_size` of an
-    in-memory source; with `data.classes` the class count follows (in the model node too)."""
+    in-memory source; with `data.classes` the class count follows (`class_facts`)."""
     from trainer_cli.data.sources import TensorData
     from trainer_cli.data.subsets import class_subset, few_shot, resized
 
@@ -187,12 +184,19 @@ def subsets(cfg: DictConfig, source: Any) -> Any:
     with config_key("data"):
         if classes is not None:
             source = class_subset(source, list(classes))
-            if cfg.model.get("num_classes") == cfg.data.num_classes:
-                cfg.model.num_classes = len(classes)
-            cfg.data.num_classes = len(classes)
         if shots is not None:
             source = few_shot(source, shots, int(cfg.data.split_seed))
         return resized(source, int(cfg.data.image_size))
+
+
+def class_facts(cfg: DictConfig, num_classes: int) -> dict[str, int]:
+    """The class count the data has, for the run record: in the data node, and in the model
+    node where it follows the data's (left open, or equal to the data's before `data.classes`
+    took a subset)."""
+    facts = {"data.num_classes": num_classes}
+    if "num_classes" in cfg.model and cfg.model.num_classes in (None, cfg.data.num_classes):
+        facts["model.num_classes"] = num_classes
+    return facts
 
 
 def _selected(group: DictConfig | None) -> list[tuple[str, DictConfig]]:
@@ -227,37 +231,8 @@ def regularization(cfg: DictConfig) -> Regularization:
 
 
 def model(cfg: DictConfig) -> nn.Module:
-    return instantiate(constructor_keys(cfg.model, "model"), key="model")
-
-
-def constructor_keys(node: DictConfig, key: str) -> DictConfig:
-    """The node with only the keys its target's constructor accepts.
-
-    A model option's keys (`width`, `norm`, ...) stay in the node when the command line names
-    another class (`model._target_=mymodels.Net`); they are dropped, unless the user set one
-    (`model.width=64`, `+model.k=3`, a switch such as `regularization=[dropout]`): that is a
-    one-line error naming it. A constructor that takes `**kwargs` gets every key. Without a
-    command line (`config.explicit_keys()` is None) every key is passed on, as written.
-    """
-    asked = explicit_keys()
-    if asked is None:
-        return node
-    # The trust check first: looking a target up imports its module (runs its code).
-    target = trust.check_object(f"{key}._target_", trust.plain(node, key).get("_target_"))
-    try:
-        parameters = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):
-        return node  # no signature to read: instantiate reports what is wrong
-    if any(p.kind == p.VAR_KEYWORD for p in parameters):
-        return node
-    accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    rejected = [str(k) for k in node if not str(k).startswith("_") and k not in accepted]
-    chosen = [k for k in rejected if f"{key}.{k}" in asked]
-    if chosen:
-        raise UserError(
-            f"{key}.{chosen[0]}: not an argument of {node._target_}; accepted: {', '.join(sorted(accepted))}"
-        )
-    return OmegaConf.masked_copy(node, [k for k in node if str(k) not in rejected])
+    """The model node's target (its keys fitted to the constructor by `config.resolve`)."""
+    return instantiate(cfg.model, key="model")
 
 
 def optimizer(
@@ -387,7 +362,8 @@ def test_time_augmentation(cfg: DictConfig) -> TestTimeAugmentation:
 
 
 def procedure(cfg: DictConfig) -> Callable[..., dict[str, Any]]:
-    """What the command does (`mode=`): the procedure, called as `procedure(cfg, run_dir)`."""
+    """What the command does (`mode=`): the procedure, called as
+    `procedure(cfg, run_dir, hparams, user_keys=...)` with the resolved, read-only config."""
     return instantiate(cfg.mode, key="mode")
 
 
@@ -413,8 +389,11 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> li
 
 
 def callbacks(cfg: DictConfig) -> list[Any]:
-    """The hooks `'callbacks=[...]'` lists (trainer_cli/callbacks.py), in the listed order."""
-    return [instantiate(node, key=f"callbacks.{name}") for name, node in _selected(cfg.get("callbacks"))]
+    """The run's hooks (trainer_cli/callbacks.py): the required ones, then those
+    `'callbacks=[...]'` lists, in the listed order (a list adds to the required hooks)."""
+    from trainer_cli.callbacks import with_required
+
+    return with_required([instantiate(node, key=f"callbacks.{name}") for name, node in _selected(cfg.get("callbacks"))])
 
 
 class LimitedBatches:
@@ -476,6 +455,8 @@ def limit_batches(cfg: DictConfig, run_data: Data) -> Data:
 class Pieces:
     """Everything a training run is made of, built by `pieces(cfg)`."""
 
+    # The run record: the resolved config with what the build found (the data's class count,
+    # the file `init_from` read), read-only; what resolved_config.yaml and checkpoints save.
     cfg: DictConfig
     device: torch.device
     data: Data
@@ -540,11 +521,15 @@ def pieces(cfg: DictConfig, init_weights: bool = True) -> Pieces:
     """Build a run from its resolved config: data, model, objective, optimizer, schedule,
     averaging and the step options, in this order (the model's initialization draws from
     the global random generator after the data is split). `init_weights`: load `init_from`
-    (a resumed run's checkpoint has the weights)."""
+    (a resumed run's checkpoint has the weights). `cfg` is not written: what the build
+    finds goes into `Pieces.cfg`, the run record."""
     where = distributed.device(device(str(cfg.trainer.device)))
     run_data = limit_batches(cfg, data(cfg, where, carry_preprocess=init_weights))
+    cfg = with_facts(cfg, class_facts(cfg, run_data.num_classes))  # the model is built for the data's classes
     tuning = finetune(cfg)
-    run_model = transfer.adapt(cfg, model(cfg), tuning, init_weights)
+    run_model, init_source = transfer.adapt(cfg, model(cfg), tuning, init_weights)
+    if init_source is not None:  # the run record names the exact file the weights came from
+        cfg = with_facts(cfg, {"init_from": init_source})
     run_model = distributed.sync_batchnorm(run_model, bool(cfg.trainer.get("sync_batchnorm", False)), where).to(where)
     fast_path(cfg, run_model)
     chosen = regularization(cfg)

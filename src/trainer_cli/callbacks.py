@@ -17,8 +17,9 @@ folder), and no hook depends on another. What each method receives:
   entries to the epoch's row (they reach metrics.csv and the curves).
 - `on_end(run, summary)`: after the final evaluation, before the summary is written.
 
-Adding a hook: one class (here or in your own trusted module) and one YAML file in
-`conf/callbacks/`, then `train 'callbacks=[checkpoints,mine]'` (docs/extending.md).
+The required hooks (`REQUIRED`: the stop vote and mid-epoch checkpoints) run whatever the
+list says: a list adds to them. Adding a hook: one class (here or in your own trusted module)
+and one YAML file in `conf/callbacks/`, then `train 'callbacks=[mine]'` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -163,6 +164,18 @@ class StepCheckpoints(Callback):
             checkpoint.save(snapshot, run_folder.last_checkpoint(run.run_dir))
         if stop:
             raise faults.preempted(run.run_dir, state.epoch, step, writer=distributed.is_main())
+
+
+# The hooks every run has, whatever `callbacks=` lists: a user's list adds to them, so
+# `callbacks=[mine]` keeps the stop vote (SIGTERM mid-epoch: last.pt, exit 75, resumable) and
+# mid-epoch checkpoints. Listing one again (`[checkpoints,mine]`) does not run it twice.
+REQUIRED: tuple[type[Callback], ...] = (StepCheckpoints,)
+
+
+def with_required(listed: Sequence[Callback]) -> list[Callback]:
+    """The required hooks the list lacks (first, in `REQUIRED`'s order), then the list."""
+    missing = [kind() for kind in REQUIRED if not any(isinstance(hook, kind) for hook in listed)]
+    return [*missing, *listed]
 
 
 class LogProbes(Callback):

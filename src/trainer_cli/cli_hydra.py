@@ -22,31 +22,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli import cli_devices, distributed, metrics
 from trainer_cli.cli_errors import shorten
-from trainer_cli.config import CONF_DIR, UserError, resolve, set_explicit_keys
+from trainer_cli.config import CONF_DIR, UserError, resolve
 
 log = logging.getLogger("trainer_cli")
 
 
-def execute(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check the composed config (before torch loads), then run the procedure `mode` names.
+def execute(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, user_keys: set[str] | None = None
+) -> dict[str, Any]:
+    """Resolve the composed config, once (read-only from here on), check it, then run the
+    procedure `mode` names with it. Returns the procedure's summary.
 
-    Returns the procedure's summary.
+    Args:
+        cfg: the composed config, as Hydra gives it.
+        run_dir: the job's run folder.
+        hparams: the run's hyperparameters for the loggers (`hparams_from_hydra`).
+        user_keys: the dotted keys the command line set (`keys_set_by_user`); None for a
+            config built in Python (every key counts as asked for).
     """
-    resolved = resolve(cfg)  # config mistakes are reported before torch is even imported
-    from trainer_cli import trust
+    resolved = resolve(cfg, user_keys)  # config mistakes are reported before torch is even imported
+    from trainer_cli import build, trust
+    from trainer_cli.diagnose.lr import automatic_lr
 
     trust.check_targets(resolved)  # every target on the list before the run writes anything
-    from trainer_cli import build
-
-    if resolved.get("lr") == "auto":  # before the run: its resolved_config.yaml holds the LR that trains
-        from trainer_cli.diagnose.lr import automatic_lr
-
-        if distributed.world_size() > 1:
-            raise UserError(
-                "lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr"
-            )
-        cfg = automatic_lr(resolved, run_dir)
-    return build.procedure(cfg)(cfg, run_dir, hparams)
+    resolved = automatic_lr(resolved, run_dir)  # lr=auto: a new config with the LR that trains; else as given
+    return build.procedure(resolved)(resolved, run_dir, hparams, user_keys=user_keys)
 
 
 def group_choices() -> dict[str, str | list[str]]:
@@ -134,7 +134,7 @@ def hydra_main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = group_choices()  # Hydra recomputes the defaults list for it: once per job
     hparams = hparams_from_hydra(cfg, choices)
-    set_explicit_keys(keys_set_by_user(choices))
+    user_keys = keys_set_by_user(choices)  # data for resolve and the procedure, not a global
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun:  # a sweep worker (joblib, submitit) stops on SIGTERM/SIGUSR1 like a single run
         from trainer_cli.faults import install_stop_handlers
@@ -157,9 +157,9 @@ def hydra_main(cfg: DictConfig) -> float:
                 from trainer_cli.sweep import one_line_per_job  # the sweep's console: one line a job
 
                 with one_line_per_job(str(cfg.optimized_metric)) as outcome:
-                    summary = outcome["summary"] = execute(cfg, run_dir, hparams)
+                    summary = outcome["summary"] = execute(cfg, run_dir, hparams, user_keys)
             else:
-                summary = execute(cfg, run_dir, hparams)
+                summary = execute(cfg, run_dir, hparams, user_keys)
     except Exception as error:
         debug = os.environ.get("TRAINER_CLI_DEBUG") == "1"
         from trainer_cli.faults import PREEMPTED_EXIT, Preempted, discard_empty_run_folder

@@ -73,13 +73,19 @@ def predict_proba(member: Path, device: torch.device) -> tuple[np.ndarray, np.nd
 
 
 def run_ensemble(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, snapshots: bool = False
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    runs: Any = None,
+    snapshots: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the ensemble of the runs named by `cfg.ensemble` (with `snapshots`: of their
-    SGDR snapshots, `mode.snapshots=true`); returns its summary."""
+    """Evaluate the ensemble of `runs` (`mode.runs`, which the `ensemble=` shortcut sets: a sweep
+    folder, run folders or checkpoints; with `snapshots`: their SGDR snapshots,
+    `mode.snapshots=true`); returns its summary."""
     from trainer_cli.report import Reporter
 
-    given = cfg.ensemble
+    given = runs
     if not given:
         raise UserError("ensemble: give the runs to ensemble, e.g. ensemble=<sweep folder> or 'ensemble=[<run>,<run>]'")
     paths = [str(p) for p in given] if isinstance(given, (list, ListConfig)) else [str(given)]

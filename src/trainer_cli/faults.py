@@ -186,8 +186,8 @@ def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
     if not existed or run_folder.is_empty(run_dir):
         _new_folders.add(key)  # everything in it is this run's: a failed start may clean it up
         return
-    if overrides.get("overwrite", "").lower() == "true" or preempted_mark(run_dir) is not None:
-        _kept_folders.add(key)
+    if overrides.get("overwrite", "").lower() == "true" or same_job(run_dir, command_line):
+        _kept_folders.add(key)  # told to, or this very job's own earlier run (stopped, requeued, resumed)
         return
     _held.pop(key).close()
     if run_folder.holds_run(run_dir):
@@ -201,10 +201,23 @@ def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
     )
 
 
+def same_job(run_dir: Path, command_line: list[str]) -> bool:
+    """Whether the folder holds a run of exactly these overrides (`.hydra/overrides.yaml`): the
+    same job, stopped and requeued or continued by a resumed sweep; any other run is not."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / run_folder.HYDRA / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(recorded, list) and [str(o) for o in recorded] == [str(o) for o in command_line]
+
+
 def claim_hydra_run_folder() -> None:
-    """`claim_run_folder` for the folder Hydra is about to write (one run, not a sweep's jobs:
-    a sweeper decides what its job folders hold; not the ranks of a multi-process run, which
-    share rank 0's folder)."""
+    """`claim_run_folder` for the folder Hydra is about to write: a run's, or a sweep job's (a
+    job folder holding another job's run, from `hydra.sweep.subdir` or someone's sweep folder,
+    is refused; the same job's is continued); not the ranks of a multi-process run, which share
+    rank 0's folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -218,7 +231,7 @@ def claim_hydra_run_folder() -> None:
     key = "hydra.run.dir" if hydra_cfg.mode == RunMode.RUN else "hydra.sweep.dir"
     if output_dir and key not in named:
         refuse_link_on_the_way(Path(output_dir), key)
-    if hydra_cfg.mode == RunMode.RUN and output_dir:
+    if output_dir:
         from omegaconf import OmegaConf
 
         # The overrides as typed: iterating the node would resolve `${...}` in them (a traceback
@@ -231,20 +244,24 @@ def refuse_link_on_the_way(run_dir: Path, key: str) -> None:
     the current folder only: a folder one runs `train` in (a downloaded repo) may hold a link
     (`outputs -> ~/somewhere`) that would put the run elsewhere. Named on the command line, the
     folder is the user's choice, links and all."""
-    here = Path.cwd()
-    try:
-        inside = Path(os.path.abspath(run_dir)).relative_to(here)
-    except ValueError:
-        return
-    path = here
-    for part in inside.parts:
-        path = path / part
-        if path.is_symlink():
-            raise UserError(
-                f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run folder from a config or the "
-                f"default is written only through real folders; name it on your command line ({key}=...) to "
-                "write there"
-            )
+    path = run_folder.link_on_the_way(run_dir)
+    if path is not None:
+        _remove_empty_folders(Path(os.path.abspath(run_dir)), stop=path)  # Hydra made them a moment ago
+        raise UserError(
+            f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run folder from a config or the "
+            f"default is written only through real folders; name it on your command line ({key}=...) to "
+            "write there"
+        )
+
+
+def _remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `stop`, each only while empty."""
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def remove_orphans(run_dir: Path) -> list[Path]:

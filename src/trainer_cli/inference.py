@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainer_cli import build, checkpoint, metrics, run_folder, trust
-from trainer_cli.config import UserError, explicit_keys, resolve
+from trainer_cli.config import UserError, resolved, with_facts
 from trainer_cli.data import Data
 from trainer_cli.data.preprocess import Preprocess
 
@@ -55,18 +55,20 @@ def checkpoint_path(given: Any) -> Path:
     return run_folder.trained_weights(given)
 
 
-def data_from_command_line() -> bool:
+def data_from_command_line(user_keys: set[str] | None) -> bool:
     """Whether this command line chose the data (`data=...` or `data.<key>=...`)."""
-    keys = explicit_keys() or set()
+    keys = user_keys or set()
     return any(k == "data" or (k.startswith("data.") and k not in ("data.kfold", "data.fold")) for k in keys)
 
 
 @torch.no_grad()
-def from_checkpoint(cfg: DictConfig, *, with_data: bool = True) -> Trained:
-    """`checkpoint=`'s trained model on `cfg.trainer.device`, with its own data (or the
-    command line's `data=`, seen through the run's own preprocessing)."""
-    data = cfg.data if data_from_command_line() else None
-    return rebuild(cfg.get("checkpoint"), build.device(str(cfg.trainer.device)), data=data, with_data=with_data)
+def from_checkpoint(
+    cfg: DictConfig, checkpoint: Any, user_keys: set[str] | None = None, *, with_data: bool = True
+) -> Trained:
+    """The mode's `checkpoint` (a run folder or a .pt) as a trained model on `cfg.trainer.device`,
+    with its own data (or the command line's `data=`, seen through the run's own preprocessing)."""
+    data = cfg.data if data_from_command_line(user_keys) else None
+    return rebuild(checkpoint, build.device(str(cfg.trainer.device)), data=data, with_data=with_data)
 
 
 @torch.no_grad()
@@ -88,9 +90,10 @@ def rebuild(
         raise UserError(f"{key}{str(error).removeprefix('resume')}") from None
     saved = OmegaConf.create(state["config"])
     trust.check_no_widening(saved)  # built through build's trust door, like any config
-    saved.trainer.device = str(device)  # this rebuilt copy's device, not the run's
-    if data is not None:
-        saved.data = data
+    # A new config from the saved one: this rebuilt copy's device (not the run's), and the
+    # command line's data when it chose one.
+    fixed = trust.saved_config_changes(saved, str(path))  # a shared run's config fetches nothing
+    saved = with_facts(saved, {**fixed, "trainer.device": str(device), **({"data": data} if data is not None else {})})
     run_data, preprocess = None, Preprocess("none")
     if with_data:
         run_data = build.data(saved, device)
@@ -169,17 +172,24 @@ def confusion_figure(counts: torch.Tensor, classes: list[str], path: Path, title
     return torch.from_numpy(image).permute(2, 0, 1)
 
 
-def run_evaluate(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_evaluate(
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    checkpoint: Any = None,
+) -> dict[str, Any]:
     """`train mode=evaluate checkpoint=<run | .pt>`: the test metrics of a checkpoint (computed
     as the run's own final evaluation computes them), its confusion matrix (PNG, CSV and
     TensorBoard) and each class's accuracy, on the run's test split or the command line's `data=`."""
     from trainer_cli.loop import evaluate
     from trainer_cli.report import Reporter, per_class_table
 
-    cfg = resolve(cfg)
-    trained = from_checkpoint(cfg)
+    cfg = resolved(cfg)
+    trained = from_checkpoint(cfg, checkpoint, user_keys)
     data = trained.data
-    tested = evaluate(trained.model, data.test, trained.device, trained.precision)
+    # The run's own loss, as its final evaluation computed test/loss (hinge for a loss=hinge run).
+    tested = evaluate(trained.model, data.test, trained.device, trained.precision, build.loss(trained.cfg))
     probs, labels = predictions(trained, data.test)
     counts = confusion_matrix(probs.argmax(1), labels, data.num_classes)
     per_class = {
@@ -281,12 +291,18 @@ def write_atomically(path: Path, rows: list[list[Any]]) -> None:
 
 
 def run_predict(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, input: Any = None, output: str | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    checkpoint: Any = None,
+    input: Any = None,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """`train mode=predict checkpoint=<run | .pt> mode.input=<image folder | .pt | .npy>`:
     each input's predicted class and class probabilities, in `predictions.csv` (or `mode.output`)."""
-    cfg = resolve(cfg)
-    trained = from_checkpoint(cfg, with_data=False)
+    cfg = resolved(cfg)
+    trained = from_checkpoint(cfg, checkpoint, with_data=False)
     preprocess, classes = trained.preprocess, trained.classes
     channels, size = int(trained.cfg.data.in_channels), int(trained.cfg.data.image_size)
     images, names = read_inputs(input, channels, size)
@@ -340,7 +356,12 @@ class Exported(nn.Module):
 
 
 def run_export(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, formats: Any = ("torch_export", "onnx")
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    checkpoint: Any = None,
+    formats: Any = ("torch_export", "onnx"),
 ) -> dict[str, Any]:
     """`train mode=export checkpoint=<run | .pt>`: `model.pt2` (`torch.export`; load it with
     `torch.export.load(path).module()`) and `model.onnx` (the same exported program through
@@ -348,14 +369,14 @@ def run_export(
     [0, 1] of shape (N, C, H, W), any N, with the run's preprocessing inside, and returning logits.
     `torchscript` (`model.torchscript.pt`, for LibTorch in C++) is still on offer, but torch
     deprecates `torch.jit.trace`: only when asked for, its warnings silenced."""
-    cfg = resolve(cfg)
+    cfg = resolved(cfg)
     chosen = [str(f) for f in formats]
     unknown = [f for f in chosen if f not in EXPORT_FORMATS]
     if unknown:
         raise UserError(f"mode.formats: '{unknown[0]}' is not accepted; choose {', '.join(EXPORT_FORMATS)}")
     if "onnx" in chosen and importlib.util.find_spec("onnx") is None:
         raise UserError("mode.formats: onnx needs the onnx package; pip install 'trainer_cli[onnx]'")
-    trained = from_checkpoint(cfg, with_data=False)
+    trained = from_checkpoint(cfg, checkpoint, with_data=False)
     trained.model.to("cpu")
     exported = Exported(trained.model, trained.preprocess).eval()
     channels, size = int(trained.cfg.data.in_channels), int(trained.cfg.data.image_size)

@@ -9,7 +9,6 @@ mean is what `main()` returns to a sweeper.
 
 from __future__ import annotations
 
-import copy
 import logging
 import statistics
 import time
@@ -20,18 +19,20 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from trainer_cli import checks, metrics
-from trainer_cli.config import UserError, resolve
+from trainer_cli.config import UserError, derive, resolved
 from trainer_cli.train import run
 
 log = logging.getLogger("trainer_cli")
 
 
-def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_folds(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, user_keys: set[str] | None = None
+) -> dict[str, Any]:
     """Train one model per fold; return the mean (and std) of each fold's summary metrics."""
     from trainer_cli import build
     from trainer_cli.report import Reporter
 
-    cfg = resolve(cfg)
+    cfg = resolved(cfg)
     k = cfg.data.kfold
     checks.whole_number("data.kfold", k, minimum=2, error=UserError)  # null (one validation split) is no k-fold run
     if cfg.get("resume"):
@@ -41,9 +42,8 @@ def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = N
     folds = []
     for fold in range(k):
         log.info(f"fold {fold + 1}/{k}")
-        fold_cfg = copy.deepcopy(cfg)
-        fold_cfg.data.fold = fold
-        folds.append(run(fold_cfg, run_dir / f"fold_{fold}", {**(hparams or {}), "kfold": k, "fold": fold}))
+        fold_hparams = {**(hparams or {}), "kfold": k, "fold": fold}
+        folds.append(run(fold_config(cfg, fold), run_dir / f"fold_{fold}", fold_hparams))
 
     summary: dict[str, Any] = {"status": "ok", "run_dir": str(run_dir), "kfold": k}
     for key in dict.fromkeys([metrics.best(metric), "best/val/acc", "best/val/loss", "test/acc", "test/loss"]):
@@ -58,6 +58,15 @@ def run_folds(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = N
         reporter.finish(summary, {**(hparams or {}), "kfold": k}, final)
         reporter.print(folds_table(summary, metric))
     return summary
+
+
+def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
+    """One fold's run config: `cfg` with `data.fold` held out, a new config (`cfg` is read-only)."""
+
+    def hold_out(config: DictConfig) -> None:
+        config.data.fold = fold
+
+    return derive(cfg, hold_out)
 
 
 def folds_table(summary: dict[str, Any], metric: str) -> Table:

@@ -558,17 +558,33 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     precision: str = "32",
+    loss_fn: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over all batches, in eval mode."""
+    """Mean loss and accuracy over all batches, in eval mode.
+
+    `loss`: the run's own loss (`loss_fn`, a batch mean, as the training step computes it), so
+    train/loss, val/loss and test/loss are one quantity; with `loss_fn`, `cross_entropy` too
+    (the softmax cross-entropy, for rules written for it: the initial loss near ln C). Without
+    `loss_fn`: the cross-entropy, as `loss` (the diagnosis's yardstick).
+    """
     model.eval()
     total_loss = torch.zeros((), device=device)
+    total_cross_entropy = torch.zeros((), device=device)  # the same as total_loss without loss_fn
     correct = torch.zeros((), device=device)
     count = 0
     for images, labels in batches:
         with autocast(device, precision):
             logits = model(images)
-        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        logits = logits.float()
+        cross_entropy = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        total_cross_entropy += cross_entropy
+        # The run's loss is a batch mean: times the batch, summed, over all samples at the end.
+        total_loss += cross_entropy if loss_fn is None else loss_fn(logits, labels) * labels.shape[0]
         correct += (logits.argmax(1) == labels).sum()
         count += labels.shape[0]
-    total_loss, correct, count = sum_over_ranks(total_loss, correct, count)
-    return {"loss": float(total_loss) / float(count), "acc": float(correct) / float(count)}
+    summed_loss, summed_correct, samples = sum_over_ranks(total_loss, correct, count)
+    result = {"loss": float(summed_loss) / float(samples), "acc": float(summed_correct) / float(samples)}
+    if loss_fn is not None:
+        summed_cross_entropy = sum_over_ranks(total_cross_entropy, correct, count)[0]
+        result["cross_entropy"] = float(summed_cross_entropy) / float(samples)
+    return result

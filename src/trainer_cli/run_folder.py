@@ -98,6 +98,27 @@ def refuse_links(folder: Path, key: str) -> None:
                 f"{key}: {path} is a symbolic link (to {os.readlink(path)}); a run writes only into real folders "
                 "and files, so the folder it writes into may hold no link"
             )
+        if path.is_file() and path.stat().st_nlink > 1:  # a hard link: the same file is elsewhere too
+            raise UserError(
+                f"{key}: {path} is a hard link (the same file has {path.stat().st_nlink} names); a run writes "
+                "only into files of its own, so the folder it writes into may hold no link"
+            )
+
+
+def link_on_the_way(path: Path) -> Path | None:
+    """The first symbolic link between the current folder and `path` (a path inside it), else
+    None: a folder `train` runs in (a downloaded repo) may hold one that leads elsewhere."""
+    here = Path.cwd()
+    try:
+        inside = Path(os.path.abspath(path)).relative_to(here)
+    except ValueError:
+        return None
+    step = here
+    for part in inside.parts:
+        step = step / part
+        if step.is_symlink():
+            return step
+    return None
 
 
 def is_empty(run_dir: Path, ignoring: tuple[str, ...] = (".lock",)) -> bool:

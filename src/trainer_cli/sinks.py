@@ -98,6 +98,14 @@ class MLflow(Sink):
         self.run_dir = Path(run_dir)
         uri = str(tracking_uri or "mlruns")
         if "://" not in uri and not uri.startswith(("databricks", "sqlite:")):
+            from trainer_cli.run_folder import link_on_the_way
+
+            link = link_on_the_way(Path(uri))
+            if link is not None:
+                raise UserError(
+                    f"logger.mlflow.tracking_uri: '{uri}' goes through {link}, a link in the current folder (to "
+                    f"{os.readlink(link)}); MLflow's store is not written through a link: give the real folder"
+                )
             uri = Path(uri).resolve().as_uri()  # a folder: a local file store
         if uri.startswith("file:"):
             # MLflow 3 keeps its file store working but refuses it unless asked: a folder

@@ -618,10 +618,14 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The sweep folder's report files are written by this process: never through a link.
         from trainer_cli.errors import UserError
+        from trainer_cli.faults import refuse_link_on_the_way
         from trainer_cli.run_folder import refuse_links
 
         try:
             refuse_links(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+            named = {arg.partition("=")[0].lstrip("+~") for arg in config.hydra.overrides.hydra}
+            if "hydra.sweep.dir" not in named:  # a folder from a file or the default: no link on its way
+                refuse_link_on_the_way(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
         except UserError as error:  # SystemExit: Hydra turns a callback's exceptions into warnings
             import sys
 

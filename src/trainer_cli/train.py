@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import faults, metrics, run_folder
-from trainer_cli.config import UserError, resolve
+from trainer_cli import faults, metrics, run_folder, trust
+from trainer_cli.config import UserError, derive, resolved
 
 if TYPE_CHECKING:
     from trainer_cli.build import Pieces
@@ -31,14 +31,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("trainer_cli")
 
 
-def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, user_keys: set[str] | None = None
+) -> dict[str, Any]:
     """Train, validate every epoch, test the best-on-validation checkpoint once.
 
     Returns the run's summary metrics (never the model). With `cfg.resume` set to a run
-    folder, continues that run from its last checkpoint, in that folder.
+    folder, continues that run from its last checkpoint, in that folder. `cfg` is read, never
+    written (a config composed in Python is resolved here; the command line's already is).
+    `user_keys` (the mode contract's): the resolved config already holds what they decide.
     """
     started = time.perf_counter()
-    cfg, run_dir, resumed = resume_point(resolve(cfg), run_dir)
+    cfg, run_dir, resumed = resume_point(resolved(cfg), run_dir)
     from trainer_cli import distributed
     from trainer_cli.search import trial_pruning
 
@@ -60,7 +64,7 @@ def run(cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None) -
         write_run_record(pieces, run_dir)
     state, metric, stopping = pieces.loop, str(cfg.optimized_metric), pieces.early_stopping
     sinks = build.loggers(cfg, run_dir, purge_step=state.step + 1 if resumed is not None else None)
-    run_hparams = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    run_hparams = {"lr": cfg.optimizer.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed}
     with Reporter(run_dir, sinks, planned_epochs(pieces), pieces.steps_per_epoch) as reporter:
         reporter.log_params({**run_hparams, **(hparams or {})})  # a failed or stopped run carries them too
         announce(pieces, run_dir)
@@ -135,10 +139,19 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, dict
                 f"got '{changes.epochs}'"
             )
         resumed["saved_epochs"] = int(saved.epochs)
-        saved.epochs = changes.epochs
-    if changes.get("trainer", {}).get("device") is not None:
-        saved.trainer.device = changes.trainer.device
-    return resolve(saved), run_dir, resumed
+
+    fixed = trust.saved_config_changes(saved, str(run_dir))  # a shared run's config fetches nothing
+
+    def continued(config: DictConfig) -> None:  # the saved config, with what `resume_with` changes
+        for key, value in fixed.items():
+            OmegaConf.update(config, key, value)
+        if changes.get("epochs") is not None:
+            config.epochs = changes.epochs
+        if changes.get("trainer", {}).get("device") is not None:
+            config.trainer.device = changes.trainer.device
+
+    # The saved config is another input (checked like any config: it is code too).
+    return derive(saved, continued), run_dir, resumed
 
 
 def own_stopped_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -211,7 +224,7 @@ def announce(pieces: Pieces, run_dir: Path) -> None:
         f"data: {cfg.data.name} ({data.train.num_samples} train / {data.val.num_samples} val / "
         f"{data.test.num_samples} test, {data.num_classes} classes) on {pieces.device}\n"
         f"model: {type(pieces.model).__name__} with {num_parameters:,} parameters; "
-        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.lr:g}; {plan(pieces)}"
+        f"optimizer {type(pieces.optimizer).__name__} lr {cfg.optimizer.lr:g}; {plan(pieces)}"
     )
 
 
@@ -242,10 +255,12 @@ def check_initial_loss(pieces: Pieces, reporter: Reporter) -> dict[str, float]:
     from trainer_cli.verdict import COLOURS
     from trainer_cli.verdict import judge_initial_loss as judge
 
-    initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision)
-    verdict = judge(initial["loss"], pieces.data.num_classes)
+    initial = evaluate(pieces.model, pieces.data.val, pieces.device, pieces.options.precision, pieces.loss_fn)
+    # The ln C rule is the softmax cross-entropy's; the curves' step 0 is the run's own loss.
+    verdict = judge(initial["cross_entropy"], pieces.data.num_classes)
     log.info(  # train.log only: the console gets the coloured verdict below, the same numbers
-        f"initial val loss {initial['loss']:.4f} (ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}",
+        f"initial val loss (cross-entropy) {initial['cross_entropy']:.4f} "
+        f"(ln C = {math.log(pieces.data.num_classes):.4f}): {verdict.status}",
         extra={"console": False},
     )
     reporter.print(f"[{COLOURS[verdict.status]}]initial loss {verdict.status}[/]: {verdict.summary}")
@@ -274,13 +289,13 @@ def end_of_epoch(pieces: Pieces, epoch: int, train_metrics: dict[str, float], st
     from trainer_cli.loop import evaluate
 
     precision = pieces.options.precision
-    val_metrics = evaluate(pieces.model, pieces.data.val, pieces.device, precision)
+    val_metrics = evaluate(pieces.model, pieces.data.val, pieces.device, precision, pieces.loss_fn)
     row: dict[str, Any] = {"epoch": epoch, "step": pieces.loop.step}
     row.update({metrics.key("train", q): train_metrics[q] for q in metrics.QUANTITIES})
     row.update({metrics.key("val", q): val_metrics[q] for q in metrics.QUANTITIES})
     row.update(lr=pieces.scheduler.get_last_lr()[0], time_s=round(time.perf_counter() - started, 3))
     if pieces.ema is not None:
-        ema_metrics = evaluate(pieces.ema.module, pieces.data.val, pieces.device, precision)
+        ema_metrics = evaluate(pieces.ema.module, pieces.data.val, pieces.device, precision, pieces.loss_fn)
         row.update({metrics.key("val", q, "ema"): ema_metrics[q] for q in metrics.QUANTITIES})
     if pieces.swa is not None and epoch >= pieces.cfg.trainer.swa_start_epoch:
         pieces.swa.update_parameters(pieces.model)
@@ -317,7 +332,7 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
     from trainer_cli.loop import evaluate
     from trainer_cli.tta import evaluate_tta
 
-    data, device, precision = pieces.data, pieces.device, pieces.options.precision
+    data, device, precision, loss_fn = pieces.data, pieces.device, pieces.options.precision, pieces.loss_fn
     results: dict[str, float] = {}
 
     def record(split: str, values: dict[str, float], weights: str | None = None) -> None:
@@ -328,7 +343,7 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
         # The averaged weights need their own BN statistics: one pass over the training set.
         torch.optim.swa_utils.update_bn(data.train, swa, device)
         for split, batches in (("val", data.val), ("test", data.test)):
-            record(split, evaluate(swa.module, batches, device, precision), "swa")
+            record(split, evaluate(swa.module, batches, device, precision, loss_fn), "swa")
     best_path = run_folder.best_checkpoint(run_dir)
     if pieces.cfg.trainer.checkpoint.save_best and best_path.is_file():
         best = checkpoint.load(best_path, map_location=device)
@@ -336,8 +351,8 @@ def final_evaluation(pieces: Pieces, run_dir: Path) -> dict[str, float]:
         if pieces.ema is not None:
             pieces.ema.load_state_dict(best["ema"])
     if pieces.ema is not None:
-        record("test", evaluate(pieces.ema.module, data.test, device, precision), "ema")
-    record("test", evaluate(pieces.model, data.test, device, precision))
+        record("test", evaluate(pieces.ema.module, data.test, device, precision, loss_fn), "ema")
+    record("test", evaluate(pieces.model, data.test, device, precision, loss_fn))
     tta = pieces.tta
     if tta.enabled:
         results["test/acc_tta"] = evaluate_tta(

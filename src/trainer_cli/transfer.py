@@ -367,10 +367,11 @@ class LoRA(Finetune):
         return state
 
 
-def adapt(cfg: Any, model: nn.Module, tuning: Finetune, init_weights: bool) -> nn.Module:
+def adapt(cfg: Any, model: nn.Module, tuning: Finetune, init_weights: bool) -> tuple[nn.Module, str | None]:
     """The model to train: `init_from`'s weights loaded (unless resuming: the checkpoint has
-    them), its source recorded in `cfg.init_from`, then `tuning.prepare`."""
-    source = cfg.get("init_from")
+    them), then `tuning.prepare`; and the exact file the weights came from (None when none
+    were loaded), for the run record."""
+    source, where = cfg.get("init_from"), None
     if source and init_weights:
         state, where = initial_state(str(source))
         head = set()
@@ -378,11 +379,10 @@ def adapt(cfg: Any, model: nn.Module, tuning: Finetune, init_weights: bool) -> n
             head_modules = {id(m) for m in tuning.blocks(model)[-1][1].modules()}
             head = {n for n, m in model.named_modules() if id(m) in head_modules and m._parameters}
         fresh = load_matching(model, state, str(source), head)
-        cfg.init_from = where
         reinitialised = f"; re-initialised (new head, or shapes differ): {', '.join(fresh)}" if fresh else ""
         log.info(f"init_from: {where}{reinitialised}")
     shape = (int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
-    return tuning.prepare(model, shape)
+    return tuning.prepare(model, shape), where
 
 
 def merge_saved_models(tuning: Finetune, model: nn.Module, run_dir: Path) -> None:

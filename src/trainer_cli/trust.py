@@ -347,7 +347,7 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
             check_path(where, target)
             continue
         obj = check_object(where, target)
-        if any(parent.get(name) is not None for name in DOWNLOADS) and _torchvision_builder(obj):
+        if _torchvision_builder(obj) and any(_given_or_default(obj, parent, name) is not None for name in DOWNLOADS):
             # A bare builder would fetch the weights from the network into $TORCH_HOME.
             raise UserError(
                 f"{where}: a torchvision builder is built here without weights; pretrained weights come from "
@@ -366,6 +366,18 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
 
 # Arguments with which a torchvision model builder downloads weights.
 DOWNLOADS = ("weights", "weights_backbone")
+
+
+def _given_or_default(obj: Any, node: dict, name: str) -> Any:
+    """The node's value for a builder's argument, else the builder's own default (detection and
+    segmentation builders default `weights_backbone` to ImageNet weights: a download)."""
+    if name in node:
+        return node[name]
+    try:
+        parameter = inspect.signature(obj).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 def _torchvision_builder(obj: Any) -> bool:
@@ -546,6 +558,18 @@ def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
 # URI included, is the user's choice on the command line (tests/test_trust_list.py checks that
 # every listed object's path-like argument is here or known to read only).
 FILE_PATH_KEYS = ("mode.output", "data.source.root", "logger.mlflow.tracking_uri")
+# The argument names of the listed objects that write at a place (tests/test_trust_list.py):
+# a file's key ending in one of them is a place, whatever node holds it (`logger.ml2.tracking_uri`
+# of a second MLflow sink is one too).
+PLACE_ARGUMENTS = ("output", "root", "tracking_uri")
+# Of those, the ones that name a file the run writes whole (predictions): new files only.
+NEW_FILE_ARGUMENTS = ("output",)
+
+
+def _names_a_place(key: str) -> bool:
+    return _under(key, FILE_PATH_KEYS) or key.rpartition(".")[2] in PLACE_ARGUMENTS
+
+
 # Keys that choose which existing run a command writes into: the command line's only.
 COMMAND_LINE_KEYS = ("resume", "overwrite")
 # Interpolations a path from a file may use: the data folder the user's own environment names.
@@ -565,9 +589,12 @@ def check_file_keys(config: Any, where: str) -> None:
             _check_file_hydra_key(key, value, where)
         elif _under(key, COMMAND_LINE_KEYS) and value not in (None, False, "null", "false"):
             _from_files[key] = (value, where, f"chooses a run to write into; it is {COMMAND_LINE_ONLY}")
-        elif _under(key, FILE_PATH_KEYS) and value is not None and not _inside_current_folder(str(value)):
+        elif _names_a_place(key) and value is not None and not _inside_current_folder(str(value)):
             _from_files[key] = (value, where, f"from a config file must be a path inside the current folder; "
                                               f"other places are {COMMAND_LINE_ONLY}")  # fmt: skip
+        elif key.rpartition(".")[2] in NEW_FILE_ARGUMENTS and value is not None and os.path.lexists(str(value)):
+            _from_files[key] = (value, where, f"names an existing file; a config file writes only new files, "
+                                              f"replacing one is {COMMAND_LINE_ONLY}")  # fmt: skip
 
 
 def _check_file_hydra_key(key: str, value: Any, where: str) -> None:
@@ -587,6 +614,45 @@ def _check_file_hydra_key(key: str, value: Any, where: str) -> None:
             check_searchpath(f"hydra.searchpath[{i}]", str(entry), from_command_line=False)
 
 
+def saved_config_changes(saved: Any, where: str) -> dict[str, Any]:
+    """What a config read from a checkpoint (resume, evaluate, predict, export, ensembles,
+    `init_from`) may not do as it was saved: fetch anything (its data sources and pretrained
+    weights are read from where they are, `download: false`), or send or write its records
+    outside the current folder (a `tracking_uri` elsewhere is refused). Returns the changes to
+    apply, as {dotted key: value}."""
+    raw = OmegaConf.to_container(saved, resolve=False) if isinstance(saved, DictConfig) else saved
+    changes: dict[str, Any] = {}
+    for key, value in _leaves(raw if isinstance(raw, dict) else {}, ""):
+        if key.rpartition(".")[2] == "download" and value is not False:
+            changes[key] = False
+        elif key.rpartition(".")[2] == "tracking_uri" and value is not None and not _inside_current_folder(str(value)):
+            logger = key.split(".")[1] if key.startswith("logger.") else key
+            if OmegaConf.select(saved, f"logger.{logger}._target_", default=None) is None and key.startswith("logger."):
+                continue  # a logger node the saved run did not select
+            raise UserError(
+                f"{key}: '{str(value)[:80]}' in the config saved in {where[:120]} sends the run's records outside "
+                f"the current folder; that is {COMMAND_LINE_ONLY} (run from the folder that holds it, or start anew)"
+            )
+    return changes
+
+
+def _raw_value(cfg: Any, key: str) -> Any:
+    """A key's value as written (an interpolation unresolved), or None where there is none."""
+    if not isinstance(cfg, DictConfig):
+        return None
+    parent_key, _, leaf = key.rpartition(".")
+    try:
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+    except Exception:  # a parent that is itself an interpolation that does not resolve
+        return None
+    if node is None:
+        return None
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=False)
+    return node._value()
+
+
 def forget_file_values() -> None:
     """Start a new composition: what earlier files set is not this one's."""
     _from_files.clear()
@@ -596,8 +662,7 @@ def check_file_values(cfg: Any) -> None:
     """The composed config keeps no path or run choice that only a file set (the command line's
     own value for the key replaces the file's and is accepted)."""
     for key, (value, where, why) in _from_files.items():
-        node = OmegaConf.select(cfg, key, default=None) if isinstance(cfg, DictConfig) else None
-        raw = OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
+        raw = _raw_value(cfg, key)
         if raw is None or raw != value:
             continue
         if key == "logger.mlflow.tracking_uri" and OmegaConf.select(cfg, "logger.mlflow", default=None) is None:
@@ -607,13 +672,13 @@ def check_file_values(cfg: Any) -> None:
 
 def _inside_current_folder(text: str) -> bool:
     """A relative path inside the current folder, with no link on the way out of it."""
-    bare = PATH_INTERPOLATION.sub("data", text)
+    # `${oc.env:TRAINER_CLI_DATA,<default>}` is the user's folder when the variable is set, and
+    # the default when not: the default must be inside too.
+    bare = PATH_INTERPOLATION.sub(lambda match: (match.group(1) or ",data")[1:], text)
     if "${" in bare or "://" in bare or bare.startswith(("~", "file:")) or os.path.isabs(bare):
         return False
     if ".." in re.split(r"[/\\]", bare):
         return False
-    if PATH_INTERPOLATION.search(text):
-        return True  # under the data folder the user's own environment names
     here = os.path.realpath(os.getcwd())
     return os.path.commonpath([os.path.realpath(os.path.join(here, bare)), here]) == here
 
@@ -629,7 +694,7 @@ def _check_relative_folder(key: str, value: Any) -> None:
 
 
 # --- Environment interpolation --------------------------------------------------------------
-ENV_NAMED = re.compile(r"oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+ENV_NAMED = re.compile(r"\$\{\s*oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
 # The variables the shipped conf/ itself reads (where data sets are kept).
 SHIPPED_ENV = ("TRAINER_CLI_DATA",)
 TYPED_ENV = "TRAINER_CLI_TYPED_ENV"  # the variable names the user's own command line reads
@@ -638,7 +703,10 @@ TYPED_ENV = "TRAINER_CLI_TYPED_ENV"  # the variable names the user's own command
 def remember_typed_env(argv: list[str]) -> None:
     """The variables `${oc.env:NAME}` on this command line names: the only ones a config may read.
     Kept in the environment, so the ranks and workers this process starts know them too."""
-    names = {match.group(1) for arg in argv for match in ENV_NAMED.finditer(arg)}
+    # Only an interpolation the user typed in an override's value (`+tag='${oc.env:USER}'`), not
+    # text that happens to be in a folder's name (`resume=runs/r_oc.env:SECRET`).
+    overrides = [arg.partition("=")[2] for arg in argv if "=" in arg and not arg.startswith("-")]
+    names = {match.group(1) for value in overrides for match in ENV_NAMED.finditer(value)}
     inherited = {n for n in os.environ.get(TYPED_ENV, "").split(",") if n}
     os.environ[TYPED_ENV] = ",".join(sorted(names | inherited))
 
@@ -702,6 +770,11 @@ def load_user_modules(folder: str | None = None) -> None:
             continue
         file = os.path.join(folder, f"{top}.py")
         package = os.path.join(folder, top, "__init__.py")
+        if (os.path.isfile(file) or os.path.isfile(package)) and _installed(top):
+            raise UserError(
+                f"--trust {name}: the current folder holds {top}.py or {top}/, and an installed module has the same "
+                f"name; trust which? Rename your file, or run train from another folder to trust the installed one"
+            )
         if os.path.isfile(file):
             spec = importlib.util.spec_from_file_location(top, file)
         elif os.path.isfile(package):
@@ -721,6 +794,17 @@ def load_user_modules(folder: str | None = None) -> None:
             raise UserError(
                 f"--trust {name}: importing {spec.origin} failed: {type(error).__name__}: {reason[:160]}"
             ) from None
+
+
+def _installed(top: str) -> bool:
+    """Whether a module of that name is importable without the current folder (which is off
+    `sys.path`): an installed package or the standard library."""
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_hydra_node(hydra_cfg: Any, log_dir: str | None = None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer_cli import checks
+from trainer_cli import checks, run_folder
 from trainer_cli.config import UserError
 from trainer_cli.data.splits import split_indices
 
@@ -154,6 +154,13 @@ def _load_idx_dataset(name: str, torchvision_class: str, root: str, download: bo
     # torchvision's downloader stores the files under <root>/<ClassName>/raw.
     candidates = [root_path, root_path / "raw", root_path / torchvision_class / "raw", *extra]
     files = _find_idx_files(candidates)
+    link = run_folder.link_on_the_way(root_path)
+    if files is None and download and link is not None:
+        raise UserError(
+            f"data.source.root: {name} files not found in '{root_path}', and a download is not written through "
+            f"{link} (a link in the current folder, to {os.readlink(link)}); download into a real folder, or give "
+            "data.source.root=<the real folder>"
+        )
     if files is None and download:
         import torchvision
 
@@ -213,6 +220,9 @@ def load_cifar(root: str, classes: int = 10, download: bool = True) -> TensorDat
     if classes not in (10, 100):
         raise UserError(f"data.source.classes: {classes} is not accepted; choose 10 or 100")
     dataset_class = torchvision.datasets.CIFAR10 if classes == 10 else torchvision.datasets.CIFAR100
+    link = run_folder.link_on_the_way(Path(root))
+    if download and link is not None:  # reads through the link, never downloads through it
+        download = False
     try:
         train = dataset_class(root, train=True, download=download)
         test = dataset_class(root, train=False, download=download)

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from trainer_cli.config import UserError, resolve
+from trainer_cli.config import UserError, resolved
 from trainer_cli.verdict import Verdict, panel, worst, write_markdown
 
 log = logging.getLogger("trainer_cli")
@@ -66,14 +66,20 @@ def repeat_rounds(ctx: Any, step: Any, centre: tuple[float | None, float | None]
 
 
 def run_diagnosis(
-    cfg: DictConfig, run_dir: Path, hparams: dict[str, Any] | None = None, *, steps: list[str], **options: Any
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict[str, Any] | None = None,
+    user_keys: set[str] | None = None,
+    *,
+    steps: list[str],
+    **options: Any,
 ) -> dict[str, Any]:
     """Run `steps` in order on the composed config; returns a summary whose `verdict` is the
     worst step's (the command line exits 1 on FAIL)."""
     from trainer_cli.diagnose.context import Context, user_overrides
     from trainer_cli.report import Reporter
 
-    cfg = resolve(cfg)
+    cfg = resolved(cfg)
     steps = [steps] if isinstance(steps, str) else list(steps)
     unknown = [s for s in steps if s not in STEP_NAMES]
     if unknown or not steps:

@@ -4,13 +4,14 @@ the command line a user types next."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+
+from trainer_cli.config import derive
 
 if TYPE_CHECKING:
     import torch
@@ -81,33 +82,36 @@ def user_overrides(run_dir: Path) -> list[str]:
 def plain(cfg: DictConfig, weight_decay: float = 0.0) -> DictConfig:
     """The run's config with every regularizer and augmentation off and a constant LR: the
     lecture's conditions for the sanity checks (the optimizer's own coupled weight decay set
-    to `weight_decay`, EMA and SWA off)."""
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):
-        cfg.regularization = {}
-        cfg.mix = {}  # cutout/mixup/cutmix (conf/regularization/*.yaml put them under `mix`)
-        cfg.augmentation = {"preview": False}
+    to `weight_decay`, EMA and SWA off). A new config: `cfg` is read-only."""
+
+    def switch_off(config: DictConfig) -> None:
+        config.regularization = {}
+        config.mix = {}  # cutout/mixup/cutmix (conf/regularization/*.yaml put them under `mix`)
+        config.augmentation = {"preview": False}
         for key in MODEL_NOISE_KEYS:
-            if key in cfg.model:
-                cfg.model[key] = 0.0
-        if "label_smoothing" in cfg.loss:
-            cfg.loss.label_smoothing = 0.0
-        if "weight_decay" in cfg.optimizer:  # L-BFGS takes none
-            cfg.optimizer.weight_decay = weight_decay
-        cfg.scheduler = OmegaConf.create({"_target_": "trainer_cli.optim.schedules.constant", "_partial_": True})
-        cfg.trainer.ema_decay = None
-        cfg.trainer.swa_start_epoch = None
-        cfg.trainer.log_activations = False
-    return cfg
+            if key in config.model:
+                config.model[key] = 0.0
+        if "label_smoothing" in config.loss:
+            config.loss.label_smoothing = 0.0
+        if "weight_decay" in config.optimizer:  # L-BFGS takes none
+            config.optimizer.weight_decay = weight_decay
+        config.scheduler = {"_target_": "trainer_cli.optim.schedules.constant", "_partial_": True}
+        config.trainer.ema_decay = None
+        config.trainer.swa_start_epoch = None
+        config.trainer.log_activations = False
+
+    return derive(cfg, switch_off)
 
 
 def with_lr(cfg: DictConfig, lr: float) -> DictConfig:
-    """A copy of a resolved config with another learning rate."""
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):
-        cfg.lr = lr
-        cfg.optimizer.lr = lr
-    return cfg
+    """The config with another learning rate: a new config (`optimizer.lr`, the one value
+    after `resolve`; `lr`, the shortcut, spent)."""
+
+    def set_lr(config: DictConfig) -> None:
+        config.lr = None
+        config.optimizer.lr = lr
+
+    return derive(cfg, set_lr)
 
 
 def fresh(cfg: DictConfig) -> Pieces:

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer_cli.diagnose import signals
 
@@ -52,7 +52,7 @@ def history_features(history: list[dict[str, float]], num_classes: int) -> Evide
     train_acc = [r.get("train/acc", 0.0) for r in history]
     val_acc = [r.get("val/acc", 0.0) for r in history]
     finite = [x for x in train_loss if math.isfinite(x)]
-    tail = max(2, len(history) // 4)
+    tail = min(len(history), max(2, len(history) // 4))  # a run stopped after one epoch has one row
     ratios = sorted(r["update_ratio"] for r in history if "update_ratio" in r)
     return {
         "epochs": len(history),
@@ -84,7 +84,9 @@ def examine(cfg: DictConfig, run_dir: Path) -> Evidence:
         run(cfg, run_dir)
     except NonFiniteLoss:
         evidence["diverged"] = True
-    evidence.update(history_features(read_history(run_dir), int(cfg.data.num_classes)))
+    record = run_dir / "resolved_config.yaml"  # the run record: the class count the build found
+    num_classes = OmegaConf.load(record).data.num_classes if record.is_file() else cfg.data.num_classes
+    evidence.update(history_features(read_history(run_dir), int(num_classes)))
     evidence.update({f"start {k}": v for k, v in probe(cfg).items()})
     from trainer_cli.run_folder import last_checkpoint
 

@@ -12,14 +12,14 @@ inside a Hydra job could not be handed whole.
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli.diagnose.context import Context, _key, with_lr
+from trainer_cli.config import derive
+from trainer_cli.diagnose.context import Context, _key
 from trainer_cli.verdict import Verdict, worst
 
 # The weight decay is the `l2` regularization option's (conf/regularization/l2.yaml: the
@@ -36,18 +36,21 @@ def _option(group: str, name: str) -> DictConfig:
 def point_config(cfg: DictConfig, lr: float, weight_decay: float, epochs: int, constant_lr: bool) -> DictConfig:
     """The run's config at one grid point: `lr`, L2 weight decay `weight_decay` (the user's
     own `l2` node when there is one, else the option's), `epochs`; with `constant_lr` the
-    constant schedule instead of the configured one."""
-    cfg = with_lr(copy.deepcopy(cfg), lr)
-    with open_dict(cfg):
-        cfg.epochs = epochs
-        if cfg.get("regularization") is None:  # only switches chosen (dropout): no node left
-            cfg.regularization = {}
-        if "l2" not in cfg.regularization:
-            cfg.regularization.l2 = _option("regularization", "l2").l2
-        cfg.regularization.l2.weight_decay = weight_decay
+    constant schedule instead of the configured one. A new config: `cfg` is read-only."""
+
+    def at_point(config: DictConfig) -> None:
+        config.lr = None  # `optimizer.lr` is the one value after resolve
+        config.optimizer.lr = lr
+        config.epochs = epochs
+        if config.get("regularization") is None:  # only switches chosen (dropout): no node left
+            config.regularization = {}
+        if "l2" not in config.regularization:
+            config.regularization.l2 = _option("regularization", "l2").l2
+        config.regularization.l2.weight_decay = weight_decay
         if constant_lr:
-            cfg.scheduler = _option("scheduler", "constant")
-    return cfg
+            config.scheduler = _option("scheduler", "constant")
+
+    return derive(cfg, at_point)
 
 
 def train_points(

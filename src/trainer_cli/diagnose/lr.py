@@ -212,14 +212,19 @@ def lr_range(ctx: Context) -> Verdict:
 
 
 def automatic_lr(cfg, run_dir) -> Any:
-    """`lr=auto`: the LR range test's suggestion (fastai's defaults: 1e-7 to 10 over 100
-    steps), plotted to `lr_range.png`; returns the config with that LR."""
+    """`lr=auto`, the step before any procedure: the LR range test's suggestion (fastai's
+    defaults: 1e-7 to 10 over 100 steps), plotted to `lr_range.png`; returns a new config with
+    that LR, so the run record holds the LR that trains. Any other `lr`: `cfg` as given."""
+    from trainer_cli import distributed
+    from trainer_cli.config import UserError
     from trainer_cli.figures import line_plot
 
+    if cfg.get("lr") != "auto":
+        return cfg
+    if distributed.world_size() > 1:
+        raise UserError("lr: auto runs the LR range test in one process; run `train diagnose=lr_range`, then set lr")
     lrs, smoothed = range_test(cfg, 1e-7, 10.0, 100)
     if len(smoothed) < 2:
-        from trainer_cli.config import UserError
-
         raise UserError("lr: auto found no LR: the loss diverged at once (try train diagnose=initial_loss)")
     suggestion = float(f"{suggest(lrs, smoothed):.2g}")
     line_plot(

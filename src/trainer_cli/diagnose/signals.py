@@ -4,6 +4,7 @@ probe batch (no host sync on the training step; called at an epoch's end or once
 - the statistics of the batch at the model's input (not normalised: far from mean 0, std 1
   means the inputs were not preprocessed);
 - the gradient norm by depth (the first weight layer's against the last: vanishing or exploding);
+- the activations' scale by depth (the last activation layer's std against the first's);
 - the penalty's share of the objective (regularization too strong);
 - the training accuracy in eval mode against train mode (dropout too strong);
 - how the per-sample training loss is spread (a group the model cannot fit: label errors);
@@ -147,14 +148,27 @@ def penalty_share(penalties: Any, data_loss: float) -> float:
     return total / (total + data_loss) if total + data_loss > 0 else 0.0
 
 
+def activation_depth_ratio(values: dict[str, torch.Tensor]) -> float:
+    """log10 of the last activation layer's std over the first's (the lecture's per-layer
+    activation plots in one number): -3 means the signal shrinks 1000x on its way through
+    the net, as with weights too small for its depth; 0 with fewer than two layers."""
+    stds = [float(v.std()) for v in values.values() if v.numel() > 1]
+    if len(stds) < 2 or stds[0] <= 0:
+        return 0.0
+    return math.log10(max(stds[-1], 1e-12) / stds[0])
+
+
 def dead_and_saturated(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """The worst layer's dead ReLU share and saturated tanh/sigmoid share on the probe."""
+    """The worst layer's dead ReLU share and saturated tanh/sigmoid share on the probe, and
+    how the activations' scale changes with depth."""
     from trainer_cli.models.stats import activation_values, unit_fractions
 
-    fractions = unit_fractions(model, activation_values(model, images), images.shape[0])
+    values = activation_values(model, images)
+    fractions = unit_fractions(model, values, images.shape[0])
     return {
         "probe/dead_fraction": max(fractions["dead_fraction"].values(), default=0.0),
         "probe/saturated_fraction": max(fractions["saturated_fraction"].values(), default=0.0),
+        "act/depth_log10_ratio": activation_depth_ratio(values),
     }
 
 

@@ -21,6 +21,7 @@ CASES_FILE = Path(__file__).resolve().parents[3] / "tests" / "diagnose_zoo" / "c
 # Every case: small and on the CPU (the whole zoo runs in a few minutes on a shared 2-core machine).
 BASE = ["trainer.device=cpu", "logger=[]", "epochs=8", "trainer.log_every_n_steps=5"]
 HALVES = ("design", "held_out")
+ALL = "all"  # every case of a file, whatever its half (a new held-out file is run whole)
 
 
 @dataclass
@@ -54,6 +55,11 @@ def split(cases: list[Case]) -> list[Case]:
         case.half = HALVES[seen[case.cause] % 2]
         seen[case.cause] += 1
     return cases
+
+
+def select(cases: list[Case], half: str, only: str | None = None) -> list[Case]:
+    """The cases of one half (`ALL`: every case), or the one named `only`, in file order."""
+    return [c for c in cases if half in (ALL, c.half) and (only is None or c.name == only)]
 
 
 def scaled_digits(scale: float = 1.0, offset: float = 0.0, test_fraction: float = 0.2, seed: int = 0) -> TensorData:
