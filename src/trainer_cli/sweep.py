@@ -476,7 +476,7 @@ def run_name(row: dict[str, Any], keys: list[str]) -> str:
 
 def tensorboard_runs(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], metric: str) -> Path | None:
     """`<sweep>/tensorboard/<lr=0.1,optimizer=adam>/`: each job's TensorBoard events under its
-    swept overrides (hard links, no copy), and one HParams experiment listing the swept keys first
+    swept overrides (copies), and one HParams experiment listing the swept keys first
     (marked as differing, so shown) and the constant ones after them (hidden by default).
 
     `tensorboard --logdir <sweep>/tensorboard` then names each run by what was swept, not `0/tensorboard`.
@@ -495,13 +495,12 @@ def tensorboard_runs(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str
         folder = root / (name if names[name] == 1 else f"{name},job={row['job']}")
         folder.mkdir(parents=True, exist_ok=True)
         for file in files:
+            # A copy, not a hard link: a sweep folder holds no links (run_folder.refuse_links), so
+            # a link here would stop the same sweep from resuming in its folder. Copied again at
+            # each report: the job's file may have grown.
             target = folder / file.name
-            if target.exists():
-                target.unlink()  # a sweep's own link from an earlier report: the job's file may have grown
-            try:
-                target.hardlink_to(file)
-            except OSError:  # another file system: a copy
-                shutil.copy2(file, target)
+            target.unlink(missing_ok=True)  # never write through what is there
+            shutil.copy2(file, target)
     write_hparams_experiment(root, [files for _, files in jobs], keys, metric)
     return root
 
