@@ -286,3 +286,33 @@ def test_nothing_is_downloaded_or_logged_through_a_link_of_the_current_folder(tm
     with pytest.raises(UserError, match=r"^logger.mlflow.tracking_uri: 'mlruns' goes through .*mlruns, a link"):
         MLflow(here / "run", tracking_uri="mlruns")
     assert not any(elsewhere.iterdir())
+
+
+def test_a_refused_claim_leaves_the_folders_lock_as_it_was(tmp_path):
+    from trainer_cli import faults
+
+    run_dir = tmp_path / "someones_run"
+    run_folder.checkpoint_dir(run_dir).mkdir(parents=True)
+    (run_dir / ".lock").write_text("pid 123 (the owner's note)")
+    with pytest.raises(UserError, match=r"holds a run already"):
+        faults.claim_run_folder(run_dir, ["seed=1"])
+    assert (run_dir / ".lock").read_text() == "pid 123 (the owner's note)"
+    other = tmp_path / "user_folder"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"is not empty"):
+        faults.claim_run_folder(other, [])
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]  # the lock this claim made: gone
+
+
+def test_a_sweep_starts_in_a_new_or_empty_folder_or_continues_its_own(tmp_path):
+    from trainer_cli.sweep import refuse_a_foreign_folder
+    from trainer_cli.sweeper import RECORD
+
+    refuse_a_foreign_folder(tmp_path / "new")
+    someones = tmp_path / "someones_sweep"
+    (someones / "0").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^hydra.sweep.dir: .* holds no sweep record \(search.yaml\)"):
+        refuse_a_foreign_folder(someones)
+    (someones / RECORD).write_text("params: {}\nfixed: {}\n")  # a sweep of ours: its sweeper compares
+    refuse_a_foreign_folder(someones)

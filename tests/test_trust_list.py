@@ -307,6 +307,9 @@ def test_a_writer_takes_its_folder_from_the_run_not_the_config():
     node = {"logger": {"csv": {"_target_": "trainer_cli.sinks.CSVLogger", "_partial_": True, "run_dir": "/home/x"}}}
     with pytest.raises(UserError, match=r"^logger\.csv\.run_dir: the run supplies its own folder"):
         trust.check_targets(node)
+    node = {"logger": {"csv": {"_target_": "trainer_cli.sinks.CSVLogger", "_partial_": True, "_args_": ["/home/x"]}}}
+    with pytest.raises(UserError, match=r"^logger\.csv\._args_: 'trainer_cli.sinks.CSVLogger' takes no positional"):
+        trust.check_targets(node)
 
 
 # Every listed object's argument that names a place, and what the config may do with it: a key

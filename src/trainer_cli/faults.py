@@ -140,17 +140,21 @@ def preempted(run_dir: Path, epoch: int, step: int, *, writer: bool = True) -> P
     )
 
 
-def lock_run_folder(run_dir: Path, config_key: str = "resume") -> IO[str]:
+def lock_run_folder(run_dir: Path, config_key: str = "resume", note_owner: bool = True) -> IO[str]:
     """Hold `<run>/.lock` (released when the returned file is closed or the process dies);
-    `config_key` names the key that chose the folder in the refusal."""
+    `config_key` names the key that chose the folder in the refusal. `note_owner=False`: the
+    lock is held but its text (who holds it) not yet written (`note_lock_owner`), so a folder
+    refused after the lock keeps its `.lock` as it was."""
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     if key in _held and not _held[key].closed:
         _held.pop(key).close()  # this process's own earlier run of the folder ended by an exception
     run_folder.refuse_links(run_dir, config_key)
     # Never through a link (a shared run folder's `.lock` could point at a file to truncate).
+    created = not (run_dir / ".lock").exists()
     descriptor = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     handle = os.fdopen(descriptor, "a+")  # held for the run's life
+    handle.created = created  # type: ignore[attr-defined]
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -160,12 +164,26 @@ def lock_run_folder(run_dir: Path, config_key: str = "resume") -> IO[str]:
         raise UserError(
             f"{config_key}: {run_dir} is in use by a running train ({owner}); wait for it to end or stop it first"
         ) from None
+    _held[key] = handle
+    if note_owner:
+        note_lock_owner(handle)
+    return handle
+
+
+def note_lock_owner(handle: IO[str]) -> None:
+    """Write who holds the lock (`pid N`: a second run's refusal names it)."""
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
     handle.flush()
-    _held[key] = handle
-    return handle
+
+
+def _release_refused(key: str, run_dir: Path) -> None:
+    """Let go of a folder the claim refused: the lock, and its file when this claim made it."""
+    handle = _held.pop(key)
+    if getattr(handle, "created", False):
+        (run_dir / ".lock").unlink(missing_ok=True)
+    handle.close()
 
 
 def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
@@ -180,16 +198,21 @@ def claim_run_folder(run_dir: Path, command_line: list[str]) -> None:
         return  # claimed already (Hydra writes several files)
     overrides = {arg.partition("=")[0].lstrip("+~"): arg.partition("=")[2] for arg in command_line}
     if overrides.get("resume") not in (None, "", "null"):
-        return  # a resume writes in the resumed folder: train.run locks that one
+        # A resume writes in the resumed folder (train.run locks it); Hydra's log opens its
+        # train.log first: no link there either.
+        run_folder.refuse_links(Path(overrides["resume"].strip("'\"")), "resume")  # as cli_argv quoted it
+        return
     existed = run_dir.is_dir()
-    lock_run_folder(run_dir, config_key="hydra.run.dir")
+    lock = lock_run_folder(run_dir, config_key="hydra.run.dir", note_owner=False)
     if not existed or run_folder.is_empty(run_dir):
         _new_folders.add(key)  # everything in it is this run's: a failed start may clean it up
+        note_lock_owner(lock)
         return
     if overrides.get("overwrite", "").lower() == "true" or same_job(run_dir, command_line):
         _kept_folders.add(key)  # told to, or this very job's own earlier run (stopped, requeued, resumed)
+        note_lock_owner(lock)
         return
-    _held.pop(key).close()
+    _release_refused(key, run_dir)
     if run_folder.holds_run(run_dir):
         raise UserError(
             f"hydra.run.dir: {run_dir} holds a run already; continue it with resume={run_dir}, "

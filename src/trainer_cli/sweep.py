@@ -611,6 +611,21 @@ def assign_gpu(cfg: DictConfig, job_num: int) -> None:
         cfg.trainer.device = f"cuda:{job_num % count}"
 
 
+def refuse_a_foreign_folder(sweep_dir: Path) -> None:
+    """A sweep starts in a new or empty folder, or continues its own (a folder holding its
+    record, `search.yaml`, whose sweeper compares the search space): Hydra writes the sweep's
+    `multirun.yaml` there before any job claims its folder."""
+    from trainer_cli.errors import UserError
+    from trainer_cli.sweeper import RECORD
+
+    if not sweep_dir.is_dir() or (sweep_dir / RECORD).is_file() or not any(sweep_dir.iterdir()):
+        return
+    raise UserError(
+        f"hydra.sweep.dir: {sweep_dir} is not empty and holds no sweep record ({RECORD}); a new sweep starts in "
+        "a new or empty folder"
+    )
+
+
 class SweepSummary(Callback):
     """Hydra callback: the sweep report at the end of each multirun."""
 
@@ -625,6 +640,7 @@ class SweepSummary(Callback):
             named = {arg.partition("=")[0].lstrip("+~") for arg in config.hydra.overrides.hydra}
             if "hydra.sweep.dir" not in named:  # a folder from a file or the default: no link on its way
                 refuse_link_on_the_way(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+            refuse_a_foreign_folder(Path(config.hydra.sweep.dir))
         except UserError as error:  # SystemExit: Hydra turns a callback's exceptions into warnings
             import sys
 

@@ -358,6 +358,11 @@ def check_targets(node: Any, key: str = "", *, resolve_objects: bool = True) -> 
             raise UserError(
                 f"{where}: '{str(target)[:80]}' is built only with `_partial_: true` (the run supplies its folder)"
             )
+        if _qualified(obj) in PARTIAL_ONLY and parent.get("_args_"):
+            raise UserError(
+                f"{where.removesuffix('._target_')}._args_: '{str(target)[:80]}' takes no positional arguments from a "
+                "config (the run supplies its folder); give its options by name"
+            )
         if _qualified(obj) in PARTIAL_ONLY and "run_dir" in parent:
             raise UserError(
                 f"{where.removesuffix('._target_')}.run_dir: the run supplies its own folder; not a config key"
