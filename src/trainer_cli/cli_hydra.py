@@ -255,6 +255,7 @@ def run_job_in_processes(devices: int, run_dir: Path) -> dict[str, Any]:
     log.info(f"job {hydra_cfg.job.num}: {devices} processes (torchrun)")
     record = run_dir / ".hydra"  # the sweep job's own record: the run rewrites it, a config error removes it
     saved = {path.name: path.read_bytes() for path in record.glob("*.yaml")}
+    faults.release_run_folder(run_dir)  # the job's claim hands the folder to its ranks (rank 0 locks it)
     with tempfile.TemporaryDirectory(prefix="trainer_cli_ranks_") as logs:  # each rank's output, also on the console
         code = distributed.launch(argv, devices, log_dir=logs)
         error = distributed.rank_error(logs)

@@ -170,6 +170,14 @@ def lock_run_folder(run_dir: Path, config_key: str = "resume", note_owner: bool 
     return handle
 
 
+def release_run_folder(run_dir: Path) -> None:
+    """Let go of this process's lock on `run_dir` (a sweep job handing its folder to the ranks
+    it starts: rank 0 takes the lock for the run)."""
+    handle = _held.pop(str(Path(run_dir).resolve()), None)
+    if handle is not None:
+        handle.close()
+
+
 def note_lock_owner(handle: IO[str]) -> None:
     """Write who holds the lock (`pid N`: a second run's refusal names it)."""
     handle.seek(0)
