@@ -245,3 +245,18 @@ def test_found_by_the_2026_12_06_attack_through_train(args, start, tmp_path):
     assert not (tmp_path / "run").exists()
     if "momentum" in start:
         assert lines[0].endswith("optimizer=momentum,nesterov have 'momentum'")
+
+
+def test_an_unreadable_image_found_by_a_loader_worker_is_one_line_naming_the_file():
+    """torch re-raises a worker's PIL error with the worker's traceback; the line names the file."""
+    from PIL import UnidentifiedImageError
+
+    error = UnidentifiedImageError(
+        "Caught UnidentifiedImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "PIL.UnidentifiedImageError: cannot identify image file <_io.BufferedReader name='/data/pets/cat/a.png'>\n"
+    )
+    line, status = cli_errors.error_line(error)
+    assert status == 2 and line == (
+        "data.path: cannot read '/data/pets/cat/a.png' as an image (not an image PIL can open); remove it or convert it"
+    )

@@ -101,9 +101,25 @@ def error_line(error: BaseException) -> tuple[str, int] | None:
         return shorten(
             f"hydra.run.dir: cannot write '{error.filename}' (permission denied); choose a writable folder"
         ), 2
+    unreadable = unreadable_image(error)
+    if unreadable is not None:
+        return shorten(unreadable), 2
     if isinstance(error, OSError):
         return shorten(str(error)), 1
     return None
+
+
+def unreadable_image(error: BaseException) -> str | None:
+    """An image folder holding a file PIL cannot read, found by a DataLoader worker (torch
+    re-raises it as "Caught UnidentifiedImageError in DataLoader worker process 0." with the
+    worker's traceback below): the line naming the file."""
+    text = str(error)
+    if "UnidentifiedImageError" not in text and "cannot identify image file" not in text:
+        return None
+    # PIL names the file by its path, or by the open file object (`<_io.BufferedReader name='...'>`)
+    found = re.search(r"cannot identify image file (?:<[^>]*name=)?('[^']*')", text)
+    file = found.group(1) if found else "a file in it"
+    return f"data.path: cannot read {file} as an image (not an image PIL can open); remove it or convert it"
 
 
 def user_error_in(error: BaseException) -> BaseException | None:
