@@ -411,3 +411,20 @@ def test_a_preempted_sweep_job_runs_again_from_its_checkpoint(tmp_path):
     assert summary["status"] == "ok" and summary["epochs_run"] == 3
     with open(sweep / "0" / "metrics.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]  # each epoch once: continued
+
+
+def test_a_sweep_validates_the_fewest_jobs_that_hold_every_override():
+    """Hydra composes each validated job in full; a 4 x 3 grid needs 4 to try every value once."""
+    from trainer_cli.sweeper import covering_jobs
+
+    grid = [[f"lr={lr}", f"seed={seed}"] for lr in (0.1, 0.03, 0.01, 0.003) for seed in (0, 1, 2)]
+    chosen = covering_jobs(grid)
+    assert len(chosen) == 4 and {o for job in chosen for o in job} == {o for job in grid for o in job}
+    assert covering_jobs([["optimizer=sgd"], ["optimizer=adamx"]]) == [["optimizer=sgd"], ["optimizer=adamx"]]
+
+
+def test_group_choices_are_cached_by_the_overrides_that_shape_the_defaults_list():
+    from trainer_cli.cli_hydra import scalar_keys
+
+    assert {"lr", "seed", "epochs", "batch_size"} <= scalar_keys()
+    assert not {"optimizer", "augmentation", "regularization", "data", "experiment"} & scalar_keys()

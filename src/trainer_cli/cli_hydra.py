@@ -8,6 +8,7 @@ procedure that `mode=` names. Nothing below imports this module; nothing below s
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -53,28 +54,52 @@ def group_choices() -> dict[str, str | list[str]]:
     """Every config group's choice for this job, multi-select ones as lists (Hydra's
     `runtime.choices` leaves those out): read from the job's resolved defaults list, so
     an experiment's `override /augmentation: [flip, crop]` counts as the command line's does."""
-    from hydra.core.global_hydra import GlobalHydra
-
     hydra_cfg = HydraConfig.get()
     choices: dict[str, str | list[str]] = {
         group: str(choice) for group, choice in hydra_cfg.runtime.choices.items() if choice is not None
     }
+    overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+    # A sweep's jobs differ in values (lr=, seed=), rarely in groups: the defaults list is
+    # computed once per distinct set of the overrides that can change it.
+    shaping = tuple(o for o in overrides if o.partition("=")[0].lstrip("+~") not in scalar_keys())
     try:
+        selected = _multi_select(str(hydra_cfg.job.config_name), shaping, overrides)
+    except Exception:  # no defaults list to read (a saved config): the single choices only
+        return choices
+    return {**choices, **{group: names for group, names in selected.items() if group not in choices}}
+
+
+_listed: dict[tuple[str, tuple[str, ...]], dict[str, list[str]]] = {}
+
+
+def _multi_select(config_name: str, shaping: tuple[str, ...], overrides: list[str]) -> dict[str, list[str]]:
+    """Each group's selected options in the job's defaults list (cached by `shaping`)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    key = (config_name, shaping)
+    if key not in _listed:
         listed = (
             GlobalHydra.instance()
             .config_loader()
-            .compute_defaults_list(
-                config_name=hydra_cfg.job.config_name, overrides=list(hydra_cfg.overrides.task), run_mode=RunMode.RUN
-            )
+            .compute_defaults_list(config_name=config_name, overrides=overrides, run_mode=RunMode.RUN)
         )
-    except Exception:  # no defaults list to read (a saved config): the single choices only
-        return choices
-    selected: dict[str, list[str]] = {}
-    for default in listed.defaults:
-        group, _, name = (default.config_path or "").rpartition("/")
-        if group and not group.startswith("hydra") and group not in choices:
-            selected.setdefault(group, []).append(name)
-    return {**choices, **selected}
+        selected: dict[str, list[str]] = {}
+        for default in listed.defaults:
+            group, _, name = (default.config_path or "").rpartition("/")
+            if group and not group.startswith("hydra"):
+                selected.setdefault(group, []).append(name)
+        _listed[key] = selected
+    return _listed[key]
+
+
+@functools.cache
+def scalar_keys() -> frozenset[str]:
+    """The primary config's own top-level values (seed, lr, epochs, ...): not config groups,
+    so overriding them cannot change which options the defaults list selects."""
+    from trainer_cli.config import known_top_level_keys
+
+    groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+    return frozenset(known_top_level_keys() - groups - {"experiment", "hparams_search", "hydra"})
 
 
 def hparams_from_hydra(cfg: DictConfig, choices: dict[str, str | list[str]] | None = None) -> dict[str, Any]:
