@@ -260,3 +260,22 @@ def test_an_unreadable_image_found_by_a_loader_worker_is_one_line_naming_the_fil
     assert status == 2 and line == (
         "data.path: cannot read '/data/pets/cat/a.png' as an image (not an image PIL can open); remove it or convert it"
     )
+
+
+def test_a_model_too_large_for_memory_is_one_line_naming_the_key(make_cfg):
+    """`model.width=2000000000` (issue 19): the allocator's failure, as the config's mistake."""
+    from trainer_cli import build
+
+    with pytest.raises(UserError) as error:
+        build.model(resolve(make_cfg("model.width=2000000000")))
+    _one_line(error.value, "model: too large to build in this machine's memory (")
+
+
+def test_an_ensemble_members_bad_checkpoint_names_the_ensemble_key(tmp_path):
+    from trainer_cli.inference import rebuild
+
+    bad = tmp_path / "member.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as error:
+        rebuild(str(bad), torch.device("cpu"), key="ensemble")
+    _one_line(error.value, "ensemble: ")

@@ -60,6 +60,11 @@ def instantiate(node: DictConfig, *args: Any, key: str = "") -> Any:
             raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
             raise UserError(_keyed(cause, key, node)) from None
+        if isinstance(cause, MemoryError) or "can't allocate memory" in str(cause):
+            # A size the machine cannot hold (model.width=2000000000): the config's, not a bug.
+            wanted = re.search(r"allocate (\d+) bytes", str(cause))
+            size = f" ({int(wanted.group(1)) / 2**30:,.0f} GiB for one tensor)" if wanted else ""
+            raise UserError(f"{key}: too large to build in this machine's memory{size}; choose smaller sizes") from None
         if str(error).startswith("Error locating target"):
             # Hydra's message sends users to HYDRA_FULL_ERROR; say what failed and where to look.
             while cause is not None and cause.__cause__ is not None:
