@@ -424,8 +424,19 @@ def test_a_sweep_validates_the_fewest_jobs_that_hold_every_override():
     assert covering_jobs([["optimizer=sgd"], ["optimizer=adamx"]]) == [["optimizer=sgd"], ["optimizer=adamx"]]
 
 
-def test_group_choices_are_cached_by_the_overrides_that_shape_the_defaults_list():
-    from trainer_cli.cli_hydra import scalar_keys
+def test_group_choices_are_cached_by_the_overrides_that_shape_the_defaults_list(monkeypatch):
+    from hydra import initialize_config_dir
+
+    from trainer_cli import cli_hydra
+    from trainer_cli.cli_hydra import _multi_select, scalar_keys
+    from trainer_cli.paths import CONF_DIR
 
     assert {"lr", "seed", "epochs", "batch_size"} <= scalar_keys()
     assert not {"optimizer", "augmentation", "regularization", "data", "experiment"} & scalar_keys()
+    monkeypatch.setattr(cli_hydra, "_listed", {})
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        first = _multi_select("config", (), ["lr=0.1"])
+        assert _multi_select("config", (), ["lr=0.01"]) is first  # a value override: the same list
+        assert len(cli_hydra._listed) == 1
+        flipped = _multi_select("config", ("augmentation=[flip]",), ["augmentation=[flip]"])
+    assert flipped["augmentation"] == ["flip"] and len(cli_hydra._listed) == 2

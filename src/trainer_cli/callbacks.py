@@ -34,7 +34,6 @@ from trainer_cli import checks
 from trainer_cli.errors import UserError
 
 if TYPE_CHECKING:
-    from trainer_cli.build import Pieces
     from trainer_cli.report import Reporter
 
 log = logging.getLogger("trainer_cli")
@@ -44,7 +43,7 @@ log = logging.getLogger("trainer_cli")
 class Run:
     """What a hook sees of the run: its built pieces, its reporter and its folder."""
 
-    pieces: Pieces
+    pieces: Any  # trainer_cli.build.Pieces: a layer above this one, named here, not imported
     reporter: Reporter
     run_dir: Path
     # The run's stop vote (`distributed.StopVote`): a hook that stops mid-epoch votes with the

@@ -35,6 +35,7 @@ SNAPSHOT = "snapshot_{cycle}.pt"
 METRICS = "metrics.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
 HYDRA = ".hydra"
+SEARCH_RECORD = "search.yaml"  # a sweep folder's record of its search space and fixed overrides
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

@@ -616,13 +616,13 @@ def refuse_a_foreign_folder(sweep_dir: Path) -> None:
     record, `search.yaml`, whose sweeper compares the search space): Hydra writes the sweep's
     `multirun.yaml` there before any job claims its folder."""
     from trainer_cli.errors import UserError
-    from trainer_cli.sweeper import RECORD
+    from trainer_cli.run_folder import SEARCH_RECORD
 
-    if not sweep_dir.is_dir() or (sweep_dir / RECORD).is_file() or not any(sweep_dir.iterdir()):
+    if not sweep_dir.is_dir() or (sweep_dir / SEARCH_RECORD).is_file() or not any(sweep_dir.iterdir()):
         return
     raise UserError(
-        f"hydra.sweep.dir: {sweep_dir} is not empty and holds no sweep record ({RECORD}); a new sweep starts in "
-        "a new or empty folder"
+        f"hydra.sweep.dir: {sweep_dir} is not empty and holds no sweep record ({SEARCH_RECORD}); a new sweep "
+        "starts in a new or empty folder"
     )
 
 

@@ -37,7 +37,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from trainer_cli import metrics
+from trainer_cli import metrics, run_folder
 from trainer_cli.config import UserError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECORD = "search.yaml"  # the sweep's search space and fixed overrides, for a resumed sweep to compare
+RECORD = run_folder.SEARCH_RECORD  # the sweep's search space and fixed overrides, for a resumed sweep to compare
 
 
 # --- storage and direction ----------------------------------------------------------------------
