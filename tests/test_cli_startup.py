@@ -62,3 +62,109 @@ def test_hydras_own_probe_agrees_on_every_shipped_option():
                 except Exception:  # an option that needs another key (imagefolder's path): no mode either way
                     continue
                 assert (mode in (RunMode.RUN, RunMode.MULTIRUN)) == ((group, path.stem) in setting), override
+
+
+# Each kind of override a sweep job may carry: values, a group choice, a multi-select group,
+# a dict value, an added and a deleted key, a Hydra value; and a bad key, refused each time.
+JOBS = [
+    ["lr=0.1", "seed=0"],
+    ["lr=0.01", "seed=1"],
+    ["model=cnn", "lr=0.1"],
+    ["model=cnn", "lr=0.01", "model.convs_per_stage=1"],
+    ["augmentation=[flip,crop]", "seed=2"],
+    ["optimizer=sgd", "+optimizer={momentum: 0.8}"],
+    ["+trainer.note=x", "~eval.tta_scales", "lr=0.3"],
+    ["hydra.job.name=other", "lr=0.2"],
+    ["lr=0.1", "seed=0"],
+]
+
+
+def _compose_all(loader, jobs):
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    return [
+        OmegaConf.to_container(loader.load_configuration("config", overrides=list(job), run_mode=RunMode.RUN))
+        for job in jobs
+    ]
+
+
+def _hydras_own(monkeypatch):
+    """Hydra's own two functions, counted, with the shared ones' caches emptied (restored after)."""
+    from collections import Counter, OrderedDict
+
+    from hydra._internal import config_loader_impl
+
+    from trainer_cli import cli_startup
+
+    calls = Counter()
+    own_list = getattr(config_loader_impl.create_defaults_list, "__wrapped__", config_loader_impl.create_defaults_list)
+    compose = ConfigLoaderImpl._compose_config_from_defaults_list
+    own_compose = getattr(compose, "__wrapped__", compose)
+
+    def counted_list(*args, **kwargs):
+        calls["defaults list"] += 1
+        return own_list(*args, **kwargs)
+
+    def counted_compose(*args, **kwargs):
+        calls["merge"] += 1
+        return own_compose(*args, **kwargs)
+
+    monkeypatch.setattr(config_loader_impl, "create_defaults_list", counted_list)
+    monkeypatch.setattr(ConfigLoaderImpl, "_compose_config_from_defaults_list", counted_compose)
+    monkeypatch.setattr(cli_startup, "_defaults_lists", OrderedDict())
+    monkeypatch.setattr(cli_startup, "_merged", OrderedDict())
+    return calls
+
+
+def test_shared_compositions_equal_hydras_own_and_merge_each_set_of_files_once(monkeypatch):
+    from trainer_cli.cli_startup import share_compositions
+
+    calls = _hydras_own(monkeypatch)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        own = _compose_all(loader, JOBS)
+        assert calls["merge"] == len(JOBS)
+        share_compositions()
+        calls.clear()
+        shared = _compose_all(loader, JOBS + JOBS)
+    assert shared == own + own
+    # Four sets of files among the nine jobs (no group choice; model=cnn; augmentation; optimizer=sgd;
+    # a dict, +, ~ or hydra.* override is a value): each merged once, the other 14 jobs are copies.
+    assert calls["merge"] == 4, calls
+    assert calls["defaults list"] == 4, calls
+
+
+def test_a_shared_composition_refuses_a_bad_key_as_hydra_does(monkeypatch):
+    import pytest
+    from hydra.errors import ConfigCompositionException
+
+    from trainer_cli.cli_startup import share_compositions
+
+    _hydras_own(monkeypatch)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        share_compositions()
+        _compose_all(loader, [["lr=0.1"]])
+        with pytest.raises(ConfigCompositionException, match="nokey"):
+            _compose_all(loader, [["lr=0.2", "nokey=1"]])  # the files' merge is reused, the value refused
+        with pytest.raises(ConfigCompositionException, match="nosuch"):
+            _compose_all(loader, [["model=nosuch"]])
+
+
+def test_a_config_file_from_outside_conf_is_composed_and_checked_every_time(monkeypatch, tmp_path):
+    from trainer_cli.cli_guard import install_hydra_guard
+    from trainer_cli.cli_startup import share_compositions
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("_target_: trainer_cli.models.MLP\nwidth: 16\n")
+    calls = _hydras_own(monkeypatch)
+    install_hydra_guard()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        share_compositions()
+        searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+        jobs = [[searchpath, "model=mine", "lr=0.1"], [searchpath, "model=mine", "lr=0.2"]]
+        first, second = _compose_all(loader, jobs)
+    assert first["model"]["width"] == 16 and second["lr"] == 0.2
+    assert calls["merge"] == 2  # the foreign file's composition is not reused: its trust checks run again

@@ -57,11 +57,14 @@ def main() -> None:
         from trainer_cli.cli_hydra import hydra_main
 
         install_hydra_guard()
-        from trainer_cli.cli_startup import share_group_listing, skip_mode_probe
+        from trainer_cli.cli_startup import share_compositions, share_group_listing, skip_mode_probe
 
         if {"--help", "-h", "--hydra-help"} & set(argv):
             share_group_listing()  # one config repository for the listing, not one per group
-        skip_mode_probe(argv)  # one composition for the run, not two, where nothing can set hydra.mode
+        # One composition for the run, not two, where nothing can set hydra.mode; in a sweep (or
+        # what may be one), its jobs merge the same files once and each applies its own values.
+        if not skip_mode_probe(argv) or {"-m", "--multirun"} & set(argv):
+            share_compositions()
         sys.argv = [sys.argv[0], *argv]
         hydra_main()
     except KeyboardInterrupt:

@@ -76,9 +76,11 @@ def execute_job(
     # is installed by `train`'s main(), which a worker does not run), and no folder on sys.path.
     from trainer_cli import trust
     from trainer_cli.cli_guard import install_hydra_guard
+    from trainer_cli.cli_startup import share_compositions
 
     trust.forget_current_folder()
     install_hydra_guard()
+    share_compositions()  # this worker's later jobs merge the same files once
     setup_globals()
     Singleton.set_state(singleton_state)
     sweep_config = job_config(idx, overrides, hydra_context, config)
