@@ -5,6 +5,7 @@ This module imports no torch, so `train --help` and config errors stay fast.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -59,12 +60,13 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_suffix", lambda: f"{os.getpid()}{os.urandom(2).hex()}", use_cache=True)
 
 
-def known_top_level_keys() -> set[str]:
+@functools.cache
+def known_top_level_keys() -> frozenset[str]:
     """The keys a run config may have at its top: conf/config.yaml's own, one per config group,
-    and `resume_with` (what `train resume=<run> epochs=N` changes)."""
+    and `resume_with` (what `train resume=<run> epochs=N` changes). Read once a process."""
     own = OmegaConf.load(Path(CONF_DIR) / "config.yaml")
     groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
-    return {str(key) for key in own if key != "defaults"} | groups | {"resume_with"}
+    return frozenset({str(key) for key in own if key != "defaults"} | groups | {"resume_with"})
 
 
 def _number(cfg: DictConfig, key: str) -> float:
@@ -125,7 +127,7 @@ def resolve(cfg: DictConfig, user_keys: set[str] | None = None) -> DictConfig:
     trust.check_no_widening(resolved)
     trust.check_targets(resolved, resolve_objects=False)
     trust.strip_widening_keys(resolved)
-    known = known_top_level_keys()  # once: it reads conf/config.yaml
+    known = known_top_level_keys()
     unknown = [str(key) for key in resolved if str(key) not in known]
     if unknown:
         raise UserError(

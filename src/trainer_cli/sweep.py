@@ -202,10 +202,10 @@ def describe(values: list[float]) -> dict[str, float | None]:
     mean = sum(values) / n
     if n < 2:
         return {"mean": mean, "sd": None, "ci95_low": None, "ci95_high": None}
-    from scipy import stats
+    from scipy.special import stdtrit  # Student's t quantile (scipy.stats's import is 5x longer)
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.975)) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
@@ -216,15 +216,15 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
     """
     if len(a) < 2 or len(b) < 2:
         return None
-    from scipy import stats
+    from scipy.special import stdtr  # Student's t distribution function
 
     se_a, se_b = (describe(x)["sd"] ** 2 / len(x) for x in (a, b))
     if se_a + se_b == 0:
         return None
     # Welch–Satterthwaite: the degrees of freedom of the difference's standard error.
     df = (se_a + se_b) ** 2 / (se_a**2 / (len(a) - 1) + se_b**2 / (len(b) - 1))
-    result = stats.ttest_ind(a, b, equal_var=False)
-    return float(result.statistic), df, float(result.pvalue)
+    t = (sum(a) / len(a) - sum(b) / len(b)) / math.sqrt(se_a + se_b)
+    return t, df, float(2 * stdtr(df, -abs(t)))
 
 
 def seed_groups(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
