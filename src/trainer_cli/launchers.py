@@ -125,6 +125,9 @@ class JoblibLauncher(joblib_launcher.JoblibLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         singleton_state = Singleton.get_state()
         results: dict[int, JobReturn] = {}
+        from trainer_cli.sweep import import_report_modules_meanwhile
+
+        import_report_modules_meanwhile()  # this process waits on the workers: the report's imports now
 
         with tempfile.TemporaryDirectory(prefix="trainer_cli_sweep_") as started:
 

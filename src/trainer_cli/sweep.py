@@ -91,6 +91,34 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
     return rows
 
 
+# What the report imports that a sweep's own process may not have yet (its jobs ran elsewhere).
+REPORT_MODULES = (
+    "matplotlib.figure",
+    "matplotlib.ticker",
+    "scipy.special",
+    "tensorboard.backend.event_processing.event_file_loader",
+    "tensorboard.plugins.hparams.metadata",
+    "tensorboard.summary.writer.event_file_writer",
+)
+
+
+def import_report_modules_meanwhile() -> Any:
+    """Import the report's libraries in a background thread while the jobs run in worker
+    processes (joblib): this process only waits for them, and the report at the end then starts
+    without importing matplotlib, scipy and TensorBoard (about a second). Returns the thread."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in REPORT_MODULES:
+            with contextlib.suppress(Exception):  # the report says what is missing, if it is
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="trainer_cli report imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def _console() -> Console:
     """The run's console (240 columns off a terminal: a swept value is never cut at 80)."""
     from trainer_cli.report import console
