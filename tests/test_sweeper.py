@@ -331,6 +331,21 @@ def test_every_pruner_option_builds_an_optuna_pruner(name):
     assert isinstance(instantiate(node), optuna.pruners.BasePruner)
 
 
+def test_hparams_search_pruner_and_sampler_choose_the_searchs_hydra_groups():
+    from tests.test_sweep import compose_with_hydra
+    from trainer_cli.cli_argv import rewrite_argv
+    from trainer_cli.errors import UserError
+
+    argv = rewrite_argv(["hparams_search=random", "hparams_search.pruner=median", "hparams_search.sampler=qmc"])
+    assert argv[1:] == ["hydra/sweeper/pruner=median", "hydra/sweeper/sampler=qmc"]
+    sweeper = compose_with_hydra(*argv).hydra.sweeper
+    assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner" and "QMC" in sweeper.sampler._target_
+    with pytest.raises(UserError, match=r"^hparams_search.pruner: unknown option 'bogus'; available: hyperband, "):
+        rewrite_argv(["hparams_search=random", "hparams_search.pruner=bogus"])
+    with pytest.raises(UserError, match=r"^hparams_search.pruner: chooses the pruner of an Optuna search; add "):
+        rewrite_argv(["-m", "lr=0.1,0.01", "hparams_search.pruner=median"])
+
+
 @pytest.mark.parametrize("name", conf_options("hydra/sweeper/sampler"))
 def test_every_sampler_option_builds_a_seeded_optuna_sampler(name):
     import functools
@@ -353,7 +368,7 @@ def test_every_sampler_option_builds_a_seeded_optuna_sampler(name):
 @pytest.mark.slow
 def test_a_pruned_sweep_job_stops_early_and_is_recorded_pruned(tmp_path):
     sweep = tmp_path / "pruned"
-    run_train(["hparams_search=random", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=median",
+    run_train(["hparams_search=random", "hydra.sweeper.n_trials=4", "hparams_search.pruner=median",
                "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
                "lr=choice(0.03,0.00001)", "epochs=3", "trainer.device=cpu", f"hydra.sweep.dir={sweep}"],
               tmp_path)  # fmt: skip

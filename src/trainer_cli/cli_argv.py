@@ -8,14 +8,27 @@ is taken off the command line here: the user's own act, the only way trust widen
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from trainer_cli.errors import UserError
+from trainer_cli.paths import CONF_DIR
 from trainer_cli.trust import TRUST_ENV, user_trusted_modules
 
 # Command-line shortcuts for the procedure switch: a value for the key chooses the mode.
 MODE_SHORTCUTS = {"data.kfold": "kfold", "ensemble": "ensemble"}
+# Command-line names for the search's Hydra groups: `hparams_search.pruner=median` is
+# `hydra/sweeper/pruner=median` (the search's own keys read as one node's).
+SEARCH_GROUPS = {"hparams_search.pruner": "hydra/sweeper/pruner", "hparams_search.sampler": "hydra/sweeper/sampler"}
 # Hydra's flags that print and run nothing: answered in this process, whatever trainer.devices says.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve"}
+
+
+def search_group(key: str, value: str) -> str:
+    """`hparams_search.pruner=median` as Hydra's group override, the option checked by the name typed."""
+    options = sorted(p.stem for p in Path(CONF_DIR, SEARCH_GROUPS[key]).glob("*.yaml"))
+    if value not in options:
+        raise UserError(f"{key}: unknown option '{value}'; available: {', '.join(options)}")
+    return f"{SEARCH_GROUPS[key]}={value}"
 
 
 def rewrite_argv(argv: list[str]) -> list[str]:
@@ -25,6 +38,7 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     - `resume=<run folder>` continues in that folder, without rewriting its `.hydra/`;
     - `data.kfold=k` and `ensemble=<folders>` choose their procedure (`mode=`) unless the
       command line names one;
+    - `hparams_search.pruner=` and `hparams_search.sampler=` choose the search's Hydra groups;
     - `--trust <module>` (repeatable) trusts the user's own module for `_target_`s: the
       user's act on the command line, passed on in $TRAINER_CLI_TRUST (sweep jobs inherit it).
     """
@@ -49,8 +63,16 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             out.append("--config-path=" + os.path.abspath(arg.split("=", 1)[1]))
             i += 1
             continue
-        out.append(arg)
+        key, equals, value = arg.partition("=")
+        out.append(search_group(key, value) if equals and key in SEARCH_GROUPS else arg)
         i += 1
+    searching = any(a.split("=", 1)[0].lstrip("+") == "hparams_search" for a in out)
+    for key, group in SEARCH_GROUPS.items():
+        if not searching and any(a.startswith(f"{group}=") for a in out):
+            raise UserError(
+                f"{key}: chooses the {key.rpartition('.')[2]} of an Optuna search; add "
+                "hparams_search=random|bayes|grid|coarse_to_fine"
+            )
     if trusted:
         os.environ[TRUST_ENV] = ",".join([*user_trusted_modules(), *trusted])
     if not any(a.split("=", 1)[0].lstrip("+~") == "mode" for a in out):
