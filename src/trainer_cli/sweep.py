@@ -535,17 +535,22 @@ def tensorboard_runs(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str
 
 def write_hparams_experiment(root: Path, event_files: list[list[Path]], keys: list[str], metric: str) -> None:
     """The sweep's HParams experiment: swept keys first (`differs`: TensorBoard shows them), then constants."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     values: dict[str, list[Any]] = {}
+    tag = metadata.SESSION_START_INFO_TAG.encode()
     for files in event_files:
         for file in files:
-            for event in EventFileLoader(str(file)).Load():
-                for value in event.summary.value:
+            # Only the one event that holds the job's hyperparameters is parsed: a job's file
+            # has a few scalars per epoch, and parsing them all took a second at 100 epochs.
+            for record in RawEventFileLoader(str(file)).Load():
+                if tag not in record:
+                    continue
+                for value in event_pb2.Event.FromString(record).summary.value:
                     if value.tag == metadata.SESSION_START_INFO_TAG:
                         content = value.metadata.plugin_data.content
                         start = metadata.parse_session_start_info_plugin_data(content)
