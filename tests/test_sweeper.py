@@ -366,12 +366,14 @@ def test_every_sampler_option_builds_a_seeded_optuna_sampler(name):
 
 
 @pytest.mark.slow
-def test_a_pruned_sweep_job_stops_early_and_is_recorded_pruned(tmp_path):
+@pytest.mark.parametrize("launcher", ["in the sweep's process", "joblib workers"])
+def test_a_pruned_sweep_job_stops_early_and_is_recorded_pruned(tmp_path, launcher):
     sweep = tmp_path / "pruned"
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
     run_train(["hparams_search=random", "hydra.sweeper.n_trials=4", "hparams_search.pruner=median",
                "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
-               "lr=choice(0.03,0.00001)", "epochs=3", "trainer.device=cpu", f"hydra.sweep.dir={sweep}"],
-              tmp_path)  # fmt: skip
+               "lr=choice(0.03,0.00001)", "epochs=3", "trainer.device=cpu", f"hydra.sweep.dir={sweep}",
+               *(parallel if launcher == "joblib workers" else [])], tmp_path)  # fmt: skip
     optuna = quiet_optuna()
     study = optuna.load_study(study_name="random", storage=f"sqlite:///{sweep / 'optuna.db'}")
     states = {t.number: t.state.name for t in study.trials}
