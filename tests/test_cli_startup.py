@@ -167,4 +167,26 @@ def test_a_config_file_from_outside_conf_is_composed_and_checked_every_time(monk
         jobs = [[searchpath, "model=mine", "lr=0.1"], [searchpath, "model=mine", "lr=0.2"]]
         first, second = _compose_all(loader, jobs)
     assert first["model"]["width"] == 16 and second["lr"] == 0.2
-    assert calls["merge"] == 2  # the foreign file's composition is not reused: its trust checks run again
+    # Not reused, neither the merge nor the defaults list: its trust checks run again.
+    assert calls["merge"] == 2 and calls["defaults list"] == 2
+
+
+def test_a_file_that_appears_during_a_sweep_is_composed_into_the_later_jobs(monkeypatch, tmp_path):
+    """Round 4's R4-V15: an `optional` default that a job writes (its own `.hydra/`) must reach
+    the next job, as in Hydra's own composition; a kept defaults list would leave it out."""
+    from trainer_cli.cli_startup import share_compositions
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "late.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - optional /later@late0: extra\n"
+    )
+    _hydras_own(monkeypatch)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        share_compositions()
+        job = [f"hydra.searchpath=[file://{tmp_path}]", "experiment=late"]
+        (first,) = _compose_all(loader, [[*job, "seed=0"]])
+        (tmp_path / "later").mkdir()
+        (tmp_path / "later" / "extra.yaml").write_text("appeared: true\n")
+        (second,) = _compose_all(loader, [[*job, "seed=1"]])
+    assert "late0" not in first and second["late0"] == {"appeared": True}

@@ -170,6 +170,18 @@ def test_accepted_overrides_with_resume(tmp_path):
     assert "+resume_with.epochs=5" in out and "+resume_with.trainer.device=cpu" in out
 
 
+def test_a_saved_config_rerun_keeps_the_folders_and_name_the_command_line_gives(tmp_path):
+    """`--config-path` adds unique run and sweep folders (a saved config has no hydra section),
+    but not in place of the user's own: round 4 found `hydra.sweep.dir=mine` silently replaced."""
+    typed = ["-m", "--config-path", str(tmp_path), "--config-name", "config", "hydra.sweep.dir=mine"]
+    out = cli_argv.rewrite_argv([*typed, "hydra.job.name=again", "seed=0,1"])
+    assert [a for a in out if a.startswith("hydra.sweep.dir=")] == ["hydra.sweep.dir=mine"]
+    assert [a for a in out if a.startswith("hydra.job.name=")] == ["hydra.job.name=again"]
+    assert any(a.startswith("hydra.run.dir=outputs/") for a in out)  # the one not typed: still unique
+    plain = cli_argv.rewrite_argv(["--config-path", str(tmp_path), "--config-name", "config"])
+    assert "hydra.job.name=train" in plain and any(a.startswith("hydra.sweep.dir=outputs/multirun/") for a in plain)
+
+
 def test_a_config_error_leaves_no_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)

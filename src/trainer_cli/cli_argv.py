@@ -90,13 +90,15 @@ def rewrite_argv(argv: list[str]) -> list[str]:
         out = [f"resume={quoted(run_dir)}" if a.startswith("resume=") else a for a in out]
         out = [*resume_overrides(out), f"hydra.run.dir={quoted(run_dir)}", "hydra.output_subdir=null"]
     if any(a in ("--config-path", "-cp") or a.startswith("--config-path=") for a in out):
-        # A saved run config has no hydra section: keep run folders unique all the same.
-        if not any(a.startswith("hydra.run.dir=") for a in out):
-            out.append("hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}")
-        out += [
-            "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
-            "hydra.job.name=train",
-        ]
+        # A saved run config has no hydra section: keep run folders unique all the same (the
+        # command line's own folder, or job name, stands: it comes first and is not replaced).
+        defaults = {
+            "hydra.run.dir": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
+            "hydra.sweep.dir": "outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}_${run_suffix:}",
+            "hydra.job.name": "train",
+        }
+        typed = {a.split("=", 1)[0] for a in out}
+        out += [f"{key}={value}" for key, value in defaults.items() if key not in typed]
         out += saved_run_console(out)
     return out
 

@@ -16,7 +16,8 @@
   a small job's training), though jobs that differ only in values (`lr=0.1,0.01 seed=0,1`) read
   the same files. Values are applied after the files are merged (Hydra's own order), so the
   merged files are kept per set of the overrides that choose files, and each job applies its
-  values to a copy.
+  values to a copy. Only for the shipped config folders: a search path with any other folder
+  composes every job from scratch, as Hydra does.
 """
 
 from __future__ import annotations
@@ -111,8 +112,15 @@ def _sets_a_value(override: Any, repo: Any) -> bool:
 
 def _files_key(repo: Any, config_name: str | None, overrides: list[Any], *flags: bool) -> tuple[Any, ...] | None:
     """What decides which files a composition merges: the primary config, the search path and
-    the overrides that choose groups (None, not shared: a sweep's own `lr=0.1,0.01` composition)."""
+    the overrides that choose groups. None, not shared: a sweep's own `lr=0.1,0.01` composition,
+    and any composition whose search path has a folder besides the shipped ones (`--config-dir`,
+    `--config-path`, `hydra.searchpath`): its files may change or appear while the sweep runs
+    (a job's own `.hydra/`), and each of its compositions is trust-checked anew."""
+    from trainer_cli.trust import shipped_source
+
     if any(o.is_sweep_override() for o in overrides):
+        return None
+    if not all(shipped_source(s.full_path()) for s in repo.get_sources()):
         return None
     sources = tuple((s.provider, s.path) for s in repo.get_sources())
     choosing = tuple(o.input_line for o in overrides if not _sets_a_value(o, repo))
@@ -156,7 +164,8 @@ def share_compositions() -> None:
             return copy.deepcopy(kept[1])
         foreign = cli_guard.foreign_files_loaded
         cfg = compose(self, defaults=defaults, repo=repo)
-        # A file from outside conf/ is composed (and trust-checked) every time, never reused.
+        # Only a kept defaults list's merge is kept, and never one that read a file from outside
+        # conf/ (which the search path's check already excludes: this is the second lock).
         if cli_guard.foreign_files_loaded == foreign and any(defaults is d.defaults for d in _defaults_lists.values()):
             _keep(_merged, id(defaults), (defaults, copy.deepcopy(cfg)))
         return cfg
