@@ -42,7 +42,8 @@ def main(only: list[str]) -> int:
         ids = ", ".join(r["id"] for r in RESULTS if r["class"] == cls and r["verdict"] in ("GOT-THROUGH", "DIFFERENT"))
         print(f"| {cls} | {sum(counts.values())} | " + " | ".join(str(counts[v]) for v in VERDICTS) + f" | {ids} |")
     total = Counter(r["verdict"] for r in RESULTS)
-    print(f"\ntotal {len(RESULTS)}: " + ", ".join(f"{v} {total[v]}" for v in VERDICTS) + f" ({time.time() - started:.0f} s)")
+    counts = ", ".join(f"{v} {total[v]}" for v in VERDICTS)
+    print(f"\ntotal {len(RESULTS)}: {counts} ({time.time() - started:.0f} s)")
     return 0
 
 

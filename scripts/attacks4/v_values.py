@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 
-from common import WT, compare_sweep, exp, fresh, report, train, write
+from common import WT, compare_sweep, exp, train, write
 
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
