@@ -43,8 +43,15 @@ def payload(mark: Path) -> str:
     return f"import pathlib; pathlib.Path({str(mark)!r}).write_text('pwned')\n"
 
 
-def train(args: list[str], cwd: Path, *, hydra_only: bool = False, env: dict | None = None,
-          timeout: int = 300, cheap: bool = True) -> subprocess.CompletedProcess:
+def train(
+    args: list[str],
+    cwd: Path,
+    *,
+    hydra_only: bool = False,
+    env: dict | None = None,
+    timeout: int = 300,
+    cheap: bool = True,
+) -> subprocess.CompletedProcess:
     """The worktree's `train` in `cwd` (niced); `hydra_only`: with the reuse switched off.
     The reuse is traced into `cwd/_trace/` (which compositions came from the cache)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINER_CLI_", "A4_", "PYTHONPATH"))}
@@ -143,12 +150,23 @@ def diff_jobs(a: dict, b: dict) -> list[str]:
             fa, fb = a[job].get(name, {}), b[job].get(name, {})
             for key in sorted(set(fa) | set(fb)):
                 if fa.get(key, "<absent>") != fb.get(key, "<absent>"):
-                    lines.append(f"job {job} {name} {key}: shared={fa.get(key, '<absent>')!r} hydra={fb.get(key, '<absent>')!r}")
+                    lines.append(
+                        f"job {job} {name} {key}: shared={fa.get(key, '<absent>')!r} hydra={fb.get(key, '<absent>')!r}"
+                    )
     return lines
 
 
-def compare_sweep(attempt_id: str, cls: str, what: str, args: list[str], setup=None, sweep: str = "sw",
-                  env: dict | None = None, expect_jobs: int | None = None, cheap: bool = True) -> str:
+def compare_sweep(
+    attempt_id: str,
+    cls: str,
+    what: str,
+    args: list[str],
+    setup=None,
+    sweep: str = "sw",
+    env: dict | None = None,
+    expect_jobs: int | None = None,
+    cheap: bool = True,
+) -> str:
     """Run the same sweep twice in two fresh folders set up alike (`setup(folder)`): with the
     reuse (as shipped) and with Hydra alone; SAME where every job's saved .hydra/ files agree."""
     runs = {}
@@ -157,14 +175,19 @@ def compare_sweep(attempt_id: str, cls: str, what: str, args: list[str], setup=N
         if setup is not None:
             setup(folder)
         extra = [] if cheap else CHEAP[:3]  # a saved config has no logger group
-        proc = train([*args, *extra, f"hydra.sweep.dir={sweep}"], folder, hydra_only=variant == "hydra", env=env, cheap=cheap)
+        proc = train(
+            [*args, *extra, f"hydra.sweep.dir={sweep}"], folder, hydra_only=variant == "hydra", env=env, cheap=cheap
+        )
         runs[variant] = (folder, proc)
     (fa, pa), (fb, pb) = runs["shared"], runs["hydra"]
     ja, jb = job_files(fa, sweep), job_files(fb, sweep)
     dh, mh = hits(fa)
     lines = diff_jobs(ja, jb)
     if pa.returncode != pb.returncode:
-        lines.insert(0, f"exit status shared={pa.returncode} ({last_line(pa)[:100]}) hydra={pb.returncode} ({last_line(pb)[:100]})")
+        lines.insert(
+            0,
+            f"exit status shared={pa.returncode} ({last_line(pa)[:100]}) hydra={pb.returncode} ({last_line(pb)[:100]})",
+        )
     if expect_jobs is not None and len(ja) != expect_jobs:
         lines.append(f"{len(ja)} jobs, {expect_jobs} expected")
     verdict = "DIFFERENT" if lines else "SAME"
@@ -174,7 +197,9 @@ def compare_sweep(attempt_id: str, cls: str, what: str, args: list[str], setup=N
     return report(attempt_id, cls, verdict, detail, pa)
 
 
-def exp(folder: Path, body: str, name: str = "x", header: str = "# @package _global_\n", group: str = "experiment") -> list[str]:
+def exp(
+    folder: Path, body: str, name: str = "x", header: str = "# @package _global_\n", group: str = "experiment"
+) -> list[str]:
     write(folder / "cfg" / group / f"{name}.yaml", header + textwrap.dedent(body))
     return ["--config-dir", str(folder / "cfg")]
 

@@ -6,6 +6,7 @@ workers included, since they inherit the environment):
 - A4_TRACE=<folder>: after `share_compositions` installs its wrappers, log per composition
   whether the defaults list and the merged files came from the cache (proves the reuse ran).
 Nothing else changes."""
+
 import os
 
 if os.environ.get("A4_DISABLE_SHARE") == "1" or os.environ.get("A4_TRACE"):
