@@ -46,11 +46,12 @@ GROUP_PAGES = {
     "hydra/sweeper/sampler": "search.md",
     "hydra/help": "config-groups.md",
     "hydra/job_logging": "console.md",
+    "hydra/hydra_logging": "console.md",
 }
 
 # Groups whose files are Hydra's own texts (the help template, logging handlers): listed,
 # their keys not shown.
-KEYS_NOT_SHOWN = {"hydra/help", "hydra/job_logging"}
+KEYS_NOT_SHOWN = {"hydra/help", "hydra/job_logging", "hydra/hydra_logging"}
 
 KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w.\-]*)\s*:(.*)$")
 

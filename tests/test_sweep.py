@@ -544,6 +544,32 @@ def test_jobs_that_differ_only_by_seed_are_one_config_with_mean_sd_and_interval(
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
+def test_swept_lists_are_printed_as_text_not_read_as_rich_markup(tmp_path):
+    """`augmentation=[flip,crop]` in the tables and lines: rich would read `[flip,crop]` as a
+    style tag and print `augmentation=` with an empty cell."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainer_cli.sweep import report
+
+    job = 0
+    for augmentation, values in (("[flip,crop]", [0.9, 0.92]), ("[none]", [0.8, 0.82])):
+        for seed, value in enumerate(values):
+            make_job(tmp_path, job, [f"augmentation={augmentation}", f"seed={seed}"],
+                     {"status": "ok", "best/val/acc": value, "time_s": 1.0}, [value] * 2)  # fmt: skip
+            job += 1
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    printed = text.getvalue()
+    assert "│ [flip,crop]" in printed and "│ [none]" in printed  # the configs table's cells
+    assert "best augmentation=[flip,crop] vs runner-up augmentation=[none]" in printed
+    (tmp_path / "2" / "metrics.json").unlink()  # one seed of [none] left: the jobs table instead
+    text = StringIO()
+    report(tmp_path, "val/acc", Console(file=text, width=200))
+    assert "│ [none]" in text.getvalue() and "│ [flip,crop]" in text.getvalue()
+
+
 def test_one_config_over_seeds_keeps_each_jobs_row_with_the_configs_statistics(tmp_path):
     """`train seeds=3`: summary.csv keeps a row per job (its seed, status, and a stopped job's
     command to continue it), the config's mean ± sd beside, and the console says it."""
@@ -636,6 +662,8 @@ def test_a_seeded_sweep_prints_a_line_per_job_and_reports_each_config_over_its_s
     assert sorted((r["lr"], r["seeds"]) for r in summary_rows(sweep)) == [("0.01", "2"), ("0.1", "2")]
     jobs = [line for line in result.stdout.splitlines() if line.startswith("job ")]
     assert len(jobs) == 4 and all("best val/acc" in line for line in jobs)
+    # One line a job: Hydra's own "#0 : lr=0.1 seed=0" launch lines are not printed beside ours.
+    assert not [line for line in result.stdout.splitlines() if " : lr=" in line or "Launching" in line]
     assert "model summary" not in result.stdout and "Results" not in result.stdout  # in each job's train.log
     assert "Results" in (sweep / "0" / "train.log").read_text()
     assert "vs runner-up" in result.stdout and "Welch t" in result.stdout

@@ -125,18 +125,20 @@ def _delta(value: Any, reference: Any) -> str:
 
 def tables(runs: list[dict[str, Any]], names: list[str]) -> tuple[Table, Table]:
     """The differing config keys (a row per key) and the metrics with deltas from the first run."""
+    from rich.text import Text  # cells and headers as text: `[flip, crop]` is no rich markup
+
     keys = differing_keys([r["config"] for r in runs])
     config_table = Table(title=f"config keys that differ ({len(keys)})")
     config_table.add_column("key", overflow="fold")
     for name in names:
-        config_table.add_column(name, overflow="fold")
+        config_table.add_column(Text(name), overflow="fold")
     for key in keys:
-        config_table.add_row(key, *[_value(r["config"].get(key)) for r in runs])
+        config_table.add_row(*map(Text, [key, *[_value(r["config"].get(key)) for r in runs]]))
     shown = [m for m in METRICS if any(m in r["summary"] for r in runs)]
-    metric_table = Table(title=f"metrics (delta from {names[0]})")
+    metric_table = Table(title=Text(f"metrics (delta from {names[0]})"))
     metric_table.add_column("metric")
     for name in names:
-        metric_table.add_column(name, overflow="fold")
+        metric_table.add_column(Text(name), overflow="fold")
     for metric in shown:
         reference = runs[0]["summary"].get(metric)
         cells = [_value(r["summary"].get(metric)) + (_delta(r["summary"].get(metric), reference) if i else "")

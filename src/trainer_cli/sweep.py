@@ -78,14 +78,14 @@ def report(sweep_dir: Path, metric: str = "val/acc", console: Console | None = N
         write_jobs_csv(sweep_dir / "jobs.csv", rows, keys)
         write_configs_csv(sweep_dir / "summary.csv", groups, [k for k in keys if k != SEED_KEY])
         out.print(configs_table(sweep_dir, groups, rows, metric))
-        out.print(best_versus_runner_up(groups, metric))
+        out.print(best_versus_runner_up(groups, metric), markup=False)  # a config may read `[flip,crop]`
     else:
         # One config (over seeds, or none): a row per job keeps each job's seed, status and
         # error (a stopped job's command to continue it); one config's statistics go beside.
         write_jobs_csv(sweep_dir / "summary.csv", rows, keys, groups[0] if groups else None)
         out.print(jobs_table(sweep_dir, rows, keys, metric))
         if groups:
-            out.print(seed_statistics_line(groups[0], metric))
+            out.print(seed_statistics_line(groups[0], metric), markup=False)
     plot(sweep_dir, rows, metric, groups)
     tensorboard_runs(sweep_dir, rows, keys, metric)
     return rows
@@ -180,8 +180,9 @@ def jobs_table(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], met
     if shared:
         title += f"\nevery job: {' '.join(o for o in rows[0]['overrides'].split() if o in shared)}"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))  # cells and titles as text: `[flip,crop]` is no rich markup
     staged = bool(rows) and "stage" in rows[0]
     for column in ["job", *(["stage"] if staged else []), *keys]:
         table.add_column(column, overflow="fold")
@@ -194,16 +195,18 @@ def jobs_table(sweep_dir: Path, rows: list[dict[str, Any]], keys: list[str], met
         stats = [_fmt(row[c]) for c in JOB_COLUMNS[2:]]
         if row["time_s"] is not None:
             stats[JOB_COLUMNS[2:].index("time_s")] = f"{row['time_s']:.1f}"
-        table.add_row(row["job"], *([str(row.get("stage", ""))] if staged else []), *values, *stats)
+        cells = [row["job"], *([str(row.get("stage", ""))] if staged else []), *values, *stats]
+        table.add_row(*map(Text, cells))
     return table
 
 
 def configs_table(sweep_dir: Path, groups: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> Table:
     """One row per config: mean ± sd and the 95% interval of its best `metric` over its seeds."""
     from rich.table import Table
+    from rich.text import Text
 
     keys = [k for k in swept_keys(rows) if k != SEED_KEY]
-    table = Table(title=f"Sweep {sweep_dir}: {len(groups)} configs x seeds (sorted by mean best {metric})")
+    table = Table(title=Text(f"Sweep {sweep_dir}: {len(groups)} configs x seeds (sorted by mean best {metric})"))
     for column in [*keys, "seeds"]:
         table.add_column(column, overflow="fold")
     for column in (f"best {metric} mean ± sd", "95% interval", "jobs"):
@@ -213,8 +216,9 @@ def configs_table(sweep_dir: Path, groups: list[dict[str, Any]], rows: list[dict
         mean = "-" if group["mean"] is None else f"{group['mean']:.4f}{sd}"
         interval = "-" if group["ci95_low"] is None else f"[{group['ci95_low']:.4f}, {group['ci95_high']:.4f}]"
         failed = f" ({group['failed']} failed)" if group["failed"] else ""
-        table.add_row(*[_short_value(group["values"][k]) for k in keys], str(group["seeds"]), mean, interval,
-                      " ".join(group["jobs"]) + failed)  # fmt: skip
+        cells = [*[_short_value(group["values"][k]) for k in keys], str(group["seeds"]), mean, interval,
+                 " ".join(group["jobs"]) + failed]  # fmt: skip
+        table.add_row(*map(Text, cells))
     return table
 
 
@@ -609,13 +613,19 @@ def one_line_per_job(metric: str) -> Iterator[dict[str, Any]]:
     """A sweep job prints one line (its swept overrides, best metric, time); its model summary,
     epochs and results table go to its train.log and folder only. Yields the dict for the summary."""
     from hydra.core.hydra_config import HydraConfig
+    from rich.console import Console
+    from rich.text import Text
 
     from trainer_cli.report import console, quiet_console
 
     hydra_cfg = HydraConfig.get()
     started, outcome = time.perf_counter(), {}
+    overrides = " ".join(_short(o) for o in hydra_cfg.overrides.task)
     try:
-        with quiet_console():
+        # On a terminal, the running job on a status line (gone when its line is printed); the
+        # job's own console is quiet, so the status has a console of its own on the same stream.
+        running = Console().status(Text(f"job {hydra_cfg.job.num}: {overrides}")) if console.is_terminal else None
+        with running or contextlib.nullcontext(), quiet_console():
             yield outcome
     except BaseException as error:  # a stop signal's checkpointed stop is no failure: say which
         outcome["status"] = "preempted" if type(error).__name__ == "Preempted" else "failed"
@@ -625,8 +635,9 @@ def one_line_per_job(metric: str) -> Iterator[dict[str, Any]]:
         best = summary.get(metrics.best(metric))
         status = summary.get("status", outcome.get("status", "failed"))
         result = f"best {metric} {best:.4f}" if isinstance(best, float) else status
-        overrides = " ".join(_short(o) for o in hydra_cfg.overrides.task)
-        console.print(f"job {hydra_cfg.job.num}: {overrides}: {result} ({time.perf_counter() - started:.1f} s)")
+        # Not markup: a swept list (`augmentation=[flip,crop]`) is text, not a rich style tag.
+        line = f"job {hydra_cfg.job.num}: {overrides}: {result} ({time.perf_counter() - started:.1f} s)"
+        console.print(line, markup=False)
 
 
 def assign_gpu(cfg: DictConfig, job_num: int) -> None:
