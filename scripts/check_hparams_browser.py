@@ -80,8 +80,9 @@ def main() -> int:
             boxes, cells = read_dashboard(f"http://127.0.0.1:{port}", args.screenshot)
         finally:
             board.terminate()
-    hparams = [(name, shown) for name, shown in boxes if name and not name.startswith("hparam/")]
-    hparams = hparams[: hparams.index(("trainer", False)) + 1] if ("trainer", False) in hparams else hparams
+    # The hyperparameters' boxes come first, then the metrics' (`hparam/...`), then the statuses'.
+    metrics = [i for i, (name, _) in enumerate(boxes) if name.startswith("hparam/")]
+    hparams = [(name, shown) for name, shown in boxes[: metrics[0] if metrics else len(boxes)] if name]
     print("HParams tab, hyperparameters in the order shown ([x] = a column by default):")
     for name, shown in hparams:
         print(f"  [{'x' if shown else ' '}] {name}")
