@@ -107,9 +107,7 @@ def line_plot(
     axis.grid(alpha=0.3)
     if len(series) > 1:
         axis.legend()
-    # Fixed margins, room for the learning-rate axis between the panels: `tight_layout` measured
-    # every label first, a third of the figure's time (this PNG is drawn for every sweep job).
-    figure.subplots_adjust(left=0.08, right=0.985, bottom=0.12, top=0.92, wspace=0.45)
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     save(figure, path)
     return path
