@@ -27,9 +27,6 @@ from trainer_cli.errors import UserError
 
 # Hydra's own functions, kept when the guard replaces them (each guard calls its original).
 _original: dict[str, Any] = {}
-# Config files composed from outside the shipped conf/ so far in this process: a composition
-# that read one is not reused (`cli_startup.share_compositions`), its trust checks run each time.
-foreign_files_loaded = 0
 
 
 def install_hydra_guard() -> None:
@@ -126,11 +123,9 @@ def guarded_initialize_sources(self: Any, config_search_path: Any) -> None:
 
 def guarded_load_single_config(self: Any, default: Any, repo: Any) -> Any:
     """Every config file composed into the run: one from outside the shipped conf/ is checked."""
-    global foreign_files_loaded
     result = _original["load_single_config"](self, default, repo)
     shipped = trust.shipped_source(str(result.path)) or trust.same_as_shipped(default.config_path, str(result.path))
     if not shipped:
-        foreign_files_loaded += 1
         trust.check_file_keys(result.config, f"{default.config_path} ({result.path})")
     return result
 

@@ -157,16 +157,12 @@ def share_compositions() -> None:
         return dataclasses.replace(cached, config_overrides=values)  # the files' list, this job's values
 
     def shared_composition(self: Any, defaults: list[Any], repo: Any) -> Any:
-        from trainer_cli import cli_guard
-
         kept = _merged.get(id(defaults))
         if kept is not None and kept[0] is defaults:
             return copy.deepcopy(kept[1])
-        foreign = cli_guard.foreign_files_loaded
         cfg = compose(self, defaults=defaults, repo=repo)
-        # Only a kept defaults list's merge is kept, and never one that read a file from outside
-        # conf/ (which the search path's check already excludes: this is the second lock).
-        if cli_guard.foreign_files_loaded == foreign and any(defaults is d.defaults for d in _defaults_lists.values()):
+        # Only a kept defaults list's merge is kept: one from the shipped folders alone (`_files_key`).
+        if any(defaults is d.defaults for d in _defaults_lists.values()):
             _keep(_merged, id(defaults), (defaults, copy.deepcopy(cfg)))
         return cfg
 
